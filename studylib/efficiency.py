@@ -1,0 +1,159 @@
+"""What a compressed model costs to keep and to run: parameters, sparsity, storage, memory, speed.
+
+Conventions: storage in decimal GB (1e9 bytes) of the safetensors files as saved; time per token from
+synchronized wall-clock timings after a warm-up run; peak memory from the CUDA allocator (``None`` on CPU,
+where it is not measured).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def count_params(model) -> int:
+    """Parameters as the model holds them (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero_params(model) -> int:
+    """Parameters that are not exactly zero -- what unstructured pruning removes."""
+    import torch
+
+    with torch.no_grad():
+        return int(sum(torch.count_nonzero(p).item() for p in model.parameters()))
+
+
+def storage_bytes(path: str | Path) -> int:
+    """Bytes of the ``*.safetensors`` files under a saved model directory (adapters included)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors files under {path}")
+    return sum(f.stat().st_size for f in files)
+
+
+def saved_storage_bytes(model) -> int:
+    """Bytes the model takes when saved as it is now (its dtype, its quantization), measured by saving it."""
+    with tempfile.TemporaryDirectory(prefix="studylib-storage-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        return storage_bytes(tmp)
+
+
+def gb(n_bytes: int | None) -> float | None:
+    return None if n_bytes is None else n_bytes / 1e9
+
+
+def _is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _sync(device):
+    import torch
+
+    if _is_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak CUDA memory allocated inside a ``with`` block (``bytes`` is None on CPU)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.bytes: int | None = None
+
+    def __enter__(self):
+        import torch
+
+        if _is_cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if _is_cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            self.bytes = int(torch.cuda.max_memory_allocated(self.device))
+        return False
+
+
+@contextmanager
+def timed(device):
+    """Synchronized wall-clock seconds of a block: ``with timed(dev) as t: ...; t()``."""
+    _sync(device)
+    start = time.perf_counter()
+    box = {}
+    yield lambda: box["s"]
+    _sync(device)
+    box["s"] = time.perf_counter() - start
+
+
+def decode_speed(model, tokenizer, prompt: str, *, batch_size: int = 1, new_tokens: int = 64, repeats: int = 3) -> dict:
+    """Time per generated token and tokens/s for greedy decoding of exactly ``new_tokens`` tokens.
+
+    One untimed warm-up run first (kernels, caches, allocator), then ``repeats`` timed runs; the median
+    is reported. EOS is ignored (``min_new_tokens``) so every run decodes the same number of steps.
+    """
+    import torch
+
+    if batch_size < 1 or new_tokens < 1 or repeats < 1:
+        raise ValueError("batch_size, new_tokens and repeats must be >= 1")
+    device = next(model.parameters()).device
+    enc = tokenizer([prompt] * batch_size, return_tensors="pt", padding=True).to(device)
+    kwargs = dict(
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    times = []
+    with torch.inference_mode():
+        model.generate(**enc, **kwargs)  # warm-up, not timed
+        for _ in range(repeats):
+            with timed(device) as t:
+                model.generate(**enc, **kwargs)
+            times.append(t())
+    seconds = statistics.median(times)
+    return {
+        "batch_size": batch_size,
+        "new_tokens": new_tokens,
+        "prompt_tokens": int(enc["input_ids"].shape[1]),
+        "repeats": repeats,
+        "seconds_median": seconds,
+        "time_per_token_ms": 1000 * seconds / new_tokens,
+        "tokens_per_s": batch_size * new_tokens / seconds,
+    }
+
+
+def efficiency_report(model, tokenizer, *, prompt: str, batch_sizes=(1,), new_tokens: int = 64, repeats: int = 3,
+                      storage_path: str | Path | None = None) -> dict:
+    """Params, non-zero params, storage, peak memory and decode speed of one model, as one record section."""
+    device = next(model.parameters()).device
+    report = {
+        "params": count_params(model),
+        "nonzero_params": count_nonzero_params(model),
+        "storage_bytes": storage_bytes(storage_path) if storage_path else saved_storage_bytes(model),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": str(device),
+    }
+    report["storage_gb"] = gb(report["storage_bytes"])
+    speed = {}
+    with PeakMemory(device) as peak:
+        for bs in batch_sizes:
+            speed[f"batch{bs}"] = decode_speed(model, tokenizer, prompt, batch_size=bs, new_tokens=new_tokens,
+                                               repeats=repeats)
+    report["decode"] = speed
+    first = speed[f"batch{batch_sizes[0]}"]
+    report["time_per_token_ms"] = first["time_per_token_ms"]
+    report["tokens_per_s"] = first["tokens_per_s"]
+    report["peak_memory_bytes"] = peak.bytes
+    report["peak_memory_gb"] = gb(peak.bytes)
+    return report

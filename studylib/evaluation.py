@@ -1,0 +1,69 @@
+"""Translate a test set per direction and score it: the step every notebook shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import data, metrics, prompts
+from .generation import generate
+from .languages import parse_direction
+
+
+@dataclass
+class Evaluation:
+    metrics: dict = field(default_factory=dict)  # direction -> {"bleu", "chrf", "chrf++", ["comet"], "n", ...}
+    outputs: dict = field(default_factory=dict)  # direction -> {"src", "ref", "hyp"}
+    seconds: float = 0.0
+    new_tokens: int = 0
+
+
+def load_test_sets(cfg) -> dict:
+    """The test examples of each direction, subsampled deterministically to ``cfg.n_test``."""
+    root = data.resolve_data_dir(cfg.data_dir)
+    return {d: data.load_split(cfg.test_source, d, "test", n=cfg.n_test, seed=cfg.seed, root=root)
+            for d in cfg.directions}
+
+
+def make_prompts(cfg, direction, examples, tokenizer) -> list[str]:
+    shot_pairs = None
+    if cfg.prompt_style == "alma-fewshot":
+        shot_pairs = data.load_few_shot(direction, root=data.resolve_data_dir(cfg.data_dir))
+    return prompts.build_prompts(examples, cfg.prompt_style, shots=cfg.shots, shot_pairs=shot_pairs,
+                                 tokenizer=tokenizer)
+
+
+def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: bool = True) -> Evaluation:
+    """Greedy translations of every direction's test set, scored with ``cfg.metrics``.
+
+    COMET gets the plain source sentences (never the prompt) from a local checkpoint.
+    """
+    test_sets = test_sets if test_sets is not None else load_test_sets(cfg)
+    result = Evaluation()
+    for direction, examples in test_sets.items():
+        _, tgt_lang = parse_direction(direction)
+        srcs = [ex.src for ex in examples]
+        refs = [ex.tgt for ex in examples]
+        gens = generate(model, tokenizer, make_prompts(cfg, direction, examples, tokenizer),
+                        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=progress,
+                        desc=direction)
+        scores = metrics.corpus_scores(gens.texts, refs, tgt_lang, [m for m in cfg.metrics if m != "comet"])
+        if "comet" in cfg.metrics:
+            from .comet import score_comet
+
+            scores["comet"] = score_comet(srcs, gens.texts, refs, cfg.comet_checkpoint)["score"]
+        scores["n"] = len(examples)
+        scores["new_tokens"] = gens.total_new_tokens
+        scores["seconds"] = gens.seconds
+        result.metrics[direction] = scores
+        result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": gens.texts}
+        result.seconds += gens.seconds
+        result.new_tokens += gens.total_new_tokens
+    return result
+
+
+def speed_prompt(cfg, tokenizer) -> str:
+    """A fixed, realistic prompt for decode-speed measurements: the first test sentence of the first direction."""
+    direction = cfg.directions[0]
+    root = data.resolve_data_dir(cfg.data_dir)
+    example = data.load_split(cfg.test_source, direction, "test", n=1, seed=cfg.seed, root=root)
+    return make_prompts(cfg, direction, example, tokenizer)[0]

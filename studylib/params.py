@@ -1,0 +1,184 @@
+"""Notebook parameters: one dataclass per notebook, validated before any model loads.
+
+Each notebook's ``parameters`` cell declares the same names with the same defaults (the CPU smoke
+profile); ``tests/test_notebooks.py`` checks that the two agree. A params YAML overrides some of them;
+:func:`check_overrides` turns an unknown key or a bad value into one clear :class:`ParamsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .languages import DIRECTIONS
+from .records import PROFILES
+
+PROMPT_STYLES = ("alma", "alma-fewshot", "tower")
+TEST_SOURCES = ("alma", "wmt24")
+ALLOWED_METRICS = ("bleu", "chrf", "chrf++", "comet")
+
+
+class ParamsError(ValueError):
+    """A parameter file or value the notebook cannot run with."""
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ParamsError(msg)
+
+
+def _positive_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return
+    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+           f"{name} must be a positive integer{' or null' if allow_none else ''}, got {value!r}")
+
+
+def normalize_directions(value) -> list[str]:
+    if value == "all":
+        return list(DIRECTIONS)
+    if isinstance(value, str):
+        value = [value]
+    _check(isinstance(value, (list, tuple)) and len(value) > 0, f"directions must be 'all' or a list, got {value!r}")
+    bad = [d for d in value if d not in DIRECTIONS]
+    _check(not bad, f"unknown directions {bad}; the study covers {', '.join(DIRECTIONS)}")
+    _check(len(set(value)) == len(value), f"directions repeat: {value}")
+    return list(value)
+
+
+@dataclass
+class EvalParams:
+    """What every evaluating notebook shares: the run, the model, the test data, decoding and metrics."""
+
+    profile: str = "smoke"
+    run_name: str = "smoke"
+    model_id: str = "tiny-gemma3"
+    dtype: str = "float32"
+    device: str = "auto"
+    data_dir: str | None = None
+    test_source: str = "alma"
+    directions: list | str = "all"
+    n_test: int | None = 4
+    seed: int = 0
+    prompt_style: str = "alma"
+    shots: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    metrics: list = field(default_factory=lambda: ["bleu", "chrf", "chrf++"])
+    comet_checkpoint: str | None = None
+    speed_new_tokens: int = 8
+    speed_batch_sizes: list = field(default_factory=lambda: [1])
+    keep_outputs: bool = True
+    results_dir: str | None = None
+
+    def __post_init__(self):
+        from .models import ModelSpec
+
+        _check(self.profile in PROFILES, f"profile must be one of {PROFILES}, got {self.profile!r}")
+        _check(isinstance(self.run_name, str) and self.run_name and "/" not in self.run_name
+               and not self.run_name.startswith("."), f"run_name must be a plain file name, got {self.run_name!r}")
+        self.directions = normalize_directions(self.directions)
+        _check(self.test_source in TEST_SOURCES or str(self.test_source).endswith(".jsonl"),
+               f"test_source must be one of {TEST_SOURCES} or a .jsonl path, got {self.test_source!r}")
+        _positive_int("n_test", self.n_test, allow_none=True)
+        _check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        _check(self.prompt_style in PROMPT_STYLES, f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
+        _check(isinstance(self.shots, int) and 0 <= self.shots <= 5, f"shots must be 0..5, got {self.shots!r}")
+        _check(self.prompt_style != "alma-fewshot" or self.shots > 0, "prompt_style 'alma-fewshot' needs shots >= 1")
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("max_new_tokens", self.max_new_tokens)
+        _positive_int("speed_new_tokens", self.speed_new_tokens)
+        _check(isinstance(self.metrics, list) and self.metrics and all(m in ALLOWED_METRICS for m in self.metrics),
+               f"metrics must be a non-empty list from {ALLOWED_METRICS}, got {self.metrics!r}")
+        _check("comet" not in self.metrics or self.comet_checkpoint,
+               "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
+        _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
+               and all(isinstance(b, int) and b > 0 for b in self.speed_batch_sizes),
+               f"speed_batch_sizes must be a non-empty list of positive integers, got {self.speed_batch_sizes!r}")
+        try:
+            ModelSpec(self.model_id, self.dtype, self.device)
+        except (ValueError, RuntimeError) as err:
+            raise ParamsError(str(err)) from err
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_namespace(cls, namespace: dict):
+        """Build from a notebook's globals (the names its parameters cell declared)."""
+        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BaselineParams(EvalParams):
+    """00_baseline: evaluate a model as it is."""
+
+
+@dataclass
+class TeacherParams(EvalParams):
+    """01_teacher: fine-tune the base on ALMA's human-written train split (full or LoRA), save it, evaluate it."""
+
+    method: str = "full"
+    train_per_direction: int | None = 8
+    train_directions: list | str = "all"
+    epochs: float = 2.0
+    learning_rate: float = 1e-3
+    train_batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 128
+    warmup_ratio: float = 0.03
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    save_dir: str | None = None
+    baseline_record: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.baseline_record is None or (str(self.baseline_record).endswith(".json")
+                                                and str(self.baseline_record).startswith("00_baseline/")),
+               f"baseline_record must look like '00_baseline/<run>.json', got {self.baseline_record!r}")
+        _check(self.method in ("full", "lora"), f"method must be 'full' or 'lora', got {self.method!r}")
+        _check(self.prompt_style != "alma-fewshot", "a fine-tuned teacher is prompted zero-shot: use 'alma' or 'tower'")
+        _positive_int("train_per_direction", self.train_per_direction, allow_none=True)
+        self.train_directions = normalize_directions(self.train_directions)
+        _check(isinstance(self.epochs, (int, float)) and 0 < self.epochs <= 20, f"epochs must be in (0, 20], got {self.epochs!r}")
+        _check(isinstance(self.learning_rate, float) and 0 < self.learning_rate < 1,
+               f"learning_rate must be a float in (0, 1), got {self.learning_rate!r}")
+        _positive_int("train_batch_size", self.train_batch_size)
+        _positive_int("grad_accum", self.grad_accum)
+        _positive_int("max_length", self.max_length)
+        _check(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        _positive_int("lora_r", self.lora_r)
+        _positive_int("lora_alpha", self.lora_alpha)
+        _check(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+
+NOTEBOOK_PARAMS = {
+    "00_baseline": BaselineParams,
+    "01_teacher": TeacherParams,
+}
+
+
+def params_class(notebook: str):
+    try:
+        return NOTEBOOK_PARAMS[notebook]
+    except KeyError:
+        raise ParamsError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMS)}") from None
+
+
+def check_overrides(notebook: str, overrides: dict):
+    """Validate a params file's overrides for a notebook: unknown keys and bad values are one error."""
+    cls = params_class(notebook)
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"parameters for {notebook} must be a mapping, got {type(overrides).__name__}")
+    unknown = sorted(set(overrides) - set(cls.names()))
+    if unknown:
+        raise ParamsError(
+            f"{notebook} does not declare {', '.join(unknown)}; it declares: {', '.join(cls.names())}"
+        )
+    return cls(**overrides)

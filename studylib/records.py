@@ -1,0 +1,182 @@
+"""One JSON record per run, written atomically, and the summary table built from all of them.
+
+A record lives at ``<results>/runs/<notebook>/<run>.json`` and holds: the run's params (and their hash,
+so a pipeline can tell a stale record from a current one), per-direction metrics (``"de-en": {"bleu",
+"chrf", "chrf++", "comet"?}``), averages over xx->en and en->xx, efficiency, the environment (git sha,
+package versions, device, date), the profile (``smoke`` or ``full``) and, optionally, the system outputs
+per direction (for paired bootstrap later).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from .languages import DIRECTIONS, EN_XX, XX_EN
+
+PROFILES = ("smoke", "full")
+METRICS = ("bleu", "chrf", "chrf++", "comet")
+_PACKAGES = (
+    "torch", "transformers", "tokenizers", "accelerate", "peft", "sacrebleu", "unbabel-comet", "bitsandbytes",
+    "gptqmodel", "llmcompressor", "optimum", "gguf", "numpy", "papermill",
+)
+
+
+def results_dir(path: str | Path | None = None) -> Path:
+    """The results root: the argument, else ``$STUDYLIB_RESULTS``, else ``results``."""
+    return Path(path or os.environ.get("STUDYLIB_RESULTS") or "results")
+
+
+def record_path(notebook: str, run: str, results: str | Path | None = None) -> Path:
+    for name, value in (("notebook", notebook), ("run", run)):
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError(f"{name} {value!r} must be a plain, non-empty file name")
+    return results_dir(results) / "runs" / notebook / f"{run}.json"
+
+
+def params_hash(params: dict) -> str:
+    """A short, order-independent hash of the run's parameters."""
+    blob = json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _git_sha() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) or None
+
+
+def environment() -> dict:
+    """Where and with what a run was made."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    device = {"name": platform.processor() or platform.machine(), "kind": "cpu"}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = {"name": torch.cuda.get_device_name(0), "kind": "cuda", "count": torch.cuda.device_count(),
+                      "cuda": torch.version.cuda}
+    except ImportError:
+        pass
+    return {
+        "git_sha": os.environ.get("STUDYLIB_GIT_SHA") or _git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": device,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def direction_averages(per_direction: dict) -> dict:
+    """Mean of each metric over the xx->en and en->xx directions present (only where all have it)."""
+    out = {}
+    for group, dirs in (("xx-en", XX_EN), ("en-xx", EN_XX)):
+        present = [d for d in dirs if d in per_direction]
+        if not present:
+            continue
+        out[group] = {}
+        for metric in METRICS:
+            values = [per_direction[d].get(metric) for d in present]
+            if all(isinstance(v, (int, float)) for v in values):
+                out[group][metric] = sum(values) / len(values)
+        out[group]["directions"] = present
+    return out
+
+
+def make_record(*, notebook: str, run: str, params: dict, profile: str, metrics: dict, efficiency: dict | None = None,
+                outputs: dict | None = None, extra: dict | None = None) -> dict:
+    """Assemble a record; checks the profile and direction keys."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r} is not one of {PROFILES}")
+    unknown = [d for d in metrics if d not in DIRECTIONS]
+    if unknown:
+        raise ValueError(f"metrics for unknown directions {unknown}; expected keys like 'de-en'")
+    return {
+        "notebook": notebook,
+        "run": run,
+        "profile": profile,
+        "params": params,
+        "params_hash": params_hash(params),
+        "metrics": metrics,
+        "averages": direction_averages(metrics),
+        "efficiency": efficiency or {},
+        "environment": environment(),
+        **(extra or {}),
+        **({"outputs": outputs} if outputs else {}),
+    }
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    """Write JSON through a temporary file and an atomic rename: a reader sees the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, ensure_ascii=False, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(record: dict, results: str | Path | None = None) -> Path:
+    return write_json_atomic(record, record_path(record["notebook"], record["run"], results))
+
+
+def load_records(results: str | Path | None = None, profile: str | None = None) -> list[dict]:
+    root = results_dir(results) / "runs"
+    records = []
+    for path in sorted(root.glob("*/*.json")):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if profile is None or rec.get("profile") == profile:
+            records.append(rec)
+    return records
+
+
+def summary_table(records: list[dict]):
+    """One row per run and direction (plus the two averages): the table every figure is drawn from."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        base = {"notebook": rec["notebook"], "run": rec["run"], "profile": rec["profile"],
+                "model_id": rec["params"].get("model_id"), "device": rec["environment"]["device"]["name"]}
+        eff = rec.get("efficiency") or {}
+        for key in ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s"):
+            base[key] = eff.get(key)
+        for direction, scores in list(rec["metrics"].items()) + list(rec.get("averages", {}).items()):
+            rows.append({**base, "direction": direction,
+                         **{m: scores.get(m) for m in METRICS}, "n": scores.get("n")})
+    return pd.DataFrame(rows)
+
+
+def write_summary(results: str | Path | None = None, profile: str | None = None) -> Path:
+    """``<results>/summary.csv`` from all records (of one profile, if given)."""
+    table = summary_table(load_records(results, profile))
+    path = results_dir(results) / ("summary.csv" if profile is None else f"summary-{profile}.csv")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

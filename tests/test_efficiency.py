@@ -1,0 +1,43 @@
+import torch
+
+from studylib import efficiency
+
+
+def test_param_counts_and_sparsity(tiny):
+    model, _ = tiny
+    total = efficiency.count_params(model)
+    assert total == sum(p.numel() for p in model.parameters())
+    before = efficiency.count_nonzero_params(model)
+    layer = model.model.layers[0].mlp.down_proj.weight
+    saved = layer.detach().clone()
+    with torch.no_grad():
+        layer[:, ::2] = 0  # prune half the columns
+    try:
+        after = efficiency.count_nonzero_params(model)
+        assert before - after == int(torch.count_nonzero(saved[:, ::2]))
+    finally:
+        with torch.no_grad():
+            layer.copy_(saved)
+
+
+def test_storage_is_measured_from_safetensors(tiny, tmp_path):
+    model, _ = tiny
+    n = efficiency.saved_storage_bytes(model)
+    # fp32 weights plus a small header; tied embeddings are stored once
+    assert 4 * efficiency.count_params(model) <= n < 4 * efficiency.count_params(model) + 100_000
+    assert efficiency.gb(2_500_000_000) == 2.5
+
+
+def test_decode_speed_reports_median_after_warmup(tiny):
+    model, tok = tiny
+    r = efficiency.decode_speed(model, tok, "German: Hallo\nEnglish:", batch_size=2, new_tokens=5, repeats=2)
+    assert r["new_tokens"] == 5 and r["batch_size"] == 2
+    assert abs(r["tokens_per_s"] - 2 * 5 / r["seconds_median"]) < 1e-6
+    assert abs(r["time_per_token_ms"] - 1000 * r["seconds_median"] / 5) < 1e-9
+
+
+def test_efficiency_report_on_cpu_has_no_gpu_peak(tiny):
+    model, tok = tiny
+    r = efficiency.efficiency_report(model, tok, prompt="German: Hallo\nEnglish:", new_tokens=3, repeats=1)
+    assert r["peak_memory_bytes"] is None and r["device"] == "cpu"
+    assert r["params"] >= r["nonzero_params"] > 0

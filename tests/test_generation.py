@@ -1,0 +1,43 @@
+import pytest
+
+from studylib.generation import generate, stop_token_ids
+
+PROMPTS = [f"Translate this from German to English:\nGerman: Satz {i} {'lang ' * i}\nEnglish:" for i in range(11)]
+
+
+def test_same_outputs_at_batch_1_and_batch_64(tiny):
+    model, tok = tiny
+    one = generate(model, tok, PROMPTS, batch_size=1, max_new_tokens=12, progress=False)
+    many = generate(model, tok, PROMPTS, batch_size=64, max_new_tokens=12, progress=False)
+    assert one.texts == many.texts
+    assert one.new_tokens == many.new_tokens
+    assert len(one.texts) == len(PROMPTS)
+
+
+def test_outputs_come_back_in_prompt_order(tiny):
+    model, tok = tiny
+    full = generate(model, tok, PROMPTS, batch_size=4, max_new_tokens=8, progress=False)
+    rev = generate(model, tok, PROMPTS[::-1], batch_size=4, max_new_tokens=8, progress=False)
+    assert rev.texts == full.texts[::-1]
+
+
+def test_stops_at_newline_and_respects_max_new_tokens(tiny):
+    model, tok = tiny
+    stops = set(stop_token_ids(tok))
+    assert tok.eos_token_id in stops
+    assert tok.convert_tokens_to_ids("Ċ") in stops  # the byte-level newline
+    out = generate(model, tok, PROMPTS, batch_size=4, max_new_tokens=10, progress=False)
+    assert all(1 <= n <= 10 for n in out.new_tokens)
+    assert all("\n" not in t for t in out.texts)
+
+
+def test_bad_arguments(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="batch_size"):
+        generate(model, tok, PROMPTS, batch_size=0)
+    tok.padding_side = "right"
+    try:
+        with pytest.raises(ValueError, match="left"):
+            generate(model, tok, PROMPTS)
+    finally:
+        tok.padding_side = "left"

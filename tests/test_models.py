@@ -1,0 +1,65 @@
+import pytest
+
+from studylib import models
+
+
+def test_spec_rejects_bad_values_before_loading():
+    with pytest.raises(ValueError, match="dtype"):
+        models.ModelSpec("tiny-gemma3", dtype="float8")
+    with pytest.raises(ValueError, match="device"):
+        models.ModelSpec("tiny-gemma3", device="tpu")
+    with pytest.raises(models.ModelNotAvailable, match="gemma-3-270m"):
+        models.ModelSpec("not a model id at all")
+
+
+def test_model_kind(tmp_path):
+    assert models.model_kind("gemma-3-270m") == "default"
+    assert models.model_kind("tiny-gemma3") == "tiny"
+    assert models.model_kind("haoranxu/ALMA-7B") == "hub"
+    assert models.model_kind(str(tmp_path)) == "local"
+    with pytest.raises(models.ModelNotAvailable, match="config.json"):
+        models.checkpoint_path(str(tmp_path))
+
+
+def test_hub_id_without_hub_fails_at_once_naming_the_offline_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelNotAvailable, match="gemma-3-270m"):
+        models.checkpoint_path("haoranxu/ALMA-7B")
+
+
+def test_hub_id_with_unreachable_hub_names_the_offline_default(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def unreachable(self, *a, **k):
+        raise OSError("no route to host")
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(models.ModelNotAvailable, match="offline default model_id='gemma-3-270m'"):
+        models.checkpoint_path("Unbabel/TowerInstruct-7B-v0.2")
+
+
+def test_tiny_model_is_a_gemma3_with_gemma_special_ids(tiny):
+    model, tok = tiny
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) == (0, 1, 2)
+    assert tok("hello")["input_ids"][0] == 2  # BOS prepended, like Gemma
+    assert tok.padding_side == "left"
+    assert model.config.vocab_size == len(tok)
+
+
+def test_tiny_model_is_deterministic(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    a = models.build_tiny_model(tmp_path / "a", seed=0)
+    b = models.build_tiny_model(tmp_path / "b", seed=0)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_quant_choice_is_checked_before_loading():
+    with pytest.raises(ValueError, match="quant"):
+        models.load_model("tiny-gemma3", quant="3bit")

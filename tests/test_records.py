@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from studylib import records
+
+
+def _metrics():
+    return {"de-en": {"bleu": 20.0, "chrf": 50.0, "chrf++": 48.0, "n": 3},
+            "cs-en": {"bleu": 10.0, "chrf": 40.0, "chrf++": 38.0, "n": 3},
+            "en-de": {"bleu": 5.0, "chrf": 30.0, "chrf++": 28.0, "n": 3}}
+
+
+def test_record_schema_and_averages(tmp_path):
+    rec = records.make_record(notebook="00_baseline", run="r1", params={"model_id": "m", "n_test": 3},
+                              profile="smoke", metrics=_metrics())
+    assert rec["averages"]["xx-en"]["chrf++"] == pytest.approx(43.0)
+    assert rec["averages"]["en-xx"]["bleu"] == pytest.approx(5.0)
+    assert rec["averages"]["xx-en"]["directions"] == ["cs-en", "de-en"]
+    env = rec["environment"]
+    assert {"git_sha", "packages", "device", "date", "python"} <= set(env)
+    assert "torch" in env["packages"]
+    path = records.write_record(rec, tmp_path)
+    assert path == tmp_path / "runs" / "00_baseline" / "r1.json"
+    assert json.loads(path.read_text())["params_hash"] == records.params_hash({"n_test": 3, "model_id": "m"})
+
+
+def test_bad_profile_and_direction_are_refused():
+    with pytest.raises(ValueError, match="profile"):
+        records.make_record(notebook="n", run="r", params={}, profile="quick", metrics={})
+    with pytest.raises(ValueError, match="unknown directions"):
+        records.make_record(notebook="n", run="r", params={}, profile="full", metrics={"de-fr": {}})
+    with pytest.raises(ValueError, match="plain"):
+        records.record_path("00_baseline", "../escape")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "r.json"
+    records.write_json_atomic({"ok": 1}, path)
+
+    class Unserializable:
+        def __str__(self):
+            raise RuntimeError("cannot serialize")
+
+    with pytest.raises(RuntimeError):
+        records.write_json_atomic({"bad": Unserializable()}, path)
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+
+
+def test_summary_table_from_records(tmp_path):
+    for run in ("a", "b"):
+        rec = records.make_record(notebook="00_baseline", run=run, params={"model_id": run}, profile="full",
+                                  metrics=_metrics(), efficiency={"params": 10, "storage_gb": 0.1})
+        records.write_record(rec, tmp_path)
+    table = records.summary_table(records.load_records(tmp_path))
+    assert len(table) == 2 * (3 + 2)  # 3 directions + 2 averages per run
+    row = table[(table.run == "b") & (table.direction == "de-en")].iloc[0]
+    assert row["chrf++"] == 48.0 and row["params"] == 10
+    out = records.write_summary(tmp_path, "full")
+    assert out.name == "summary-full.csv" and out.read_text().count("\n") == len(table) + 1
+    assert records.load_records(tmp_path, profile="smoke") == []
+
+
+def test_results_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDYLIB_RESULTS", str(tmp_path))
+    assert records.results_dir() == tmp_path
+    assert records.results_dir("x") == type(tmp_path)("x")
