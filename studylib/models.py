@@ -9,6 +9,8 @@ Names a researcher can pass as ``model_id``:
 * ``tiny-gemma3`` -- a tiny, randomly initialized model of the same family (Gemma3ForCausalLM) with a small
   byte-level BPE tokenizer, built deterministically from a config. For tests and smoke runs only.
 * a local directory holding a Hugging Face checkpoint (``config.json`` + weights + tokenizer).
+* a local directory holding a LoRA adapter (``adapter_config.json``) whose ``base_model_name_or_path`` is any
+  of these names: the base is loaded, the adapter applied and merged. A few MB rebuild a fine-tuned teacher.
 * a hub id such as ``haoranxu/ALMA-7B`` or ``Unbabel/TowerInstruct-7B-v0.2`` -- needs hub access (or the
   model already in the local Hugging Face cache).
 """
@@ -63,13 +65,14 @@ class ModelSpec:
 
 
 def model_kind(model_id: str) -> str:
-    """'default', 'tiny', 'local', 'hub' or 'unknown' -- decided without loading anything."""
+    """'default', 'tiny', 'local', 'adapter', 'hub' or 'unknown' -- decided without loading anything."""
     if model_id == OFFLINE_DEFAULT:
         return "default"
     if model_id == TINY_MODEL:
         return "tiny"
-    if Path(model_id).expanduser().is_dir():
-        return "local"
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return "adapter" if (path / "adapter_config.json").exists() and not (path / "config.json").exists() else "local"
     if _HUB_ID.match(model_id):
         return "hub"
     return "unknown"
@@ -108,9 +111,22 @@ def checkpoint_path(model_id: str) -> str:
         return str(path)
     if kind == "hub":
         return _hub_snapshot(model_id)
+    if kind == "adapter":
+        return checkpoint_path(adapter_base(model_id))
     raise ModelNotAvailable(
         f"model {model_id!r} is neither a local directory nor a hub id; the offline default is {OFFLINE_DEFAULT!r}"
     )
+
+
+def adapter_base(adapter_dir: str) -> str:
+    """The base model an adapter directory was trained on (``base_model_name_or_path``)."""
+    import json
+
+    config = json.loads((Path(adapter_dir).expanduser() / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or model_kind(base) in ("unknown", "adapter"):
+        raise ModelNotAvailable(f"{adapter_dir}: adapter_config.json names no loadable base model ({base!r})")
+    return base
 
 
 def _hub_snapshot(model_id: str) -> str:
@@ -175,6 +191,12 @@ def load_model(model_id: str, dtype: str = "bfloat16", device: str = "auto", qua
     if quant != "none":
         kwargs.update(quantization_config=bnb_config(quant), device_map=device)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if model_kind(spec.model_id) == "adapter":
+        from peft import PeftModel
+
+        if quant != "none":
+            raise ValueError("load an adapter's merged model first, then quantize it")
+        model = PeftModel.from_pretrained(model, str(Path(spec.model_id).expanduser())).merge_and_unload()
     if quant == "none":
         model.to(device)
     model.eval()

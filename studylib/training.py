@@ -166,11 +166,14 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
     )
 
 
-def save_teacher(model, tokenizer, save_dir) -> "Path":
+def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -> "Path":
     """Save a fine-tuned model atomically: ``<dir>/merged`` (a plain checkpoint) and, for LoRA, ``<dir>/adapter``.
 
-    The adapter alone (a few MB) rebuilds the teacher from the base; ``merged`` is what later notebooks load.
+    The adapter alone rebuilds the teacher from the base (``models.load_model(<dir>/adapter)``); its config names
+    ``base_model_id`` (e.g. 'gemma-3-270m') rather than a machine-specific path. ``merged`` is what later
+    notebooks load.
     """
+    import json
     import os
     import shutil
     import tempfile
@@ -182,7 +185,11 @@ def save_teacher(model, tokenizer, save_dir) -> "Path":
     try:
         if hasattr(model, "merge_and_unload"):  # a peft model
             model.save_pretrained(tmp / "adapter")
-            tokenizer.save_pretrained(tmp / "adapter")
+            if base_model_id:
+                cfg_path = tmp / "adapter" / "adapter_config.json"
+                config = json.loads(cfg_path.read_text())
+                config["base_model_name_or_path"] = base_model_id
+                cfg_path.write_text(json.dumps(config, indent=2))
             model = model.merge_and_unload()
         model.save_pretrained(tmp / "merged", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "merged")

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from studylib import data, prompts, training
 
@@ -44,11 +45,17 @@ def test_lora_trains_only_adapters_and_saves_both(tmp_path):
                                log_every=1)
     assert 0 < result.summary()["trainable_share"] < 0.5
     assert result.losses[-1][1] < result.losses[0][1]
-    out = training.save_teacher(result.model, tok, tmp_path / "t")
+    out = training.save_teacher(result.model, tok, tmp_path / "t", base_model_id="tiny-gemma3")
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "merged" / "config.json").exists()
     merged, _ = models.load_model(str(out / "merged"), "float32", "cpu")
     assert not any("lora" in n for n, _ in merged.named_parameters())
+    # the adapter alone rebuilds the same model from the base it names
+    assert models.model_kind(str(out / "adapter")) == "adapter"
+    rebuilt, rtok = models.load_model(str(out / "adapter"), "float32", "cpu")
+    sd_a, sd_b = merged.state_dict(), rebuilt.state_dict()
+    assert sd_a.keys() == sd_b.keys()
+    assert all(torch.allclose(sd_a[k], sd_b[k], atol=1e-6) for k in sd_a)
 
 
 def test_fractional_epochs_and_errors(tiny):
