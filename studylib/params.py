@@ -8,7 +8,10 @@ profile); ``tests/test_notebooks.py`` checks that the two agree. A params YAML o
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .languages import DIRECTIONS
 from .records import PROFILES
@@ -158,22 +161,55 @@ class TeacherParams(EvalParams):
         _check(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
 
 
-NOTEBOOK_PARAMS = {
-    "00_baseline": BaselineParams,
-    "01_teacher": TeacherParams,
-}
+@dataclass
+class CompressParams(EvalParams):
+    """A compression notebook: load a model, apply a recipe of registered methods, evaluate, record.
+
+    ``recipe`` is a list of ``{"method": name, **params}`` steps (see :mod:`studylib.methods`); the
+    calibration texts come from ALMA's train split, ``calib_per_direction`` for each of ``calib_directions``.
+    """
+
+    recipe: list = field(default_factory=lambda: [{"method": "bnb-int8"}])
+    calib_per_direction: int = 2
+    calib_directions: list | str = "all"
+    calib_seed: int = 0
+    save_compressed: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .methods import MethodError, build_recipe
+
+        _positive_int("calib_per_direction", self.calib_per_direction)
+        self.calib_directions = normalize_directions(self.calib_directions)
+        try:
+            build_recipe(self.recipe)
+        except MethodError as err:
+            raise ParamsError(str(err)) from err
 
 
-def params_class(notebook: str):
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def params_class(notebook: str, notebooks: Path = NOTEBOOK_DIR):
+    """The dataclass a notebook's parameters follow, named in its metadata as ``studylib.params``
+    (``"ClassName"`` from this module, or ``"module:ClassName"`` from another studylib module)."""
+    path = notebooks / f"{notebook}.ipynb"
+    if not path.is_file():
+        raise ParamsError(f"unknown notebook {notebook!r}: {path} does not exist")
+    spec = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("studylib", {}).get("params")
+    if not spec:
+        raise ParamsError(f"{path} names no parameter class in its metadata (studylib.params)")
+    module, _, name = spec.rpartition(":")
+    target = importlib.import_module(module or __name__)
     try:
-        return NOTEBOOK_PARAMS[notebook]
-    except KeyError:
-        raise ParamsError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMS)}") from None
+        return getattr(target, name)
+    except AttributeError:
+        raise ParamsError(f"{path}: parameter class {spec!r} not found") from None
 
 
-def check_overrides(notebook: str, overrides: dict):
+def check_overrides(notebook: str, overrides: dict, notebooks: Path = NOTEBOOK_DIR):
     """Validate a params file's overrides for a notebook: unknown keys and bad values are one error."""
-    cls = params_class(notebook)
+    cls = params_class(notebook, notebooks)
     if not isinstance(overrides, dict):
         raise ParamsError(f"parameters for {notebook} must be a mapping, got {type(overrides).__name__}")
     unknown = sorted(set(overrides) - set(cls.names()))

@@ -28,9 +28,7 @@ from pathlib import Path
 import yaml
 
 from . import records
-from .params import ParamsError, check_overrides
-
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+from .params import NOTEBOOK_DIR, ParamsError, check_overrides
 
 
 @dataclass
@@ -65,7 +63,7 @@ def load_job(path: str | Path, profile: str = "full", notebooks: Path = NOTEBOOK
         parameters = {"run_name": parameters["run_name"], "profile": "smoke"}
     parameters.setdefault("profile", "full")
     try:
-        check_overrides(notebook, parameters)
+        check_overrides(notebook, parameters, notebooks)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None
     return Job(path, notebook, parameters)

@@ -30,7 +30,7 @@ def test_bad_values_are_one_clear_error(key, value, message):
 def test_unknown_key_names_the_declared_ones():
     with pytest.raises(ParamsError, match="does not declare learning_rate.*declares: profile"):
         check_overrides("00_baseline", {"learning_rate": 1e-4})
-    with pytest.raises(ParamsError, match="unknown notebook"):
+    with pytest.raises(ParamsError, match="unknown notebook"):  # no such notebook file
         check_overrides("99_nothing", {})
 
 
