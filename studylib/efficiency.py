@@ -134,13 +134,22 @@ def decode_speed(model, tokenizer, prompt: str, *, batch_size: int = 1, new_toke
 
 
 def efficiency_report(model, tokenizer, *, prompt: str, batch_sizes=(1,), new_tokens: int = 64, repeats: int = 3,
-                      storage_path: str | Path | None = None) -> dict:
-    """Params, non-zero params, storage, peak memory and decode speed of one model, as one record section."""
+                      storage_path: str | Path | None = None, storage: int | None = None,
+                      measure_storage: bool = True) -> dict:
+    """Params, non-zero params, storage, peak memory and decode speed of one model, as one record section.
+
+    Storage: ``storage`` bytes if given, else the safetensors under ``storage_path``, else (``measure_storage``)
+    the model saved as it is now; None when none of these applies.
+    """
     device = next(model.parameters()).device
+    if storage is None and storage_path:
+        storage = storage_bytes(storage_path)
+    elif storage is None and measure_storage:
+        storage = saved_storage_bytes(model)
     report = {
         "params": count_params(model),
         "nonzero_params": count_nonzero_params(model),
-        "storage_bytes": storage_bytes(storage_path) if storage_path else saved_storage_bytes(model),
+        "storage_bytes": storage,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "device": str(device),
     }
