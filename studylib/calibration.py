@@ -35,7 +35,7 @@ def calibration_set(per_direction: int, directions="all", *, style: str = "alma"
     texts, counts = [], {}
     for d in directions:
         candidates, _ = data.drop_test_overlap(data.load_split("alma", d, "train", root=root), pool)
-        chosen = data.subsample(candidates, per_direction, seed)
+        chosen = data.subsample(candidates, per_direction, data.direction_seed(seed, d))  # de-en and en-de differ
         if len(chosen) < per_direction:
             raise ValueError(f"{d}: only {len(chosen)} train pairs for {per_direction} calibration samples")
         data.assert_no_test_overlap(chosen, pool, purpose="calibration")

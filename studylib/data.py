@@ -412,7 +412,7 @@ def subsample(examples: Sequence[Example], n: int | None, seed: int = 0) -> list
     return [examples[i] for i in sorted(order[:n])]
 
 
-def _direction_seed(seed: int, direction: str) -> int:
+def direction_seed(seed: int, direction: str) -> int:
     # stable across runs and Python versions (unlike hash()); different per direction so that
     # xx->en and en->xx do not draw the same underlying pairs
     return zlib.crc32(f"{seed}:{direction}".encode())
@@ -466,7 +466,7 @@ def balanced_sample(
         pool = load_split(source, d, split, root=root)
         if len(pool) < per_direction:
             raise DataError(f"{source} {d} {split} has {len(pool)} examples, fewer than {per_direction} requested")
-        out.extend(subsample(pool, per_direction, _direction_seed(seed, d)))
+        out.extend(subsample(pool, per_direction, direction_seed(seed, d)))
     return out
 
 
