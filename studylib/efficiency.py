@@ -14,17 +14,36 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _logical_numel(p) -> int:
+    """Elements of the weight a parameter stands for: bitsandbytes' 4-bit parameters pack two per byte."""
+    state = getattr(p, "quant_state", None)
+    if state is not None and getattr(state, "shape", None) is not None:
+        import math
+
+        return math.prod(state.shape)
+    return p.numel()
+
+
 def count_params(model) -> int:
-    """Parameters as the model holds them (tied embeddings counted once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the model's weights (tied embeddings counted once; 4-bit packed weights unpacked)."""
+    return sum(_logical_numel(p) for p in model.parameters())
 
 
 def count_nonzero_params(model) -> int:
-    """Parameters that are not exactly zero -- what unstructured pruning removes."""
+    """Parameters that are not exactly zero -- what unstructured pruning removes (4-bit weights dequantized)."""
     import torch
 
+    total = 0
     with torch.no_grad():
-        return int(sum(torch.count_nonzero(p).item() for p in model.parameters()))
+        for p in model.parameters():
+            state = getattr(p, "quant_state", None)
+            if state is not None and getattr(state, "shape", None) is not None:
+                import bitsandbytes.functional as bnbf
+
+                total += int(torch.count_nonzero(bnbf.dequantize_4bit(p.data, state)).item())
+            else:
+                total += int(torch.count_nonzero(p).item())
+    return total
 
 
 def storage_bytes(path: str | Path) -> int:

@@ -10,7 +10,8 @@ Names a researcher can pass as ``model_id``:
   byte-level BPE tokenizer, built deterministically from a config. For tests and smoke runs only.
 * a local directory holding a Hugging Face checkpoint (``config.json`` + weights + tokenizer).
 * a local directory holding a LoRA adapter (``adapter_config.json``) whose ``base_model_name_or_path`` is any
-  of these names: the base is loaded, the adapter applied and merged. A few MB rebuild a fine-tuned teacher.
+  of these names: base and adapter are merged once into a plain checkpoint under the cache (so the merged
+  model can also be quantized at load time). A few MB rebuild a fine-tuned teacher.
 * a hub id such as ``haoranxu/ALMA-7B`` or ``Unbabel/TowerInstruct-7B-v0.2`` -- needs hub access (or the
   model already in the local Hugging Face cache).
 """
@@ -112,7 +113,7 @@ def checkpoint_path(model_id: str) -> str:
     if kind == "hub":
         return _hub_snapshot(model_id)
     if kind == "adapter":
-        return checkpoint_path(adapter_base(model_id))
+        return str(merge_adapter(model_id))
     raise ModelNotAvailable(
         f"model {model_id!r} is neither a local directory nor a hub id; the offline default is {OFFLINE_DEFAULT!r}"
     )
@@ -127,6 +128,34 @@ def adapter_base(adapter_dir: str) -> str:
     if not base or model_kind(base) in ("unknown", "adapter"):
         raise ModelNotAvailable(f"{adapter_dir}: adapter_config.json names no loadable base model ({base!r})")
     return base
+
+
+def merge_adapter(adapter_dir: str) -> Path:
+    """A plain fp32 checkpoint of base + adapter (merged), built once under the cache, keyed by the adapter's hash."""
+    import hashlib
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = Path(adapter_dir).expanduser()
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((adapter / name).read_bytes())
+    final = cache_dir() / "merged" / f"{adapter.name}-{digest.hexdigest()[:12]}"
+    if (final / "config.json").exists():
+        return final
+    base = checkpoint_path(adapter_base(str(adapter)))
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    tmp, commit = _atomic_dir(final)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return commit()
 
 
 def _hub_snapshot(model_id: str) -> str:
@@ -191,12 +220,6 @@ def load_model(model_id: str, dtype: str = "bfloat16", device: str = "auto", qua
     if quant != "none":
         kwargs.update(quantization_config=bnb_config(quant), device_map=device)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if model_kind(spec.model_id) == "adapter":
-        from peft import PeftModel
-
-        if quant != "none":
-            raise ValueError("load an adapter's merged model first, then quantize it")
-        model = PeftModel.from_pretrained(model, str(Path(spec.model_id).expanduser())).merge_and_unload()
     if quant == "none":
         model.to(device)
     model.eval()
@@ -296,12 +319,15 @@ def _tiny_tokenizer():
     )
 
 
+_TINY_VERSION = 2  # bump when the tiny config changes, so caches rebuild
+
+
 def build_tiny_model(dest: Path | None = None, seed: int = 0) -> Path:
     """A 2-layer Gemma-3 with random weights and a 512-token tokenizer, saved once (~1 MB)."""
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    final = Path(dest) if dest else cache_dir() / f"{TINY_MODEL}-seed{seed}"
+    final = Path(dest) if dest else cache_dir() / f"{TINY_MODEL}-v{_TINY_VERSION}-seed{seed}"
     if (final / "config.json").exists():
         return final
     tokenizer = _tiny_tokenizer()
@@ -312,8 +338,8 @@ def build_tiny_model(dest: Path | None = None, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
+        head_dim=32,  # every projection's output a multiple of 32: bitsandbytes' CPU 4-bit kernel needs it
+        query_pre_attn_scalar=32,
         max_position_embeddings=2048,
         sliding_window=64,
         layer_types=["sliding_attention", "full_attention"],

@@ -187,6 +187,89 @@ class CompressParams(EvalParams):
             raise ParamsError(str(err)) from err
 
 
+@dataclass
+class KDParams(EvalParams):
+    """30_kd_data: the teacher translates ALMA's train sources (sequence-level knowledge distillation)."""
+
+    kd_per_direction: int | None = 4
+    kd_directions: list | str = "all"
+    kd_out: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("kd_per_direction", self.kd_per_direction, allow_none=True)
+        self.kd_directions = normalize_directions(self.kd_directions)
+        _check(self.prompt_style != "alma-fewshot", "the teacher is prompted zero-shot: use 'alma' or 'tower'")
+
+
+@dataclass
+class StudentParams(EvalParams):
+    """31/32: a (pruned) student recovered with QLoRA on human + KD (+ out-of-domain) data."""
+
+    prune_recipe: list = field(default_factory=list)
+    train_directions: list | str = "all"
+    human_per_direction: int | None = 4
+    kd_data: str | None = None
+    ood_total: int = 0
+    ood_test_per_direction: int = 2
+    qlora_r: int = 64
+    qlora_alpha: int = 128
+    qlora_dropout: float = 0.0
+    rslora: bool = True
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    train_batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 128
+    warmup_ratio: float = 0.03
+    teacher_record: str | None = None
+    save_dir: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .methods import MethodError, build_recipe
+
+        _check(self.prompt_style != "alma-fewshot", "students are prompted zero-shot: use 'alma' or 'tower'")
+        self.train_directions = normalize_directions(self.train_directions)
+        _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
+        _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
+        _positive_int("ood_test_per_direction", self.ood_test_per_direction)
+        _positive_int("qlora_r", self.qlora_r)
+        _positive_int("qlora_alpha", self.qlora_alpha)
+        _check(0 <= self.qlora_dropout < 1, f"qlora_dropout must be in [0, 1), got {self.qlora_dropout!r}")
+        _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
+        _check(isinstance(self.epochs, (int, float)) and 0 < self.epochs <= 20, f"epochs must be in (0, 20], got {self.epochs!r}")
+        _check(isinstance(self.learning_rate, float) and 0 < self.learning_rate < 1,
+               f"learning_rate must be a float in (0, 1), got {self.learning_rate!r}")
+        _positive_int("train_batch_size", self.train_batch_size)
+        _positive_int("grad_accum", self.grad_accum)
+        _positive_int("max_length", self.max_length)
+        _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
+               f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")
+        _check(self.kd_data is None or str(self.kd_data).endswith((".jsonl", ".jsonl.gz")),
+               f"kd_data must be a .jsonl(.gz) file from 30_kd_data, got {self.kd_data!r}")
+        if self.prune_recipe:
+            try:
+                build_recipe(self.prune_recipe)
+            except MethodError as err:
+                raise ParamsError(str(err)) from err
+
+
+@dataclass
+class OODSweepParams(StudentParams):
+    """33_ood_size: Model B recovered with 0, 1k, 5k, ... out-of-domain pairs added; one record per size."""
+
+    ood_sizes: list = field(default_factory=lambda: [0, 4])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(isinstance(self.ood_sizes, list) and self.ood_sizes
+               and all(isinstance(n, int) and n >= 0 for n in self.ood_sizes),
+               f"ood_sizes must be a non-empty list of integers >= 0, got {self.ood_sizes!r}")
+
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 

@@ -200,3 +200,41 @@ def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def load_qlora(model_id: str, *, r: int = 64, alpha: int = 128, dropout: float = 0.0, rslora: bool = True,
+               double_quant: bool = True, compute_dtype: str = "bfloat16", device: str = "auto",
+               gradient_checkpointing: bool = False):
+    """QLoRA (Dettmers et al. 2023): the base frozen in 4-bit NF4 (double quantization, ``compute_dtype``
+    compute), LoRA adapters of rank ``r`` on every linear layer, rank-stabilized scaling (alpha/sqrt(r),
+    Kalajdzievski 2023) when ``rslora``. Returns (peft model, tokenizer, info): the trainable share and the
+    storage of the 4-bit base as saved (bytes), for the compression accounting.
+    """
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from . import models
+
+    for name, value in (("r", r), ("alpha", alpha)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    device = models.resolve_device(device)
+    dtype = getattr(torch, compute_dtype)
+    path = models.checkpoint_path(model_id)
+    tokenizer = models.prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                               bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, device_map=device, dtype=dtype)
+    from .efficiency import saved_storage_bytes
+
+    base_bytes = saved_storage_bytes(model)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    model = add_lora(model, r=r, alpha=alpha, dropout=dropout, rslora=rslora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return model, tokenizer, {"trainable_params": trainable, "total_params": total, "trainable_share": trainable / total,
+                              "base_storage_bytes": base_bytes, "r": r, "alpha": alpha, "dropout": dropout,
+                              "rslora": rslora, "double_quant": double_quant, "compute_dtype": compute_dtype}

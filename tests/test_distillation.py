@@ -1,0 +1,46 @@
+import pytest
+
+from studylib import data, distillation
+
+
+def _ex(src, tgt, d="de-en"):
+    return data.Example(src, tgt, d)
+
+
+def test_combine_removes_duplicates_and_counts_each_part():
+    human = [_ex("a", "A"), _ex("b", "B")]
+    kd = [_ex("a", "A"), _ex("a", "A2"), _ex("c", "C", "en-de")]
+    merged, stats = distillation.combine(("human", human), ("kd", kd))
+    assert stats == {"duplicates_removed": 1, "human": 2, "kd": 2, "total": 4}
+    assert [e.get("origin") for e in merged] == ["human", "human", "kd", "kd"]
+
+
+def test_teacher_translations_keep_sources_and_direction(tiny):
+    model, tok = tiny
+    sources = [_ex("Guten Morgen", "Good morning"), _ex("Hello", "Hallo", "en-de")]
+    kd = distillation.teacher_translations(model, tok, sources, max_new_tokens=5, progress=False)
+    assert all(e.get("origin") == "kd" for e in kd)
+    assert {(e.src, e.direction) for e in kd} <= {(s.src, s.direction) for s in sources}
+    assert all(e.tgt for e in kd)  # empty outputs are dropped
+
+
+def test_save_and_load_round_trip(tmp_path):
+    examples = [_ex("Ä", "ä"), _ex("中文", "Chinese", "zh-en")]
+    merged, _ = distillation.combine(("kd", examples))
+    path = distillation.save_examples(merged, tmp_path / "kd.jsonl.gz")
+    back = distillation.load_examples(path)
+    assert [(e.src, e.tgt, e.direction, e.get("origin")) for e in back] == [("Ä", "ä", "de-en", "kd"), ("中文", "Chinese", "zh-en", "kd")]
+    with pytest.raises(data.DataError):
+        distillation.load_examples(tmp_path / "missing.jsonl")
+
+
+def test_ood_split_holds_out_a_disjoint_test_slice(data_root):
+    pool, test = distillation.ood_split(["de-en", "en-is"], n_test_per_direction=50, root=data_root)
+    for d in pool:
+        assert len(test[d]) == 50
+        data.assert_no_test_overlap(pool[d], test[d], purpose="check")
+        data.assert_no_test_overlap(pool[d] + test[d], data.test_sentences(root=data_root), purpose="check")
+    sample = distillation.sample_ood(pool, 11, seed=0)
+    assert len(sample) == 11 and {e.direction for e in sample} == {"de-en", "en-is"}
+    assert distillation.sample_ood(pool, 0) == []
+    assert len(distillation.sample_ood(pool, 1)) == 1  # fewer pairs than directions
