@@ -24,13 +24,26 @@ def _logical_numel(p) -> int:
     return p.numel()
 
 
+def _packed_linear_weights(model) -> int:
+    """in x out of layers holding their weight as a packed integer buffer (GPTQ-style ``qweight``), which
+    ``parameters()`` does not list."""
+    import torch
+
+    return sum(int(m.in_features) * int(m.out_features) for m in model.modules()
+               if isinstance(getattr(m, "qweight", None), torch.Tensor)
+               and not isinstance(m.qweight, torch.nn.Parameter) and hasattr(m, "in_features"))
+
+
 def count_params(model) -> int:
-    """Parameters of the model's weights (tied embeddings counted once; 4-bit packed weights unpacked)."""
-    return sum(_logical_numel(p) for p in model.parameters())
+    """Parameters of the model's weights (tied embeddings counted once; 4-bit and GPTQ packed weights unpacked)."""
+    return sum(_logical_numel(p) for p in model.parameters()) + _packed_linear_weights(model)
 
 
 def count_nonzero_params(model) -> int:
-    """Parameters that are not exactly zero -- what unstructured pruning removes (4-bit weights dequantized)."""
+    """Parameters that are not exactly zero -- what unstructured pruning removes (4-bit weights dequantized).
+
+    GPTQ-packed integer weights are counted as non-zero (their zeros are not visible without dequantizing;
+    ``pruning.dequantized_sparsity`` measures them)."""
     import torch
 
     total = 0
@@ -43,7 +56,7 @@ def count_nonzero_params(model) -> int:
                 total += int(torch.count_nonzero(bnbf.dequantize_4bit(p.data, state)).item())
             else:
                 total += int(torch.count_nonzero(p).item())
-    return total
+    return total + _packed_linear_weights(model)
 
 
 def storage_bytes(path: str | Path) -> int:

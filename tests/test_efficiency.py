@@ -41,3 +41,15 @@ def test_efficiency_report_on_cpu_has_no_gpu_peak(tiny):
     r = efficiency.efficiency_report(model, tok, prompt="German: Hallo\nEnglish:", new_tokens=3, repeats=1)
     assert r["peak_memory_bytes"] is None and r["device"] == "cpu"
     assert r["params"] >= r["nonzero_params"] > 0
+
+
+def test_packed_integer_weights_are_counted_unpacked():
+    class Packed(torch.nn.Module):  # the shape of a GPTQ QuantLinear: weights in an int32 buffer, 8 per element
+        def __init__(self):
+            super().__init__()
+            self.in_features, self.out_features = 64, 32
+            self.register_buffer("qweight", torch.zeros(64 // 8, 32, dtype=torch.int32))
+            self.bias = torch.nn.Parameter(torch.ones(32))
+
+    model = torch.nn.Sequential(Packed(), torch.nn.Linear(4, 4, bias=False))
+    assert efficiency.count_params(model) == 64 * 32 + 32 + 16
