@@ -66,9 +66,16 @@ def compress(job: CompressionJob, model, tokenizer):
 
 
 def saved_size(job: CompressionJob, model) -> int | None:
-    """Bytes of the compressed model as saved (safetensors); None when the format cannot be saved."""
+    """Bytes of the compressed model as saved (safetensors); None when the format cannot be saved.
+
+    A last recipe step that writes its own checkpoint format (GPTQ through GPTQModel) reports ``checkpoint_bytes``:
+    that is the storage, since saving the loaded model again would measure its kernel's repacked layout instead.
+    """
     if not job.cfg.save_compressed:
         return None
+    if job.described and job.described[-1].get("checkpoint_bytes"):
+        job.storage_bytes = int(job.described[-1]["checkpoint_bytes"])
+        return job.storage_bytes
     tmp = Path(tempfile.mkdtemp(prefix="studylib-compressed-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -1,0 +1,284 @@
+"""GPTQ: one-shot weight quantization with second-order error compensation (``gptq``), through GPTQModel.
+
+Paper: E. Frantar, S. Ashkboos, T. Hoefler, D. Alistarh. *GPTQ: Accurate Post-Training Quantization for Generative
+Pre-trained Transformers*. ICLR 2023, arXiv:2210.17323. Layer by layer, each linear weight ``W`` is quantized column
+after column to a ``bits``-bit grid (one scale/zero per ``group_size`` input columns, or per row with -1) while the
+rounding error of each column is spread over the columns not yet quantized, weighted by the inverse Hessian
+``H = 2 X Xᵀ`` of the layer's calibration inputs -- minimizing ``||W X - Q X||²`` rather than ``||W - Q||``.
+``act_order`` quantizes the columns in order of decreasing ``diag(H)`` (the paper's "act-order"); ``damp`` adds
+``damp * mean(diag H)`` to the diagonal before the Cholesky inverse (1 % in the paper).
+
+Library: GPTQModel 7.6 (ModelCloud), the maintained successor of AutoGPTQ (archived; it does not import under
+transformers 5). It supports Gemma-3, quantizes on CPU or CUDA, and ships real low-bit inference kernels:
+Marlin (CUDA, 4/8-bit, symmetric), ExLlamaV2 (CUDA, 4-bit), Triton (2/4/8-bit), Machete (Hopper), a torch kernel
+for every width (dequantize + matmul; the only one for 3-bit) and ATen's int4 CPU kernel. GPTQModel works on
+checkpoints, so :meth:`GPTQ.apply` saves the model it is given, quantizes it with GPTQModel, saves the GPTQ
+checkpoint and loads it back with the requested ``backend`` (``auto``: GPTQModel picks the fastest kernel that
+supports the layer's bits/group/device). The kernel classes that actually hold the weights are recorded
+(``kernel``); when the requested backend cannot load (e.g. Marlin with 3 bits, or any CUDA kernel on a CPU), the
+model is loaded with ``auto`` instead and ``backend_fallback`` says why. ``checkpoint_bytes`` is the size of the
+GPTQ checkpoint as GPTQModel writes it.
+
+Settings fixed here, so the method is the paper's: ``act_group_aware=False`` (GPTQModel's own GAR reordering, on
+by default, is not GPTQ), no disk offload. Numerical trouble is GPTQModel's to handle and ours to report: a Hessian
+that is not positive definite gets its damping raised step by step (GPTQModel logs the module); a module that still
+fails, or whose loss is NaN, falls back to round-to-nearest. The per-module log is parsed into the record:
+``damp_raised`` (module -> damping used) and ``fallback_modules`` (module -> what happened), so no fallback passes
+silently.
+
+Workarounds for GPTQModel 7.6, all confined to this file: it writes its logs to ``./logs`` (redirected into a
+temporary folder here), draws live progress bars that flood a notebook's output (switched to its quiet mode,
+which it otherwise enables only under pytest), and it rewrites Gemma-3's per-layer-type ``rope_parameters`` into a form that transformers
+then refuses to save (the original is put back before every save; the rotary embeddings, built from the per-layer
+entries, are not affected).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import Method, MethodError, register
+
+BITS = (2, 3, 4, 8)
+GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)  # what GPTQModel 7.6 accepts
+BACKENDS = {  # our name -> GPTQModel's BACKEND value
+    "auto": "auto",
+    "marlin": "gptq_marlin",
+    "exllama_v2": "gptq_exllama_v2",
+    "triton": "gptq_triton",
+    "machete": "gptq_machete",
+    "torch": "gptq_torch",
+}
+KERNELS = {  # GPTQModel QuantLinear class -> what it is
+    "MarlinLinear": "Marlin (CUDA int4/int8 x fp16/bf16 GEMM)",
+    "ExllamaV2Linear": "ExLlamaV2 (CUDA int4 GEMM/GEMV)",
+    "TritonV2Linear": "Triton (CUDA, dequantize in-kernel)",
+    "MacheteLinear": "Machete (CUTLASS, Hopper)",
+    "TorchLinear": "torch (dequantize + matmul; no low-bit kernel)",
+    "TorchAtenLinear": "ATen _weight_int4pack_mm (CPU int4 kernel)",
+    "TorchFusedLinear": "torch fused (CPU/XPU)",
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@register
+class GPTQ(Method):
+    name = "gptq"
+    family = "quantization"
+    paper = "Frantar et al. 2023, GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers, arXiv:2210.17323"
+    needs_calibration = True
+    defaults = {"bits": 4, "group_size": 128, "act_order": False, "damp": 0.01, "sym": True, "backend": "auto"}
+
+    def check(self):
+        p = self.params
+        if not _is_int(p["bits"]) or p["bits"] not in BITS:
+            raise MethodError(f"gptq bits must be one of {', '.join(map(str, BITS))}, got {p['bits']!r}")
+        if not _is_int(p["group_size"]) or p["group_size"] not in GROUP_SIZES:
+            raise MethodError(f"gptq group_size must be -1 (one group per row) or one of "
+                              f"{', '.join(map(str, GROUP_SIZES[1:]))}, got {p['group_size']!r}")
+        if not isinstance(p["act_order"], bool):
+            raise MethodError(f"gptq act_order must be true or false, got {p['act_order']!r}")
+        if not isinstance(p["sym"], bool):
+            raise MethodError(f"gptq sym must be true or false, got {p['sym']!r}")
+        damp = p["damp"]
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < 1:
+            raise MethodError(f"gptq damp must be a number in (0, 1) (0.01 in the paper), got {damp!r}")
+        if p["backend"] not in BACKENDS:
+            raise MethodError(f"gptq backend must be one of {', '.join(BACKENDS)}, got {p['backend']!r}")
+
+    def quantize_config(self):
+        from gptqmodel import QuantizeConfig
+
+        p = self.params
+        return QuantizeConfig(bits=p["bits"], group_size=p["group_size"], desc_act=p["act_order"],
+                              act_group_aware=False, sym=p["sym"], damp_percent=float(p["damp"]),
+                              offload_to_disk=False)
+
+    def apply(self, model, tokenizer, calibration=None):
+        if not calibration:
+            raise MethodError("gptq needs calibration texts")
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(4, os.cpu_count() or 1)))
+        from gptqmodel import GPTQModel
+
+        device = next(model.parameters()).device
+        dtype = model.dtype
+        rope = copy.deepcopy(getattr(model.config, "rope_parameters", None))
+        qcfg = self.quantize_config()
+        info: dict = {}
+        with tempfile.TemporaryDirectory(prefix="studylib-gptq-") as tmp, _quiet_gptqmodel(Path(tmp) / "logs"):
+            work = Path(tmp)
+            start = time.perf_counter()
+            model.save_pretrained(work / "fp", safe_serialization=True)
+            tokenizer.save_pretrained(work / "fp")
+            info["save_seconds"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            gm = GPTQModel.load(str(work / "fp"), qcfg, device=str(device), dtype=dtype)
+            log = gm.quantize(list(calibration), tokenizer=tokenizer, batch_size=1)
+            info["quantize_seconds"] = time.perf_counter() - start
+            info.update(summarize_quant_log(log, float(self.params["damp"])))
+            _restore_rope(gm.model.config, rope)
+            gm.save(str(work / "q"))
+            info["checkpoint_bytes"] = sum(f.stat().st_size for f in (work / "q").glob("*.safetensors"))
+            del gm
+            _release_memory()  # the quantization-time copy must not count in the memory measured later
+
+            start = time.perf_counter()
+            qmodel, loaded = self._load(work / "q", device, dtype)
+            info["load_seconds"] = time.perf_counter() - start
+            info.update(loaded)
+        _restore_rope(qmodel.config, rope)
+        qmodel.eval()
+        if qmodel.generation_config is not None:
+            qmodel.generation_config.pad_token_id = tokenizer.pad_token_id
+        import gptqmodel
+
+        self.info.update(library=f"gptqmodel {gptqmodel.__version__}", device=str(device),
+                         quantize_config={k: _plain(getattr(qcfg, k, None)) for k in
+                                          ("bits", "group_size", "desc_act", "act_group_aware", "sym",
+                                           "damp_percent", "damp_auto_increment", "true_sequential", "format",
+                                           "method")},
+                         **info)
+        if info.get("fallback_modules"):
+            import warnings
+
+            warnings.warn(f"gptq: modules not quantized by GPTQ proper (see the record): {info['fallback_modules']}")
+        return qmodel
+
+    def _load(self, path: Path, device, dtype):
+        """Load the GPTQ checkpoint with the requested backend, else ``auto``; say which kernels hold the weights."""
+        from gptqmodel import GPTQModel
+
+        import torch
+
+        requested = self.params["backend"]
+        loaded = {"backend_requested": requested}
+        if dtype not in (torch.float16, torch.bfloat16):  # GPTQModel's kernels compute in fp16/bf16 only
+            loaded["inference_dtype"] = f"bfloat16 (the model was {str(dtype).replace('torch.', '')}; GPTQ kernels take fp16/bf16)"
+            dtype = torch.bfloat16
+        try:
+            qm = GPTQModel.load(str(path), device=str(device), backend=BACKENDS[requested], dtype=dtype)
+        except Exception as err:  # noqa: BLE001 -- recorded; the honest fallback is GPTQModel's own choice
+            if requested == "auto":
+                raise
+            loaded["backend_fallback"] = f"{requested} could not load ({type(err).__name__}: {str(err)[:300]}); used auto"
+            qm = GPTQModel.load(str(path), device=str(device), backend="auto", dtype=dtype)
+        kernels = quant_linear_census(qm.model)
+        loaded["kernel"] = {name: {"modules": n, "what": KERNELS.get(name, name)} for name, n in kernels.items()}
+        # packed weights are buffers, not parameters: count them here, as the number of weights they stand for
+        loaded["quantized_weights"] = quantized_weight_count(qm.model)
+        return qm.model, loaded
+
+
+@contextmanager
+def _quiet_gptqmodel(log_dir: Path):
+    """GPTQModel's log files into ``log_dir`` (not ./logs), and no live progress bars: in a notebook run they print
+    one line per calibration batch per module (~10^5 lines for 1,280 texts), which papermill copies into the output."""
+    from gptqmodel.looper import loop_processor
+    from gptqmodel.utils import logger as gm_logger
+
+    saved = loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables
+    loop_processor._PROJECT_LOG_DIR = log_dir
+    gm_logger._suppress_live_renderables = lambda: True
+    try:
+        yield
+    finally:
+        loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables = saved
+
+
+def _release_memory():
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def quant_linear_census(model) -> Counter:
+    """How many layers each GPTQModel QuantLinear class holds."""
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    return Counter(type(m).__name__ for m in model.modules() if isinstance(m, BaseQuantLinear))
+
+
+def quantized_weight_count(model) -> int:
+    """in x out summed over GPTQModel's quantized layers."""
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    return sum(int(m.in_features) * int(m.out_features) for m in model.modules() if isinstance(m, BaseQuantLinear))
+
+
+def _plain(value):
+    return value if isinstance(value, (bool, int, float, str, type(None))) else str(getattr(value, "value", value))
+
+
+def _restore_rope(config, rope):
+    if rope is not None and getattr(config, "rope_parameters", None) != rope:
+        config.rope_parameters = copy.deepcopy(rope)
+
+
+def summarize_quant_log(log, damp: float) -> dict:
+    """GPTQModel's per-module log -> module count, loss, raised damping and fallbacks, named by layer.module."""
+    rows = log.get("gptq", []) if isinstance(log, dict) else []
+    losses, raised, fallback = [], {}, {}
+    for row in rows:
+        where = f"layer{row.get('layer')}.{row.get('module')}"
+        try:
+            loss = float(row.get("loss"))
+        except (TypeError, ValueError):
+            fallback[where] = str(row.get("loss"))
+            continue
+        if math.isnan(loss):
+            fallback[where] = "NaN loss"
+            continue
+        losses.append(loss)
+        try:
+            used = float(row.get("damp"))
+        except (TypeError, ValueError):
+            continue
+        if used > damp * (1 + 1e-6):
+            raised[where] = used
+    out = {"modules": len(rows), "mean_loss": (sum(losses) / len(losses)) if losses else None,
+           "max_loss": max(losses) if losses else None}
+    if rows:
+        try:
+            out["calibration_tokens"] = int(rows[0].get("samples"))
+        except (TypeError, ValueError):
+            out["calibration_tokens"] = rows[0].get("samples")
+    out["damp_raised"] = raised
+    out["fallback_modules"] = fallback
+    return out
+
+
+def gptq_layer(weight, inputs, *, bits: int = 4, group_size: int = -1, act_order: bool = False, damp: float = 0.01,
+               sym: bool = True):
+    """GPTQModel's per-layer GPTQ on one weight and its calibration inputs: the quantized (dequantized) weight.
+
+    For tests and small experiments: ``weight`` (out, in), ``inputs`` (tokens, in).
+    """
+    import torch
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization.gptq import GPTQ as _LayerGPTQ
+
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    qcfg = QuantizeConfig(bits=bits, group_size=group_size, desc_act=act_order, act_group_aware=False, sym=sym,
+                          damp_percent=damp, offload_to_disk=False)
+    g = _LayerGPTQ(layer, qcfg)
+    g.quantizer.configure(perchannel=True)  # as GPTQModel's own processor does
+    g.add_batch(inputs.unsqueeze(0), None)
+    q = g.quantize()[0]
+    return q.to(weight.dtype)
