@@ -258,7 +258,18 @@ class StudentParams(EvalParams):
 
 
 @dataclass
-class OODSweepParams(StudentParams):
+class ModelBParams(StudentParams):
+    """32_model_b: the student is the teacher with decoder layers removed before QLoRA."""
+
+    prune_recipe: list = field(default_factory=lambda: [{"method": "layer-prune-middle", "depth": 1}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(bool(self.prune_recipe), "Model B is a pruned student: prune_recipe must not be empty")
+
+
+@dataclass
+class OODSweepParams(ModelBParams):
     """33_ood_size: Model B recovered with 0, 1k, 5k, ... out-of-domain pairs added; one record per size."""
 
     ood_sizes: list = field(default_factory=lambda: [0, 4])
