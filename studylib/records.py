@@ -155,8 +155,15 @@ def load_records(results: str | Path | None = None, profile: str | None = None) 
 
 
 def summary_table(records: list[dict]):
-    """One row per run and direction (plus the two averages): the table every figure is drawn from."""
+    """One row per run, test set and direction (plus the two averages): the table every figure is drawn from.
+
+    Besides the scores and efficiency, each row carries what the run is (:func:`studylib.catalog.describe`:
+    family, method, variant, bits, sparsity, depth, recovery, calib_per_direction, ood_total, kd). ``testset`` is
+    ``wmt22`` (or the record's ``test_source``) for the main scores, ``ood`` for a student's out-of-domain test.
+    """
     import pandas as pd
+
+    from . import catalog
 
     rows = []
     for rec in records:
@@ -165,9 +172,13 @@ def summary_table(records: list[dict]):
         eff = rec.get("efficiency") or {}
         for key in ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s"):
             base[key] = eff.get(key)
-        for direction, scores in list(rec["metrics"].items()) + list(rec.get("averages", {}).items()):
-            rows.append({**base, "direction": direction,
-                         **{m: scores.get(m) for m in METRICS}, "n": scores.get("n")})
+        base.update(catalog.describe(rec))  # family, method, variant and the sweep axes (bits, depth, ...)
+        # the main test set, then (students) the held-out out-of-domain one
+        for testset, metrics, averages in ((catalog.testset(rec), rec["metrics"], rec.get("averages", {})),
+                                           ("ood", rec.get("ood_metrics") or {}, rec.get("ood_averages") or {})):
+            for direction, scores in list(metrics.items()) + list(averages.items()):
+                rows.append({**base, "testset": testset, "direction": direction,
+                             **{m: scores.get(m) for m in METRICS}, "n": scores.get("n")})
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,433 @@
+"""Build the paper: ``paper/paper.md`` with its placeholders filled from the generated files, rendered to HTML.
+
+    python -m studylib.paper [--results results] [--profile full] [--figures figures] [--out paper/build]
+
+The template's prose holds no result numbers. Every number enters through a placeholder:
+
+``{{ table:NAME | caption }}``  the Markdown table ``<tables>/NAME.md`` (written by :mod:`studylib.tables` or
+                                :mod:`studylib.significance`), numbered, with the caption.
+``{{ figure:NAME }}``           the figure ``<figures>/NAME.png`` with its caption from ``<figures>/figures.json``;
+                                a figure not drawn yet becomes a note saying why.
+``{{ value:PATH }}``            a value from ``<tables>/setup.json`` (dotted path; lists are joined), or one of
+                                the values computed here (``n_samples``, ``alpha``, ``reference``, ...).
+``{{ text:NAME }}``             a sentence generated from the summary and significance tables (:data:`TEXTS`).
+
+An unknown placeholder, a missing table or an unknown value fails the build. The HTML links the figures by
+relative path (``paper/build/paper.html`` -> ``figures/``); ``--embed`` inlines them instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import logging
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import catalog, records
+from .significance import ALPHA, DEFAULT_REFERENCE, N_SAMPLES, parse_reference, read_table, table_path
+from .tables import load_summary, main_rows, summary_path
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "paper" / "paper.md"
+STYLE = REPO / "paper" / "style.css"
+PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*:\s*([^}|]+?)\s*(?:\|\s*([^}]*?)\s*)?\}\}")
+GROUP_LABEL = {"xx-en": "xx→en", "en-xx": "en→xx"}
+FAMILY_NOUN = {"quantization": "quantized", "pruning": "pruned", "distillation": "distilled (student)"}
+
+
+class PaperError(ValueError):
+    """The paper cannot be built from the generated files (a missing table, an unknown placeholder)."""
+
+
+@dataclass
+class Context:
+    tables: Path
+    figures: Path
+    out: Path
+    summary: object
+    sig: object
+    setup: dict
+    manifest: dict
+    reference: str
+    embed: bool = False
+    counters: dict = field(default_factory=lambda: {"table": 0, "figure": 0})
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def signed(v: float, digits: int = 1) -> str:
+    return f"{v:+.{digits}f}".replace("-", "−")
+
+
+def code(name: str) -> str:
+    return f"`{name}`"
+
+
+def join(items: list[str], conj: str = "and") -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + f" {conj} " + items[-1]
+
+
+def _sig_row(ctx: Context, notebook: str, run: str, direction: str, metric: str = "chrf++"):
+    sig = ctx.sig
+    if sig is None or not len(sig):
+        return None
+    rows = sig[(sig["notebook"] == notebook) & (sig["run"] == run) & (sig["direction"] == direction)
+               & (sig["metric"] == metric)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _score(ctx: Context, notebook: str, run: str, direction: str, metric: str = "chrf++"):
+    s = main_rows(ctx.summary)
+    if s is None or not len(s):
+        return None
+    rows = s[(s["notebook"] == notebook) & (s["run"] == run) & (s["direction"] == direction)]
+    return None if not len(rows) or _missing(rows[metric].iloc[0]) else float(rows[metric].iloc[0])
+
+
+def _runs(ctx: Context, family: str | None = None) -> list[tuple[str, str]]:
+    from .tables import runs
+
+    keys = runs(main_rows(ctx.summary))
+    return [k for k in keys if family is None or catalog.family(k[0]) == family]
+
+
+def _verdict(row) -> str:
+    if row is None:
+        return "untested"
+    if not row["comparable"]:
+        return "not comparable"
+    p, n = row["p_value"], row.get("n_samples")
+    shown = f"p < {1 / n:g}" if p == 0 and not _missing(n) and n else f"p = {p:.3f}"
+    return shown if row["significant"] else f"not significant, p = {p:.2f}"
+
+
+def _difference(ctx: Context, a: tuple[str, str], b: tuple[str, str], group: str, metric: str = "chrf++") -> str | None:
+    """'+x.x chrF++ on xx→en (p = ...)' for run a minus run b, from the significance table where one is the
+    reference, else from the summary (then untested)."""
+    ref = parse_reference(ctx.reference)
+    label = {"chrf++": "chrF++", "bleu": "BLEU"}[metric]
+    if b == ref:
+        row = _sig_row(ctx, *a, group, metric)
+        if row is not None and row["comparable"]:
+            return f"{signed(row['delta'])} {label} on {GROUP_LABEL[group]} ({_verdict(row)})"
+    if a == ref:
+        row = _sig_row(ctx, *b, group, metric)
+        if row is not None and row["comparable"]:
+            return f"{signed(-row['delta'])} {label} on {GROUP_LABEL[group]} ({_verdict(row)})"
+    sa, sb = _score(ctx, *a, group, metric), _score(ctx, *b, group, metric)
+    if sa is None or sb is None:
+        return None
+    return f"{signed(sa - sb)} {label} on {GROUP_LABEL[group]} (untested)"
+
+
+# ----------------------------------------------------------------------------------------------- generated text
+
+
+def text_runs_overview(ctx: Context) -> str:
+    fams = ctx.setup.get("runs_by_family") or {}
+    n = sum(len(v) for v in fams.values())
+    if not n:
+        return "No run has been recorded yet."
+    parts = [f"{fam} {len(v)}" for fam, v in sorted(fams.items(), key=lambda kv: catalog.FAMILY_ORDER.index(kv[0])
+                                                    if kv[0] in catalog.FAMILY_ORDER else 99)]
+    compressed = sum(len(fams.get(f, [])) for f in ("quantization", "pruning", "distillation"))
+    text = f"The records hold {n} scored runs (by family: {', '.join(parts)})."
+    if not compressed:
+        text += (" No compressed or distilled run has been recorded yet: the quantization, pruning and distillation "
+                 "results below fill in as their records land.")
+    return text
+
+
+def text_teacher_vs_base(ctx: Context) -> str:
+    bases, teachers = _runs(ctx, "base"), _runs(ctx, "teacher")
+    if not bases or not teachers:
+        return "The base and teacher records are not both present yet."
+    ref = parse_reference(ctx.reference)
+    teacher = ref if ref in teachers else teachers[0]
+    sentences = []
+    for base in bases:
+        diffs = [d for g in ("xx-en", "en-xx") if (d := _difference(ctx, teacher, base, g))]
+        if diffs:
+            sentences.append(f"Against the base prompted as in {code(base[1])}, the teacher {code(teacher[1])} "
+                             f"scores {join(diffs)}.")
+    return " ".join(sentences)
+
+
+def text_teachers(ctx: Context) -> str:
+    teachers = _runs(ctx, "teacher")
+    if len(teachers) < 2:
+        return "Only one teacher has been recorded."
+    ref = parse_reference(ctx.reference)
+    first = ref if ref in teachers else teachers[0]
+    out = []
+    for other in teachers:
+        if other == first:
+            continue
+        diffs = [d for g in ("xx-en", "en-xx") if (d := _difference(ctx, other, first, g))]
+        if diffs:
+            out.append(f"The teacher {code(other[1])} differs from {code(first[1])} by {join(diffs)}.")
+    return " ".join(out)
+
+
+def text_compressed(ctx: Context) -> str:
+    ref = parse_reference(ctx.reference)
+    out = []
+    for fam in ("quantization", "pruning", "distillation"):
+        keys = _runs(ctx, fam)
+        if not keys:
+            continue
+        best, same, tested_n = [], [], set()
+        for group in ("xx-en", "en-xx"):
+            tested = [(k, r) for k in keys if (r := _sig_row(ctx, *k, group)) is not None and r["comparable"]]
+            if not tested:
+                continue
+            tested_n.add(len(tested))
+            k, r = max(tested, key=lambda kr: kr[1]["delta"])
+            best.append(f"{code(k[1])} on {GROUP_LABEL[group]} ({signed(r['delta'])}, {_verdict(r)})")
+            same.append(f"{sum(not r['significant'] for _, r in tested)} of {len(tested)} on {GROUP_LABEL[group]}")
+        noun = FAMILY_NOUN[fam]
+        if not best:
+            out.append(f"None of the {len(keys)} {noun} runs can be compared with the reference on the same segments.")
+            continue
+        out.append(f"Of the {len(keys)} {noun} runs, the closest to the reference in chrF++ are {join(best)}; "
+                   f"not significantly different from it: {join(same)}.")
+    if not out:
+        return (f"No compressed or distilled run has been recorded yet, so the comparison with the reference "
+                f"({code(ref[1])}) is still empty.")
+    return " ".join(out)
+
+
+def text_pareto(ctx: Context) -> str:
+    fig = _figure(ctx, "pareto")
+    if fig is None or fig.get("status") != "drawn":
+        return f"The Pareto plot is not drawn yet ({fig.get('reason') if fig else 'no figure manifest'})."
+    frontier = (fig.get("data") or {}).get("frontier") or {}
+    cost_names = {"peak_memory_gb": "peak memory", "time_per_token_ms": "time per token"}
+    out = []
+    for key, members in frontier.items():
+        group, _, cost = key.partition(" vs ")
+        names = [code(m.split("/", 1)[1]) for m in members]
+        out.append(f"{GROUP_LABEL.get(group, group)} against {cost_names.get(cost, cost)}: {join(names)}")
+    return "The frontier runs are, for " + "; for ".join(out) + "."
+
+
+def text_pending_figures(ctx: Context) -> str:
+    figs = [f for f in (ctx.manifest.get("figures") or []) if f.get("status") != "drawn"]
+    if not figs:
+        return "Every figure of the study is drawn."
+    return ("Figures that wait for records: " + "; ".join(f"{f['title'].lower()} ({f['reason']})" for f in figs)
+            + ".")
+
+
+def text_teachers_setup(ctx: Context) -> str:
+    teachers = ctx.setup.get("teachers") or {}
+    if not teachers:
+        return "No teacher has been recorded yet."
+    parts = []
+    for run, t in sorted(teachers.items()):
+        how = "full fine-tuning" if t.get("method") == "full" else f"LoRA (rank {t.get('lora_r')})"
+        share = t.get("trainable_share")
+        extra = f", {share:.1%} of the parameters trainable" if isinstance(share, (int, float)) and share < 1 else ""
+        epochs, steps = t.get("epochs"), t.get("steps")
+        parts.append(f"{code(run)}: {how}, learning rate {t.get('learning_rate'):g}, "
+                     f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+                     + (f" ({steps:,} steps)" if isinstance(steps, int) else "") + extra)
+    examples = sorted({t.get("examples") for t in teachers.values() if t.get("examples")})
+    dropped = sorted({t.get("dropped_test_overlap") for t in teachers.values() if t.get("dropped_test_overlap")
+                      is not None})
+    lead = (f"The teachers are trained on {join([f'{e:,}' for e in examples], 'or')} human-written training pairs"
+            + (f" (after dropping {join([str(d) for d in dropped], 'or')} pairs that share a sentence with a test set)"
+               if dropped else "") + ". ")
+    return lead + "; ".join(parts) + "."
+
+
+TEXTS = {
+    "runs_overview": text_runs_overview,
+    "teacher_vs_base": text_teacher_vs_base,
+    "teachers": text_teachers,
+    "compressed": text_compressed,
+    "pareto": text_pareto,
+    "pending_figures": text_pending_figures,
+    "teachers_setup": text_teachers_setup,
+}
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+
+def values(ctx: Context) -> dict:
+    """setup.json plus values computed from the significance table and the reference."""
+    sig = ctx.sig
+    vals = dict(ctx.setup)
+    n_samples = sig["n_samples"].dropna() if sig is not None and len(sig) else []
+    alpha = sig["alpha"].dropna() if sig is not None and len(sig) else []
+    vals["n_samples"] = int(n_samples.iloc[0]) if len(n_samples) else N_SAMPLES
+    vals["alpha"] = float(alpha.iloc[0]) if len(alpha) else ALPHA
+    vals["reference"] = ctx.reference
+    vals["reference_run"] = parse_reference(ctx.reference)[1]
+    vals["n_directions"] = len(ctx.setup.get("directions") or [])
+    vals["n_languages"] = len(ctx.setup.get("languages") or [])
+    dates = sorted(set(ctx.setup.get("dates") or []))
+    vals["date_range"] = (f"between {dates[0]} and {dates[-1]}" if len(dates) > 1 else f"on {dates[0]}" if dates
+                          else "at dates not recorded")
+    devices = ctx.setup.get("devices") or []
+    vals["device"] = join(devices) if devices else "no device recorded"
+    return vals
+
+
+def lookup(vals: dict, path: str):
+    node = vals
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise PaperError(f"unknown value {path!r}")
+    return node
+
+
+def render_value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return join([render_value(x) for x in v]) if v else "none"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {render_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+# ----------------------------------------------------------------------------------------------- placeholders
+
+
+def _figure(ctx: Context, name: str) -> dict | None:
+    for f in ctx.manifest.get("figures") or []:
+        if f.get("name") == name:
+            return f
+    return None
+
+
+def _src(ctx: Context, path: Path) -> str:
+    if ctx.embed:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return Path(os.path.relpath(path, ctx.out)).as_posix()
+
+
+def fill(kind: str, arg: str, caption: str | None, ctx: Context, vals: dict) -> str:
+    if kind == "table":
+        path = ctx.tables / f"{arg}.md"
+        if not path.is_file():
+            raise PaperError(f"table {arg!r} not found: {path} (run `make tables`)")
+        ctx.counters["table"] += 1
+        head = f"**Table {ctx.counters['table']}.** {caption}" if caption else f"**Table {ctx.counters['table']}.**"
+        return f'\n<div class="table" id="table-{arg}">\n\n{head}\n\n{path.read_text(encoding="utf-8")}\n</div>\n'
+    if kind == "figure":
+        fig = _figure(ctx, arg)
+        if fig is None:
+            raise PaperError(f"figure {arg!r} is not in {ctx.figures / 'figures.json'} (run `make figures`)")
+        if fig.get("status") != "drawn":
+            return f'\n<p class="pending"><em>{html.escape(fig["title"])}: not drawn yet — {html.escape(fig["reason"])}.</em></p>\n'
+        png = ctx.figures / f"{arg}.png"
+        if not png.is_file():
+            raise PaperError(f"figure {arg!r} is listed as drawn but {png} is missing")
+        ctx.counters["figure"] += 1
+        pdf = Path(os.path.relpath(ctx.figures / f"{arg}.pdf", ctx.out)).as_posix()
+        return (f'\n<figure id="figure-{arg}"><img src="{_src(ctx, png)}" alt="{html.escape(fig["title"])}">'
+                f'<figcaption><strong>Figure {ctx.counters["figure"]}.</strong> {html.escape(fig["caption"])} '
+                f'<a href="{pdf}">PDF</a></figcaption></figure>\n')
+    if kind == "value":
+        return render_value(lookup(vals, arg))
+    if kind == "text":
+        if arg not in TEXTS:
+            raise PaperError(f"unknown generated text {arg!r}; known: {', '.join(TEXTS)}")
+        return TEXTS[arg](ctx)
+    raise PaperError(f"unknown placeholder kind {kind!r} in {{{{ {kind}:{arg} }}}}")
+
+
+def expand(template: str, ctx: Context) -> str:
+    vals = values(ctx)
+    return PLACEHOLDER.sub(lambda m: fill(m.group(1), m.group(2), m.group(3), ctx, vals), template)
+
+
+def to_html(markdown_text: str, title: str, css: str) -> str:
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": True, "typographer": False}).enable("table")
+    body = md.render(markdown_text)
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>\n{css}</style>\n</head>\n<body>\n<main>\n{body}</main>\n"
+            "</body>\n</html>\n")
+
+
+def load_context(results=None, profile: str | None = "full", tables=None, figures="figures", out="paper/build",
+                 reference: str = DEFAULT_REFERENCE, embed: bool = False) -> Context:
+    tables = Path(tables or records.results_dir(results) / "tables")
+    figures = Path(figures)
+    setup_file = tables / "setup.json"
+    if not setup_file.is_file():
+        raise PaperError(f"{setup_file} not found (run `make tables`)")
+    manifest_file = figures / "figures.json"
+    if not manifest_file.is_file():
+        raise PaperError(f"{manifest_file} not found (run `make figures`)")
+    return Context(tables=tables, figures=figures, out=Path(out),
+                   summary=load_summary(summary_path(results, profile)), sig=read_table(table_path(results, profile)),
+                   setup=json.loads(setup_file.read_text(encoding="utf-8")),
+                   manifest=json.loads(manifest_file.read_text(encoding="utf-8")), reference=reference, embed=embed)
+
+
+def build(results=None, profile: str | None = "full", tables=None, figures="figures", out="paper/build",
+          reference: str = DEFAULT_REFERENCE, template: str | Path = TEMPLATE, embed: bool = False) -> Path:
+    """Fill the template and write ``<out>/paper.html`` (and the filled ``<out>/paper.md``)."""
+    from .significance import _write_text_atomic
+
+    ctx = load_context(results, profile, tables, figures, out, reference, embed)
+    text = expand(Path(template).read_text(encoding="utf-8"), ctx)
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "Paper")
+    css = STYLE.read_text(encoding="utf-8") if STYLE.is_file() else ""
+    _write_text_atomic(text, ctx.out / "paper.md")
+    return _write_text_atomic(to_html(text, title, css), ctx.out / "paper.html")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m studylib.paper", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--profile", choices=records.PROFILES, default="full")
+    ap.add_argument("--tables", type=Path, default=None, help="default: <results>/tables")
+    ap.add_argument("--figures", type=Path, default=Path("figures"))
+    ap.add_argument("--out", type=Path, default=Path("paper/build"))
+    ap.add_argument("--reference", default=DEFAULT_REFERENCE)
+    ap.add_argument("--template", type=Path, default=TEMPLATE)
+    ap.add_argument("--embed", action="store_true", help="inline the figures (a self-contained HTML file)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(build(args.results, args.profile, args.tables, args.figures, args.out, args.reference, args.template,
+                    args.embed))
+    except PaperError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""The study's tables, generated: from the summary (scores, efficiency, what each run is), the significance table,
+and the records' environment. Every number the paper prints comes from a file written here or by
+:mod:`studylib.significance` / :mod:`studylib.figures`.
+
+    python -m studylib.tables [--results results] [--profile full] [--reference 01_teacher/gemma3-270m-lora]
+
+writes into ``<results>/tables/``:
+
+``main.md`` / ``main.csv``
+    every scored run (base, teachers, compressed, students): BLEU, chrF++ (and COMET where present) averaged over
+    xx->en and en->xx, time per token, peak memory, storage, parameters; scores not significantly different from
+    the reference are marked (from the significance table).
+``directions-chrf++.md``, ``directions-bleu.md``
+    the same per direction.
+``significance.md``
+    the differences to the reference per direction (from ``<results>/significance-<profile>.csv``).
+``environment.md``, ``commands.md``
+    where and with what each record was made, and the command that remakes it (the reproducibility appendix).
+``setup.json``
+    the facts of the setup section (model, test data, metrics and their signatures, decoding, devices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from . import catalog, records
+from .languages import DIRECTIONS, LANG_NAMES, XX_LANGS
+from .significance import DEFAULT_REFERENCE, NOT_SIGNIFICANT, parse_reference, read_table, table_path
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("xx-en", "en-xx")
+METRIC_LABELS = {"bleu": "BLEU", "chrf": "chrF", "chrf++": "chrF++", "comet": "COMET"}
+NOT_COMPARABLE = "°"
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt(v, digits: int = 1) -> str:
+    if missing(v):
+        return "—"
+    return f"{v:.{digits}f}".replace("-", "−")
+
+
+def fmt_sig(v, significant: int = 3) -> str:
+    """``significant`` digits without exponent notation: 0.536, 1.81, 18.4, 268, 1,024."""
+    if missing(v):
+        return "—"
+    if v == 0:
+        return "0"
+    digits = max(0, significant - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:,.{digits}f}".replace("-", "−")
+
+
+def arrow(direction: str) -> str:
+    return direction.replace("-", "→")
+
+
+def md_escape(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def md_table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A GitHub-style Markdown table; ``align`` one of l/r/c per column (default: left)."""
+    align = (align or "l" * len(header)).ljust(len(header), "l")
+    marks = {"l": ":--", "r": "--:", "c": ":-:"}
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |",
+             "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def metric_digits(metric: str) -> int:
+    return 3 if metric == "comet" else 1
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def summary_path(results, profile) -> Path:
+    return records.results_dir(results) / (f"summary-{profile}.csv" if profile else "summary.csv")
+
+
+def load_summary(path):
+    """The summary CSV (:func:`studylib.records.write_summary`), or an empty table when there is none yet."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def main_rows(summary):
+    """The summary's rows of the main test set (not a student's out-of-domain test)."""
+    if summary is None or not len(summary):
+        return summary
+    if "testset" in summary:
+        return summary[summary["testset"].fillna("") != "ood"]
+    return summary
+
+
+def runs(summary) -> list[tuple[str, str]]:
+    """(notebook, run) of every scored run, in the study's order: family, notebook, run."""
+    if summary is None or not len(summary):
+        return []
+    order = {f: i for i, f in enumerate(catalog.FAMILY_ORDER)}
+    keys = summary[["notebook", "run"]].drop_duplicates().itertuples(index=False)
+    return sorted(((nb, run) for nb, run in keys),
+                  key=lambda k: (order.get(catalog.family(k[0]), 99), k[0], natural(k[1])))
+
+
+def natural(text: str) -> tuple:
+    """Sort key that orders 'calib4' before 'calib16'."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text)))
+
+
+def labels(keys: list[tuple[str, str]]) -> dict:
+    """A display label per run: its name, prefixed with the notebook where two notebooks share a run name."""
+    count = defaultdict(int)
+    for _, run in keys:
+        count[run] += 1
+    return {(nb, run): (run if count[run] == 1 else f"{nb}/{run}") for nb, run in keys}
+
+
+def significance_marks(sig) -> dict:
+    """(notebook, run, direction, metric) -> '' (significant), '†' (not), '°' (not comparable)."""
+    marks = {}
+    if sig is None or not len(sig):
+        return marks
+    for row in sig.to_dict("records"):
+        k = (row["notebook"], row["run"], row["direction"], row["metric"])
+        if not row["comparable"]:
+            marks[k] = NOT_COMPARABLE
+        else:
+            marks[k] = "" if row["significant"] else NOT_SIGNIFICANT
+    return marks
+
+
+def _value(summary, nb, run, direction, column):
+    rows = summary[(summary["notebook"] == nb) & (summary["run"] == run) & (summary["direction"] == direction)]
+    return rows[column].iloc[0] if len(rows) and column in rows else None
+
+
+def present_metrics(summary) -> list[str]:
+    return [m for m in ("bleu", "chrf++", "comet") if m in summary and summary[m].notna().any()]
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def main_table(summary, sig=None, reference: str = DEFAULT_REFERENCE):
+    """(DataFrame, Markdown) of the main table: one row per scored run."""
+    import pandas as pd
+
+    summary = main_rows(summary)
+    keys = runs(summary)
+    if not keys:
+        return pd.DataFrame(), "*No scored runs yet.*\n"
+    ref = parse_reference(reference)
+    names = labels(keys)
+    marks = significance_marks(sig)
+    metrics = present_metrics(summary)
+    header = ["Run", "Family", "Method"]
+    for group in GROUPS:
+        header += [f"{arrow(group)} {METRIC_LABELS[m]}" for m in metrics]
+    header += ["ms/token", "Peak mem. (GB)", "Storage (GB)", "Params (M)"]
+    body, rows = [], []
+    for nb, run in keys:
+        one = summary[(summary["notebook"] == nb) & (summary["run"] == run)].iloc[0]
+        name = names[(nb, run)] + (" (ref.)" if (nb, run) == ref else "")
+        cells = [name, one["family"] if "family" in one else catalog.family(nb), one.get("method", "")]
+        row = {"notebook": nb, "run": run, "reference": (nb, run) == ref, "family": cells[1], "method": cells[2]}
+        for group in GROUPS:
+            for m in metrics:
+                v = _value(summary, nb, run, group, m)
+                mark = "" if (nb, run) == ref else marks.get((nb, run, group, m), "")
+                cells.append(fmt(v, metric_digits(m)) + (mark if not missing(v) else ""))
+                row[f"{group} {m}"] = v
+                row[f"{group} {m} significant"] = {"": True, NOT_SIGNIFICANT: False}.get(mark)
+        for column, scale in (("time_per_token_ms", 1), ("peak_memory_gb", 1), ("storage_gb", 1), ("params", 1e-6)):
+            v = one.get(column)
+            cells.append(fmt_sig(None if missing(v) else v * scale))
+            row[column] = v
+        body.append(cells)
+        rows.append(row)
+    align = "lll" + "r" * (len(header) - 3)
+    notes = [f"Scores: mean over the five directions of each group (WMT22, {_n_text(summary)}). "
+             f"Reference: {names.get(ref, '/'.join(ref))}."]
+    if sig is not None and len(sig):
+        notes.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, "
+                     f"p ≥ {sig['alpha'].dropna().iloc[0] if sig['alpha'].notna().any() else 0.05:g}); "
+                     f"{NOT_COMPARABLE}: not comparable with the reference (different test segments or no stored "
+                     f"outputs); unmarked differences are significant.")
+    else:
+        notes.append("No significance tests (no reference record).")
+    notes.append("ms/token: greedy decoding at batch size 1, median of repeats after a warm-up. Peak mem.: peak "
+                 "CUDA memory while decoding. Storage: the saved safetensors.")
+    return pd.DataFrame(rows), md_table(header, body, align) + "\n" + " ".join(notes) + "\n"
+
+
+def _n_text(summary) -> str:
+    n = summary[summary["direction"].isin(DIRECTIONS)]["n"].dropna().unique() if "n" in summary else []
+    if len(n) == 1:
+        return f"{int(n[0])} segments per direction"
+    if len(n):
+        return f"{int(min(n))}–{int(max(n))} segments per direction"
+    return "segments per direction unknown"
+
+
+def directions_table(summary, sig=None, metric: str = "chrf++", reference: str = DEFAULT_REFERENCE) -> str:
+    summary = main_rows(summary)
+    keys = runs(summary)
+    if not keys or metric not in summary or not summary[metric].notna().any():
+        return f"*No {METRIC_LABELS.get(metric, metric)} scores yet.*\n"
+    ref = parse_reference(reference)
+    names = labels(keys)
+    marks = significance_marks(sig)
+    columns = [d for d in DIRECTIONS if d in set(summary["direction"])]
+    header = ["Run"] + [arrow(d) for d in columns]
+    body = []
+    for nb, run in keys:
+        cells = [names[(nb, run)] + (" (ref.)" if (nb, run) == ref else "")]
+        for d in columns:
+            v = _value(summary, nb, run, d, metric)
+            mark = "" if (nb, run) == ref or missing(v) else marks.get((nb, run, d, metric), "")
+            cells.append(fmt(v, metric_digits(metric)) + mark)
+        body.append(cells)
+    note = (f"{METRIC_LABELS.get(metric, metric)} per direction. {NOT_SIGNIFICANT}: not significantly different from "
+            f"the reference; {NOT_COMPARABLE}: not comparable.")
+    return md_table(header, body, "l" + "r" * len(columns)) + "\n" + note + "\n"
+
+
+def _env_key(rec) -> tuple:
+    env = rec.get("environment") or {}
+    dev = env.get("device") or {}
+    pk = env.get("packages") or {}
+    return (dev.get("name"), dev.get("count"), dev.get("cuda"), env.get("python"), pk.get("torch"),
+            pk.get("transformers"), pk.get("peft"), pk.get("sacrebleu"))
+
+
+def environment_table(recs: list[dict]) -> str:
+    """Runs grouped by identical device and package versions."""
+    if not recs:
+        return "*No records yet.*\n"
+    groups = defaultdict(list)
+    for rec in recs:
+        groups[_env_key(rec)].append(rec)
+    header = ["Runs", "Device", "CUDA", "Python", "torch", "transformers", "peft", "sacrebleu", "Dates", "Git"]
+    body = []
+    for k, rs in groups.items():
+        name, count, cuda, python, torch, transformers, peft, sacrebleu = k
+        dates = sorted({str((r.get("environment") or {}).get("date", ""))[:10] for r in rs} - {""})
+        shas = sorted({str((r.get("environment") or {}).get("git_sha") or "")[:7] + ("-dirty" if str(
+            (r.get("environment") or {}).get("git_sha") or "").endswith("-dirty") else "") for r in rs} - {""})
+        device = f"{count} × {name}" if count and count > 1 else str(name)
+        body.append([", ".join(f"{r['notebook']}/{r['run']}" for r in rs), device, cuda or "—", python or "—",
+                     torch or "—", transformers or "—", peft or "—", sacrebleu or "—",
+                     " – ".join([dates[0], dates[-1]] if len(dates) > 1 else dates) or "—", ", ".join(shas) or "—"])
+    return md_table(header, body)
+
+
+def params_files(params_dir: str | Path = "params") -> dict:
+    """(notebook, run_name) -> params file, for every YAML in ``params_dir``."""
+    out = {}
+    for path in sorted(Path(params_dir).glob("*.yaml")):
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            out[(spec["notebook"], (spec.get("parameters") or {})["run_name"])] = path
+        except (yaml.YAMLError, KeyError, TypeError):
+            log.warning("%s: not a params file", path)
+    return out
+
+
+def find_params_file(files: dict, notebook: str, run: str):
+    if (notebook, run) in files:
+        return files[(notebook, run)]
+    # a sweep notebook writes one record per point: '<run_name>-<point>'
+    matches = [p for (nb, r), p in files.items() if nb == notebook and run.startswith(f"{r}-")]
+    return max(matches, key=lambda p: len(p.stem)) if matches else None
+
+
+def commands_table(recs: list[dict], params_dir: str | Path = "params", profile: str = "full") -> str:
+    if not recs:
+        return "*No records yet.*\n"
+    files = params_files(params_dir)
+    smoke = " --profile smoke --results build/smoke-results" if profile == "smoke" else ""
+    body = []
+    for rec in sorted(recs, key=lambda r: (r["notebook"], r["run"])):
+        path = find_params_file(files, rec["notebook"], rec["run"])
+        sha = str((rec.get("environment") or {}).get("git_sha") or "—")[:7]
+        name = f"params/{path.name}" if path else None
+        cmd = f"`python -m studylib.pipeline{smoke} {name}`" if name else "— (no params file)"
+        body.append([f"{rec['notebook']}/{rec['run']}", f"`{name}`" if name else "—", cmd, sha])
+    return md_table(["Record", "Params file", "Command", "Git"], body)
+
+
+# ----------------------------------------------------------------------------------------------- setup facts
+
+
+def _sorted_set(values) -> list:
+    return sorted({v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))},
+                  key=lambda v: (str(type(v)), v))
+
+
+def setup_facts(recs: list[dict], reference: str = DEFAULT_REFERENCE, profile: str | None = None) -> dict:
+    """The facts of the setup section, all read from the records."""
+    scored = [r for r in recs if r.get("metrics")]
+    ref = "/".join(parse_reference(reference))
+    fam = defaultdict(list)
+    for r in scored:
+        fam[catalog.family(r["notebook"])].append(f"{r['notebook']}/{r['run']}")
+    sigs = defaultdict(set)
+    n_test = set()
+    directions = set()
+    comet = False
+    for r in scored:
+        for d, s in r["metrics"].items():
+            directions.add(d)
+            if isinstance(s.get("n"), int):
+                n_test.add(s["n"])
+            comet = comet or isinstance(s.get("comet"), (int, float))
+            tgt = d.split("-")[1]
+            for m, sig in (s.get("signatures") or {}).items():
+                sigs[(m, "zh" if tgt == "zh" and m == "bleu" else "other")].add(sig)
+    envs = [r.get("environment") or {} for r in recs]
+    devices = _sorted_set(f"{(e.get('device') or {}).get('name')}" for e in envs)
+    packages = defaultdict(set)
+    for e in envs:
+        for name, version in (e.get("packages") or {}).items():
+            packages[name].add(version)
+    params = [r.get("params") or {} for r in scored]
+    teachers = {}
+    for r in scored:
+        if catalog.family(r["notebook"]) == "teacher":
+            t = r.get("training") or {}
+            p = r.get("params") or {}
+            teachers[r["run"]] = {"method": p.get("method"), "examples": t.get("examples"), "steps": t.get("steps"),
+                                  "epochs": p.get("epochs"), "learning_rate": p.get("learning_rate"),
+                                  "seconds": t.get("seconds"), "trainable_share": t.get("trainable_share"),
+                                  "lora_r": p.get("lora_r") if p.get("method") == "lora" else None,
+                                  "dropped_test_overlap": r.get("train_dropped_test_overlap")}
+    base_models = _sorted_set(p.get("model_id") for r, p in zip(scored, params)
+                              if catalog.family(r["notebook"]) in ("base", "teacher"))
+    return {
+        "profile": profile or _sorted_set(r.get("profile") for r in recs),
+        "reference": ref,
+        "reference_present": any(f"{r['notebook']}/{r['run']}" == ref for r in scored),
+        "n_records": len(recs),
+        "n_scored_runs": len(scored),
+        "runs_by_family": {k: v for k, v in sorted(fam.items())},
+        "base_models": base_models,
+        "test_sets": _sorted_set(catalog.testset(r) for r in scored),
+        "directions": [d for d in DIRECTIONS if d in directions],
+        "languages": [LANG_NAMES[x] for x in XX_LANGS if any(x in d.split("-") for d in directions)],
+        "n_test": sorted(n_test),
+        "signatures": {f"{m}:{k}": sorted(v) for (m, k), v in sorted(sigs.items())},
+        "comet": comet,
+        "prompt_styles": _sorted_set(p.get("prompt_style") for p in params),
+        "shots": _sorted_set(p.get("shots") for p in params),
+        "max_new_tokens": _sorted_set(p.get("max_new_tokens") for p in params),
+        "dtypes": _sorted_set(p.get("dtype") for p in params),
+        "speed_new_tokens": _sorted_set(p.get("speed_new_tokens") for p in params),
+        "speed_batch_sizes": _sorted_set(b for p in params for b in (p.get("speed_batch_sizes") or [])),
+        "devices": devices,
+        "device_kinds": _sorted_set((e.get("device") or {}).get("kind") for e in envs),
+        "packages": {k: sorted(v) for k, v in sorted(packages.items())},
+        "python": _sorted_set(e.get("python") for e in envs),
+        "dates": [min(d), max(d)] if (d := [str(e.get("date"))[:10] for e in envs if e.get("date")]) else [],
+        "git_shas": _sorted_set(str(e.get("git_sha"))[:7] for e in envs if e.get("git_sha")),
+        "teachers": teachers,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def write(results: str | Path | None = None, profile: str | None = "full", reference: str = DEFAULT_REFERENCE,
+          out: str | Path | None = None, params_dir: str | Path = "params") -> list[Path]:
+    """Write every table of ``profile`` under ``results`` into ``out`` (default ``<results>/tables``)."""
+    from .significance import _write_text_atomic
+
+    out = Path(out or records.results_dir(results) / "tables")
+    summary = load_summary(summary_path(results, profile))
+    sig = read_table(table_path(results, profile))
+    recs = records.load_records(results, profile)
+    frame, main_md = main_table(summary, sig, reference)
+    written = [_write_text_atomic(main_md, out / "main.md"),
+               _write_text_atomic(frame.to_csv(index=False) if len(frame) else "", out / "main.csv")]
+    from .significance import markdown as significance_markdown
+
+    written.append(_write_text_atomic(significance_markdown(sig), out / "significance.md"))
+    for metric in ("chrf++", "bleu"):
+        written.append(_write_text_atomic(directions_table(summary, sig, metric, reference),
+                                          out / f"directions-{metric}.md"))
+    written.append(_write_text_atomic(environment_table(recs), out / "environment.md"))
+    written.append(_write_text_atomic(commands_table(recs, params_dir, profile or "full"), out / "commands.md"))
+    facts = setup_facts(recs, reference, profile)
+    written.append(_write_text_atomic(json.dumps(facts, indent=1, ensure_ascii=False, default=str) + "\n",
+                                      out / "setup.json"))
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m studylib.tables", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--profile", choices=records.PROFILES, default="full")
+    ap.add_argument("--reference", default=DEFAULT_REFERENCE)
+    ap.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
+    ap.add_argument("--params-dir", type=Path, default=Path("params"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("studylib").setLevel(logging.INFO)
+    for path in write(args.results, args.profile, args.reference, args.out, args.params_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Small synthetic records for the tests of significance, tables, figures and the paper (never the committed ones).
+
+Every direction has ``N`` short segments; a run's hypotheses are its references with a share ``noise`` of the words
+replaced, so quality falls with ``noise``. Scores are computed from the outputs, as the notebooks do.
+"""
+
+from __future__ import annotations
+
+import random
+
+from studylib import metrics, records
+from studylib.languages import DIRECTIONS, parse_direction
+
+N = 16
+WORDS = ("river house green small light stone quick bird table water winter paper music garden road cloud "
+         "window letter morning answer").split()
+
+
+def references(direction: str, n: int = N) -> tuple[list[str], list[str]]:
+    rng = random.Random(f"ref-{direction}")
+    src = [f"{direction} source {i} " + " ".join(rng.choice(WORDS) for _ in range(6)) for i in range(n)]
+    ref = [" ".join(rng.choice(WORDS) for _ in range(9)) for _ in range(n)]
+    return src, ref
+
+
+def hypotheses(ref: list[str], noise: float, seed: str) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for sentence in ref:
+        words = sentence.split()
+        out.append(" ".join(rng.choice(WORDS) if rng.random() < noise else w for w in words))
+    return out
+
+
+def make(notebook: str, run: str, *, noise: float = 0.3, params: dict | None = None, efficiency: dict | None = None,
+         profile: str = "full", n: int = N, keep_outputs: bool = True, extra: dict | None = None,
+         directions=DIRECTIONS, ood_noise: float | None = None) -> dict:
+    scores, outputs = {}, {}
+    for d in directions:
+        src, ref = references(d, n)
+        hyp = hypotheses(ref, noise, f"{notebook}/{run}/{d}")
+        s = metrics.corpus_scores(hyp, ref, parse_direction(d)[1], ("bleu", "chrf", "chrf++"))
+        s["n"] = n
+        scores[d] = s
+        outputs[d] = {"src": src, "ref": ref, "hyp": hyp}
+    p = {"run_name": run, "profile": profile, "model_id": "tiny-gemma3", "test_source": "alma", "n_test": n,
+         "prompt_style": "alma", "shots": 0, "dtype": "bfloat16", "max_new_tokens": 64, "speed_new_tokens": 16,
+         "speed_batch_sizes": [1], **(params or {})}
+    eff = {"params": 1_000_000, "nonzero_params": 1_000_000, "storage_gb": 0.002, "peak_memory_gb": 0.01,
+           "time_per_token_ms": 5.0, "tokens_per_s": 200.0, **(efficiency or {})}
+    more = dict(extra or {})
+    if ood_noise is not None:
+        ood = {}
+        for d in directions:
+            _, ref = references("ood-" + d, 6)
+            ood[d] = metrics.corpus_scores(hypotheses(ref, ood_noise, f"ood/{run}/{d}"), ref, parse_direction(d)[1],
+                                           ("bleu", "chrf", "chrf++"))
+            ood[d]["n"] = 6
+            ood[d].pop("signatures")
+        more["ood_metrics"] = ood
+        more["ood_averages"] = records.direction_averages(ood)
+    return records.make_record(notebook=notebook, run=run, params=p, profile=profile, metrics=scores, efficiency=eff,
+                               outputs=outputs if keep_outputs else None, extra=more)
+
+
+def core(results, profile: str = "full") -> list[dict]:
+    """Base, two teachers (the LoRA one is the default reference)."""
+    recs = [make("00_baseline", "base-3shot", noise=0.6, params={"shots": 3, "prompt_style": "alma-fewshot"},
+                 profile=profile, efficiency={"peak_memory_gb": 0.008, "time_per_token_ms": 6.0}),
+            make("01_teacher", "teacher-full", noise=0.25, params={"method": "full", "epochs": 1.0,
+                                                                   "learning_rate": 5e-5}, profile=profile,
+                 efficiency={"peak_memory_gb": 0.012, "time_per_token_ms": 5.5},
+                 extra={"training": {"examples": 100, "steps": 10, "seconds": 1.0, "trainable_share": 1.0},
+                        "train_dropped_test_overlap": 2}),
+            make("01_teacher", "teacher-lora", noise=0.3, params={"method": "lora", "lora_r": 16, "epochs": 1.0,
+                                                                  "learning_rate": 2e-4}, profile=profile,
+                 extra={"training": {"examples": 100, "steps": 10, "seconds": 1.0, "trainable_share": 0.02},
+                        "train_dropped_test_overlap": 2})]
+    for r in recs:
+        records.write_record(r, results)
+    return recs
+
+
+def _compression(recipe: list[dict], calibrated: bool) -> dict:
+    return {"compression": {"recipe": [{"method": s["method"], "family": "x",
+                                        "params": {k: v for k, v in s.items() if k != "method"}} for s in recipe],
+                            "seconds": 1.0, "calibration": {"n": 10} if calibrated else None}}
+
+
+def everything(results, profile: str = "full") -> list[dict]:
+    """The core runs plus one of every sweep the figures draw, a not-comparable run and a record without scores."""
+    recs = core(results, profile)
+    for bits, noise, mem in ((2, 0.7, 0.003), (3, 0.45, 0.004), (4, 0.33, 0.005), (8, 0.3, 0.008)):
+        recipe = [{"method": "gptq", "bits": bits, "group_size": 128}]
+        recs.append(make("15_gptq_bits", f"teacher-bits{bits}", noise=noise, profile=profile,
+                         params={"recipe": recipe, "calib_per_direction": 16, "sweep": "bits", "values": [bits]},
+                         efficiency={"peak_memory_gb": mem, "storage_gb": mem / 2},
+                         extra=_compression(recipe, True)))
+    for calib, noise in ((4, 0.5), (16, 0.4), (64, 0.35)):
+        recipe = [{"method": "gptq", "bits": 3, "group_size": 128}]
+        recs.append(make("16_calibration_size", f"gptq3-calib{calib}", noise=noise, profile=profile,
+                         params={"recipe": recipe, "calib_per_direction": calib}, extra=_compression(recipe, True)))
+    recs.append(make("20_wanda", "wanda50", noise=0.4, profile=profile,
+                     params={"recipe": [{"method": "wanda", "sparsity": 0.5}], "calib_per_direction": 8},
+                     efficiency={"nonzero_params": 500_000}, extra=_compression([{"method": "wanda", "sparsity": 0.5}],
+                                                                                True)))
+    for depth in (1, 2, 3):
+        for stage, recovery, noise in (("before", "none", 0.3 + 0.15 * depth), ("after", "full", 0.3 + 0.05 * depth)):
+            step = [{"method": "layer-prune-greedy", "depth": depth, "metric": "chrf++", "dev_per_direction": 2}]
+            recs.append(make("27_prune_depth", f"teacher-iterative-d{depth}-{stage}", noise=noise, profile=profile,
+                             params={"strategy": "iterative", "depth": depth, "recovery": recovery},
+                             efficiency={"params": 1_000_000 - 100_000 * depth}, extra=_compression(step, False)))
+    for size, noise in ((0, 0.5), (4, 0.45), (16, 0.42)):
+        recs.append(make("33_ood_size", f"modelb-ood{size}", noise=noise, profile=profile, ood_noise=0.7 - 0.02 * size,
+                         params={"prune_recipe": [{"method": "layer-prune-middle", "depth": 1}], "qlora_r": 64,
+                                 "kd_data": "kd.jsonl.gz", "ood_total": size}))
+    recs.append(make("10_bnb_int8", "int8-fewer-segments", noise=0.3, n=N - 4, profile=profile,
+                     params={"recipe": [{"method": "bnb-int8"}]}))
+    recs.append(make("11_bnb_nf4", "nf4-no-outputs", noise=0.35, keep_outputs=False, profile=profile,
+                     params={"recipe": [{"method": "bnb-nf4"}]}))
+    recs.append(records.make_record(notebook="30_kd_data", run="kd", params={"run_name": "kd"}, profile=profile,
+                                    metrics={}, extra={"kd": {"pairs": 10}}))
+    for r in recs[3:]:
+        records.write_record(r, results)
+    return recs

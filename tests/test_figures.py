@@ -1,0 +1,134 @@
+import json
+
+import pytest
+
+from studylib import catalog, figures, records, significance, tables
+from synthetic import core, everything
+
+REF = "01_teacher/teacher-lora"
+
+
+def _inputs(results):
+    records.write_summary(results, "full")
+    significance.write(results, "full", REF, n_samples=100)
+    summary = tables.load_summary(tables.summary_path(results, "full"))
+    return summary, significance.read_table(significance.table_path(results, "full"))
+
+
+@pytest.fixture(scope="module")
+def full_study(tmp_path_factory):
+    results = tmp_path_factory.mktemp("study") / "results"
+    everything(results)
+    return results, *_inputs(results)
+
+
+def test_every_figure_is_drawn_when_its_records_exist(full_study, tmp_path):
+    _, summary, sig = full_study
+    drawn = figures.draw_all(summary, sig, tmp_path, REF)
+    assert [f.name for f in drawn] == [name for name, _, _ in figures.FIGURES]
+    assert all(f.status == "drawn" for f in drawn), [(f.name, f.reason) for f in drawn]
+    for f in drawn:
+        for ext in ("pdf", "png"):
+            assert (tmp_path / f"{f.name}.{ext}").stat().st_size > 1000
+        assert f.caption
+    manifest = json.loads((tmp_path / "figures.json").read_text())
+    assert manifest["reference"] == REF and len(manifest["figures"]) == len(figures.FIGURES)
+    by_name = {f.name: f for f in drawn}
+    assert by_name["gptq_bits"].data["groups"] == ["gptq, calib 16"]  # the calibration sweep is not a bits sweep
+    assert by_name["calibration"].data["groups"] == ["gptq, bits 3"]
+    assert sorted(by_name["prune_depth"].data["groups"]) == ["layer-prune-greedy, before recovery",
+                                                             "layer-prune-greedy, recovered (full)"]
+    assert len(by_name["ood_size"].data["groups"]) == 1
+    frontier = by_name["pareto"].data["frontier"]
+    assert set(frontier) == {f"{g} vs {c}" for g in ("xx-en", "en-xx") for c in ("peak_memory_gb", "time_per_token_ms")}
+    # the cheapest run in memory is always on the frontier; the record without scores never appears
+    assert frontier["xx-en vs peak_memory_gb"][0] == "15_gptq_bits/teacher-bits2"
+    assert not any("30_kd_data" in r for runs in frontier.values() for r in runs)
+
+
+def test_sweep_figures_are_skipped_with_a_reason_and_never_left_stale(tmp_path):
+    results = tmp_path / "results"
+    core(results)
+    summary, sig = _inputs(results)
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "gptq_bits.png").write_bytes(b"an old figure")
+    drawn = {f.name: f for f in figures.draw_all(summary, sig, out, REF)}
+    assert drawn["quality_by_direction"].status == drawn["pareto"].status == "drawn"
+    for name in ("gptq_bits", "calibration", "prune_depth", "ood_size"):
+        assert drawn[name].status == "skipped" and drawn[name].reason
+        assert not (out / f"{name}.png").exists() and not (out / f"{name}.pdf").exists()
+    assert "GPTQ" in drawn["gptq_bits"].reason
+
+
+def test_no_records_at_all_skips_everything(tmp_path):
+    drawn = figures.draw_all(tables.load_summary(tmp_path / "missing.csv"), None, tmp_path / "f", REF)
+    assert all(f.status == "skipped" and "no scored run" in f.reason for f in drawn)
+
+
+def test_one_point_is_not_a_sweep(tmp_path):
+    from synthetic import make
+
+    results = tmp_path / "results"
+    core(results)
+    recipe = [{"method": "gptq", "bits": 4, "group_size": 128}]
+    records.write_record(make("12_gptq", "gptq4", params={"recipe": recipe, "calib_per_direction": 8},
+                              extra={"compression": {"recipe": [{"method": "gptq", "params": recipe[0]}],
+                                                     "calibration": {"n": 1}}}), results)
+    summary, sig = _inputs(results)
+    drawn = {f.name: f for f in figures.draw_all(summary, sig, tmp_path / "f", REF)}
+    assert drawn["gptq_bits"].status == "skipped" and "sweep" in drawn["gptq_bits"].reason
+    assert drawn["calibration"].status == "skipped"
+
+
+def test_pareto_front():
+    #            0        1        2         3        4 (missing)  5 (equal to 1)
+    costs = [1.0, 2.0, 3.0, 2.5, None, 2.0]
+    quality = [10.0, 20.0, 15.0, 25.0, 30.0, 20.0]
+    assert figures.pareto_front(costs, quality) == [0, 1, 5, 3]
+    assert figures.pareto_front([1, 1], [5, 6]) == [1]
+    assert figures.pareto_front([], []) == []
+
+
+def test_runs_table_has_one_row_per_scored_run(full_study):
+    _, summary, _ = full_study
+    table = figures.runs_table(summary)
+    assert table[["notebook", "run"]].duplicated().sum() == 0
+    assert "30_kd_data" not in set(table["notebook"])
+    row = table[table["run"] == "modelb-ood4"].iloc[0]
+    assert row["ood_total"] == 4 and row["ood xx-en:chrf++"] > 0 and row["recovery"] == "qlora"
+    assert list(table["run"][:3]) == ["base-3shot", "teacher-full", "teacher-lora"]
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"notebook": "10_bnb_int8", "params": {"recipe": [{"method": "bnb-int8"}]}},
+     {"family": "quantization", "method": "bnb-int8", "bits": 8.0, "variant": "bnb-int8"}),
+    ({"notebook": "11_bnb_nf4", "params": {"recipe": [{"method": "bnb-nf4"}]}}, {"bits": 4.0}),
+    ({"notebook": "21_wanda_2of4", "params": {"recipe": [{"method": "wanda", "n": 2, "m": 4}]}},
+     {"family": "pruning", "sparsity": 0.5, "variant": "wanda(m=4,n=2)"}),
+    ({"notebook": "17_wanda_gptq", "params": {"recipe": [{"method": "wanda", "sparsity": 0.5},
+                                                         {"method": "gptq", "bits": 4, "group_size": 128}]}},
+     {"method": "wanda+gptq", "bits": 4.0, "sparsity": 0.5, "variant": "wanda+gptq(group_size=128)"}),
+    ({"notebook": "25_layer_pruning", "params": {"strategy": "middle", "depth": 3, "recovery": "lora"},
+      "compression": {"recipe": [{"method": "layer-prune-middle", "params": {"depth": 3}}]}},
+     {"depth": 3.0, "recovery": "lora", "method": "layer-prune-middle"}),
+    ({"notebook": "32_model_b", "params": {"prune_recipe": [{"method": "layer-prune-greedy", "depth": 2}],
+                                           "qlora_r": 64, "kd_data": "kd.jsonl.gz", "ood_total": 0}},
+     {"family": "distillation", "method": "layer-prune-greedy+qlora", "depth": 2.0, "recovery": "qlora",
+      "ood_total": 0.0, "kd": True}),
+    ({"notebook": "00_baseline", "params": {"shots": 3}}, {"family": "base", "method": "base-3shot"}),
+    ({"notebook": "01_teacher", "params": {"method": "lora"}}, {"family": "teacher", "method": "teacher-lora"}),
+])
+def test_catalog_describes_runs(record, expected):
+    got = catalog.describe(record)
+    assert set(got) == set(catalog.COLUMNS)
+    for key, value in expected.items():
+        assert got[key] == value, key
+
+
+def test_calibration_size_only_counts_when_the_run_was_calibrated():
+    params = {"recipe": [{"method": "gptq", "bits": 4}], "calib_per_direction": 32}
+    assert catalog.describe({"notebook": "12_gptq", "params": params,
+                             "compression": {"calibration": {"n": 320}}})["calib_per_direction"] == 32
+    assert catalog.describe({"notebook": "10_bnb_int8", "params": {**params, "recipe": [{"method": "bnb-int8"}]},
+                             "compression": {"calibration": None}})["calib_per_direction"] is None
