@@ -37,6 +37,22 @@ def _positive_int(name, value, allow_none=False):
            f"{name} must be a positive integer{' or null' if allow_none else ''}, got {value!r}")
 
 
+def check_training(p, prefix: str = "", batch: str = "train_batch_size", lora: str | None = "lora_") -> None:
+    """The fine-tuning hyperparameters every training notebook shares, under ``prefix`` (e.g. 'recovery_')."""
+    epochs, lr = getattr(p, f"{prefix}epochs"), getattr(p, f"{prefix}learning_rate")
+    _check(isinstance(epochs, (int, float)) and 0 < epochs <= 20, f"{prefix}epochs must be in (0, 20], got {epochs!r}")
+    _check(isinstance(lr, float) and 0 < lr < 1, f"{prefix}learning_rate must be a float in (0, 1), got {lr!r}")
+    for name in (batch, f"{prefix}grad_accum", f"{prefix}max_length"):
+        _positive_int(name, getattr(p, name))
+    warmup = getattr(p, f"{prefix}warmup_ratio", 0.0)
+    _check(0 <= warmup < 1, f"{prefix}warmup_ratio must be in [0, 1), got {warmup!r}")
+    if lora is not None:
+        _positive_int(f"{lora}r", getattr(p, f"{lora}r"))
+        _positive_int(f"{lora}alpha", getattr(p, f"{lora}alpha"))
+        dropout = getattr(p, f"{lora}dropout")
+        _check(0 <= dropout < 1, f"{lora}dropout must be in [0, 1), got {dropout!r}")
+
+
 def normalize_directions(value) -> list[str]:
     if value == "all":
         return list(DIRECTIONS)
@@ -149,16 +165,7 @@ class TeacherParams(EvalParams):
         _check(self.prompt_style != "alma-fewshot", "a fine-tuned teacher is prompted zero-shot: use 'alma' or 'tower'")
         _positive_int("train_per_direction", self.train_per_direction, allow_none=True)
         self.train_directions = normalize_directions(self.train_directions)
-        _check(isinstance(self.epochs, (int, float)) and 0 < self.epochs <= 20, f"epochs must be in (0, 20], got {self.epochs!r}")
-        _check(isinstance(self.learning_rate, float) and 0 < self.learning_rate < 1,
-               f"learning_rate must be a float in (0, 1), got {self.learning_rate!r}")
-        _positive_int("train_batch_size", self.train_batch_size)
-        _positive_int("grad_accum", self.grad_accum)
-        _positive_int("max_length", self.max_length)
-        _check(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        _positive_int("lora_r", self.lora_r)
-        _positive_int("lora_alpha", self.lora_alpha)
-        _check(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        check_training(self)
 
 
 @dataclass
@@ -236,16 +243,8 @@ class StudentParams(EvalParams):
         _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
         _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
         _positive_int("ood_test_per_direction", self.ood_test_per_direction)
-        _positive_int("qlora_r", self.qlora_r)
-        _positive_int("qlora_alpha", self.qlora_alpha)
-        _check(0 <= self.qlora_dropout < 1, f"qlora_dropout must be in [0, 1), got {self.qlora_dropout!r}")
         _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
-        _check(isinstance(self.epochs, (int, float)) and 0 < self.epochs <= 20, f"epochs must be in (0, 20], got {self.epochs!r}")
-        _check(isinstance(self.learning_rate, float) and 0 < self.learning_rate < 1,
-               f"learning_rate must be a float in (0, 1), got {self.learning_rate!r}")
-        _positive_int("train_batch_size", self.train_batch_size)
-        _positive_int("grad_accum", self.grad_accum)
-        _positive_int("max_length", self.max_length)
+        check_training(self, lora="qlora_")
         _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
                f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")
         _check(self.kd_data is None or str(self.kd_data).endswith((".jsonl", ".jsonl.gz")),

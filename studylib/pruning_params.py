@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .params import CompressParams, EvalParams, ParamsError, _check, _positive_int, normalize_directions
+from .params import CompressParams, EvalParams, ParamsError, _check, _positive_int, check_training, normalize_directions
 
 RECOVERY = ("none", "full", "lora")
 STRATEGIES = ("iterative", "middle")
@@ -108,15 +108,7 @@ class RecoveryParams(EvalParams):
         _check(self.prompt_style != "alma-fewshot", "pruned students are prompted zero-shot: use 'alma' or 'tower'")
         _positive_int("recovery_train_per_direction", self.recovery_train_per_direction, allow_none=True)
         self.recovery_directions = normalize_directions(self.recovery_directions)
-        _check(isinstance(self.recovery_epochs, (int, float)) and 0 < self.recovery_epochs <= 20,
-               f"recovery_epochs must be in (0, 20], got {self.recovery_epochs!r}")
-        _check(isinstance(self.recovery_learning_rate, float) and 0 < self.recovery_learning_rate < 1,
-               f"recovery_learning_rate must be a float in (0, 1), got {self.recovery_learning_rate!r}")
-        for name in ("recovery_batch_size", "recovery_grad_accum", "recovery_max_length", "recovery_lora_r",
-                     "recovery_lora_alpha"):
-            _positive_int(name, getattr(self, name))
-        _check(0 <= self.recovery_warmup_ratio < 1, f"recovery_warmup_ratio must be in [0, 1), got {self.recovery_warmup_ratio!r}")
-        _check(0 <= self.recovery_lora_dropout < 1, f"recovery_lora_dropout must be in [0, 1), got {self.recovery_lora_dropout!r}")
+        check_training(self, prefix="recovery_", batch="recovery_batch_size", lora="recovery_lora_")
         _check(isinstance(self.save_compressed, bool), f"save_compressed must be true or false, got {self.save_compressed!r}")
 
 

@@ -46,3 +46,20 @@ def test_from_namespace_takes_only_declared_names():
     ns = {"model_id": "tiny-gemma3", "n_test": 2, "unrelated": 1, "__name__": "x"}
     cfg = BaselineParams.from_namespace(ns)
     assert cfg.n_test == 2 and cfg.as_dict()["n_test"] == 2
+
+
+def test_student_and_kd_checks():
+    from studylib.params import KDParams, ModelBParams, OODSweepParams, StudentParams
+
+    assert StudentParams().qlora_r == 64 and StudentParams().rslora  # the paper's QLoRA defaults
+    for cls, kwargs, message in [
+        (StudentParams, {"qlora_r": 0}, "qlora_r"),
+        (StudentParams, {"ood_total": -1}, "ood_total"),
+        (StudentParams, {"kd_data": "kd.txt"}, "kd_data"),
+        (StudentParams, {"prune_recipe": [{"method": "nope"}]}, "unknown method"),
+        (ModelBParams, {"prune_recipe": []}, "pruned student"),
+        (OODSweepParams, {"ood_sizes": [-5]}, "ood_sizes"),
+        (KDParams, {"kd_per_direction": 0}, "kd_per_direction"),
+    ]:
+        with pytest.raises(ParamsError, match=message):
+            cls(**kwargs)
