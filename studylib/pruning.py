@@ -311,6 +311,22 @@ def dequantized_sparsity(model) -> dict | None:
 # ----------------------------------------------------------------------------------------- dev data
 
 
+def check_dev_selection_params(p: dict, int_keys: tuple[str, ...], error=ValueError) -> None:
+    """The parameters a dev-set-driven selection method shares (layer and head pruning): positive integers,
+    a zero-shot prompt style, the study's directions. Raises ``error`` with one clear message."""
+    from .params import ParamsError, normalize_directions
+
+    for key in int_keys:
+        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
+            raise error(f"{key} must be a positive integer, got {p[key]!r}")
+    if p["prompt_style"] not in ("alma", "tower"):
+        raise error(f"prompt_style must be 'alma' or 'tower', got {p['prompt_style']!r}")
+    try:
+        normalize_directions(p["directions"])
+    except ParamsError as err:
+        raise error(str(err)) from err
+
+
 def selection_test_pool(root=None) -> frozenset:
     """Every sentence of every test set the study evaluates on: ALMA's (WMT22; WMT21 for is) in all ten
     directions, and WMT24 (en->xx)."""

@@ -268,17 +268,7 @@ class HeadPrune(Method):
             raise MethodError(f"fraction (of query heads removed) must be in (0, 1), got {f!r}")
         if p["scope"] not in SCOPES:
             raise MethodError(f"scope must be one of {SCOPES}, got {p['scope']!r}")
-        for key in ("dev_per_direction", "batch_size", "max_length"):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-                raise MethodError(f"{key} must be a positive integer, got {p[key]!r}")
-        if p["prompt_style"] not in ("alma", "tower"):
-            raise MethodError(f"prompt_style must be 'alma' or 'tower', got {p['prompt_style']!r}")
-        from ..params import ParamsError, normalize_directions
-
-        try:
-            normalize_directions(p["directions"])
-        except ParamsError as err:
-            raise MethodError(str(err)) from err
+        pruning.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_length"), MethodError)
 
     def apply(self, model, tokenizer, calibration=None):
         from .. import prompts

@@ -160,17 +160,7 @@ class LayerPruneGreedy(_LayerPrune):
         p = self.params
         if p["metric"] not in SELECTION_METRICS:
             raise MethodError(f"metric must be one of {SELECTION_METRICS}, got {p['metric']!r}")
-        for key in ("dev_per_direction", "batch_size", "max_new_tokens"):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-                raise MethodError(f"{key} must be a positive integer, got {p[key]!r}")
-        if p["prompt_style"] not in ("alma", "tower"):
-            raise MethodError(f"prompt_style must be 'alma' or 'tower', got {p['prompt_style']!r}")
-        from ..params import ParamsError, normalize_directions
-
-        try:
-            normalize_directions(p["directions"])
-        except ParamsError as err:
-            raise MethodError(str(err)) from err
+        pruning.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_new_tokens"), MethodError)
 
     def apply(self, model, tokenizer, calibration=None):
         p = self.params
