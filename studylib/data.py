@@ -249,6 +249,14 @@ def _carve_is(pairs: list, split: str) -> list:
     return pairs[-IS_DEV_SIZE:] if split == "dev" else pairs[:-IS_DEV_SIZE]
 
 
+def _json_array_pairs(path: Path, xx: str, what: str) -> list[tuple[str, str]]:
+    """(xx, en) pairs from a JSON array of ``{"translation": {...}}`` records (ALMA's test and valid files)."""
+    records = _read_json(path, what)
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON array")
+    return [_pair_from_record(r, xx, f"{path} record {i}") for i, r in enumerate(records)]
+
+
 def load_alma(direction: str, split: str, root=None) -> list[Example]:
     """ALMA's human-written data for one direction and split (see the module doc)."""
     src, tgt = _direction(direction)
@@ -257,12 +265,7 @@ def load_alma(direction: str, split: str, root=None) -> list[Example]:
     folder = alma_dir(root) / pair_code(direction)
 
     if split == "test":
-        path = folder / f"test.{src}-{tgt}.json"
-        records = _read_json(path, "ALMA test file")
-        if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON array")
-        pairs = [_pair_from_record(r, xx, f"{path} record {i}") for i, r in enumerate(records)]
-        return _orient(pairs, direction)
+        return _orient(_json_array_pairs(folder / f"test.{src}-{tgt}.json", xx, "ALMA test file"), direction)
 
     if xx == "is":
         pairs = _alma_train_pairs(direction, root)
@@ -272,12 +275,7 @@ def load_alma(direction: str, split: str, root=None) -> list[Example]:
     if split == "train":
         return _orient(_alma_train_pairs(direction, root), direction)
 
-    path = folder / f"valid.{xx}-en.json"
-    records = _read_json(path, "ALMA valid file")
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON array")
-    pairs = [_pair_from_record(r, xx, f"{path} record {i}") for i, r in enumerate(records)]
-    return _orient(pairs, direction)
+    return _orient(_json_array_pairs(folder / f"valid.{xx}-en.json", xx, "ALMA valid file"), direction)
 
 
 def load_few_shot(direction: str, kind: str = "HW-5-shot", root=None) -> list[tuple[str, str]]:

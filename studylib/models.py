@@ -148,14 +148,11 @@ def merge_adapter(adapter_dir: str) -> Path:
     base = checkpoint_path(adapter_base(str(adapter)))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    tmp, commit = _atomic_dir(final)
-    try:
+    def write(tmp):
         model.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return commit()
+
+    return _build_atomically(final, write)
 
 
 def _hub_snapshot(model_id: str) -> str:
@@ -237,19 +234,21 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def _atomic_dir(final: Path):
-    """A temporary sibling directory to fill; call the returned commit() to move it into place."""
+def _build_atomically(final: Path, write) -> Path:
+    """Run ``write(tmp_dir)`` into a temporary sibling of ``final``, then move it into place; nothing is left
+    behind on failure, and a directory someone else finished first is kept."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-    def commit():
-        if final.exists():  # someone else finished first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        return final
-
-    return tmp, commit
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
 
 
 def materialize_default(dest: Path | None = None) -> Path:
@@ -263,8 +262,8 @@ def materialize_default(dest: Path | None = None) -> Path:
     if (final / "config.json").exists():
         return final
     gguf_path = gemma_gguf.assemble_gguf(cache_dir() / "gguf")
-    tmp, commit = _atomic_dir(final)
-    try:
+
+    def write(tmp):
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent),
             gguf_file=gguf_path.name,
@@ -278,10 +277,8 @@ def materialize_default(dest: Path | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         # transformers 5.17 builds this GGUF's tokenizer wrongly; ours follows the GGUF's BPE definition
         gemma_gguf.build_tokenizer(gguf_path).save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return commit()
+
+    return _build_atomically(final, write)
 
 
 # ---------------------------------------------------------------- the tiny model for tests and smoke runs
@@ -349,11 +346,8 @@ def build_tiny_model(dest: Path | None = None, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(config)
-    tmp, commit = _atomic_dir(final)
-    try:
+    def write(tmp):
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return commit()
+
+    return _build_atomically(final, write)
