@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from . import gpulock
 from .prompts import cut_output
 
 _STOP_IDS: dict[int, list[int]] = {}
@@ -80,7 +81,7 @@ def generate(
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), gpulock.shared():
             out = model.generate(
                 **enc,
                 do_sample=False,

@@ -244,10 +244,14 @@ def _build_atomically(final: Path, write) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    try:
+        if final.exists():
+            raise FileExistsError(final)
         os.replace(tmp, final)
+    except OSError:  # another process finished first (a concurrent run): keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.exists():
+            raise
     return final
 
 

@@ -15,13 +15,25 @@ already exists with the same profile and the same values for every key the file 
 written atomically by the notebooks, so a run killed halfway leaves no record and is redone next time.
 ``--profile smoke`` runs each notebook on its own (tiny, CPU) defaults, keeping only the run name, so the
 whole chain can be exercised in minutes.
+
+``--jobs N`` runs up to N notebooks at once, each in its own process with its log in ``build/logs``: a small
+model leaves most of a big GPU idle while it translates. Timed sections (decode speed, compression) take the
+GPU alone through :mod:`studylib.gpulock`, so their numbers mean the same as in a serial run. A job waits for
+every job it refers to (a parameter naming another run's notebook, e.g. ``teacher_record: 01_teacher/...``),
+a failed job does not stop the others (only those that refer to it), and the exit status says whether all
+succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +108,73 @@ def execute(job: Job, results: Path | None = None, executed_dir: Path = Path("bu
     return out
 
 
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def refers_to(job: Job, other: Job) -> bool:
+    """Whether ``job`` uses what ``other`` makes: one of its parameters names ``other``'s notebook."""
+    if other.notebook == job.notebook:
+        return False
+    return any(other.notebook in text for text in _strings(job.parameters))
+
+
+def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_dir: Path = Path("build/logs"),
+                 command=None) -> int:
+    """Run ``todo`` with up to ``jobs`` at once, each as ``python -m studylib.pipeline FILE`` in its own process
+    (``command(job)`` gives another argv, for tests).
+
+    A job starts once every job it refers to has succeeded; one that refers to a failed job is not run.
+    Returns the number of jobs that failed or were not run.
+    """
+    lock = Path(os.environ.get("STUDYLIB_GPU_LOCK") or tempfile.mkdtemp(prefix="studylib-gpulock-"))
+    env = dict(os.environ, STUDYLIB_GPU_LOCK=str(lock), STUDYLIB_JOBS=str(jobs))
+    pending, running, failed, succeeded = list(todo), {}, [], []
+
+    def launch(job: Job):
+        log = log_dir / job.notebook / f"{job.run}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = command(job) if command else [sys.executable, "-m", "studylib.pipeline", "--profile", profile,
+                                            "--results", str(results), "--no-summary", "--force", str(job.source)]
+        start = time.perf_counter()
+        with open(log, "w", encoding="utf-8") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        return rc, time.perf_counter() - start, log
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for job in list(pending):
+                blockers = [o for o in pending + list(running.values()) if o is not job and refers_to(job, o)]
+                if any(refers_to(job, f) for f in failed):
+                    pending.remove(job)
+                    failed.append(job)
+                    print(f"[not run] {job.notebook} / {job.run}: a run it refers to failed", flush=True)
+                elif not blockers and len(running) < jobs:
+                    pending.remove(job)
+                    running[pool.submit(launch, job)] = job
+                    print(f"[start] {job.notebook} / {job.run}", flush=True)
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                rc, seconds, log = future.result()
+                (succeeded if rc == 0 else failed).append(job)
+                status = "done" if rc == 0 else f"FAILED (exit {rc})"
+                print(f"[{status}] {job.notebook} / {job.run} in {seconds / 60:.1f} min; log {log}", flush=True)
+    for job in pending:  # blocked for good (a cycle of references)
+        failed.append(job)
+        print(f"[not run] {job.notebook} / {job.run}: waits on itself through its references", flush=True)
+    return len(failed)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("params", nargs="+", help="params/*.yaml files, run in the order given")
@@ -103,21 +182,35 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=None, help="results root (default: $STUDYLIB_RESULTS or results)")
     ap.add_argument("--force", action="store_true", help="re-run even when a matching record exists")
     ap.add_argument("--dry-run", action="store_true", help="validate and list what would run")
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1); see the module help")
+    ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        print("error: --jobs must be >= 1", file=sys.stderr)
+        return 2
     try:
         jobs = [load_job(p, args.profile) for p in sorted(args.params, key=lambda p: Path(p).name)]
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = args.results or records.results_dir()
+    todo = []
     for job in jobs:
         done = is_done(job, results)
         print(f"[{'skip' if done and not args.force else 'run '}] {job.notebook} / {job.run}  ({job.source})", flush=True)
-        if args.dry_run or (done and not args.force):
-            continue
-        execute(job, results)
-    if not args.dry_run:
+        if not (args.dry_run or (done and not args.force)):
+            todo.append(job)
+    failures = 0
+    if args.jobs > 1 and len(todo) > 1:
+        failures = run_parallel(todo, results, args.profile, args.jobs)
+    else:
+        for job in todo:
+            execute(job, results)
+    if not args.dry_run and not args.no_summary:
         print(records.write_summary(results, args.profile))
+    if failures:
+        print(f"error: {failures} run(s) failed or were not run; see their logs", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from . import gpulock
 from .languages import DIRECTIONS, EN_XX, XX_EN
 
 PROFILES = ("smoke", "full")
@@ -80,6 +81,7 @@ def environment() -> dict:
         "platform": platform.platform(),
         "packages": versions,
         "device": device,
+        "gpu_sharing": gpulock.describe(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

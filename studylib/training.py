@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from . import gpulock
+
 
 @dataclass
 class TrainResult:
@@ -132,18 +134,21 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
     optimizer.zero_grad(set_to_none=True)
     for micro, idx in enumerate(plan, start=1):
         ids, mask, labels = _collate(encoded, idx, pad_id, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower learning_rate")
-        (loss / grad_accum).backward()
-        running += loss.item()
+        last = micro % grad_accum == 0 or micro == len(plan)
+        with gpulock.shared():  # one micro-batch (and its optimizer step) at a time, so timed runs can cut in
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower learning_rate")
+            (loss / grad_accum).backward()
+            running += loss.item()
+            if last:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
         running_n += 1
-        if micro % grad_accum == 0 or micro == len(plan):
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        if last:
             step += 1
             bar.update(1)
             if step % log_every == 0 or step == total_steps:

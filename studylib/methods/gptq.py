@@ -77,7 +77,8 @@ class GPTQ(Method):
     family = "quantization"
     paper = "Frantar et al. 2023, GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers, arXiv:2210.17323"
     needs_calibration = True
-    defaults = {"bits": 4, "group_size": 128, "act_order": False, "damp": 0.01, "sym": True, "backend": "auto"}
+    defaults = {"bits": 4, "group_size": 128, "act_order": False, "damp": 0.01, "sym": True, "backend": "auto",
+                "calib_batch_size": 16}
 
     def check(self):
         p = self.params
@@ -95,6 +96,8 @@ class GPTQ(Method):
             raise MethodError(f"gptq damp must be a number in (0, 1) (0.01 in the paper), got {damp!r}")
         if p["backend"] not in BACKENDS:
             raise MethodError(f"gptq backend must be one of {', '.join(BACKENDS)}, got {p['backend']!r}")
+        if not _is_int(p["calib_batch_size"]) or p["calib_batch_size"] < 1:
+            raise MethodError(f"gptq calib_batch_size must be an integer >= 1, got {p['calib_batch_size']!r}")
 
     def quantize_config(self):
         from gptqmodel import QuantizeConfig
@@ -124,7 +127,9 @@ class GPTQ(Method):
 
             start = time.perf_counter()
             gm = GPTQModel.load(str(work / "fp"), qcfg, device=str(device), dtype=dtype)
-            log = gm.quantize(list(calibration), tokenizer=tokenizer, batch_size=1)
+            # padded rows of a batch are masked out of the Hessian by GPTQModel (its keep_mask), so batching only
+            # saves time
+            log = gm.quantize(list(calibration), tokenizer=tokenizer, batch_size=self.params["calib_batch_size"])
             info["quantize_seconds"] = time.perf_counter() - start
             info.update(summarize_quant_log(log, float(self.params["damp"])))
             _restore_rope(gm.model.config, rope)

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the carried repo root: one study session kept in /tmp (a warm machine keeps /tmp; it is
+# given back after ~30 s idle, so the calls go back to back). Prepared here by tools/device/stage-kit.sh.
+#   session.sh kit                       (carry .carry/kit) wheels -> /tmp/site, data -> /tmp/data, results -> /tmp/results
+#   session.sh piece N                   (carry .carry/gN, N = 1..6) GGUF piece -> /tmp/stage; the 6th assembles and checks
+#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] -- PIPELINE_ARGS...
+#                                        snapshot studylib/notebooks/params/results into /tmp/work-NAME and run
+#                                        `python -m studylib.pipeline --results /tmp/results PIPELINE_ARGS` there in the
+#                                        background (setsid); --after waits for OTHER to end first; --warm materializes a
+#                                        model into the shared cache before the pipeline starts (no race between jobs)
+#   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
+#   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
+# Set STUDYLIB_GIT_SHA in the calling command (the checkout's commit) so records name it.
+set -uo pipefail
+GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+cmd=${1:-}; shift || true
+case "$cmd" in
+kit)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .carry/kit/whl/*.whl || exit 1
+  rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf .carry/kit/data.tar.xz || exit 1
+  mkdir -p /tmp/results && cp -rn results/. /tmp/results/ && touch /tmp/results/.kit-stamp
+  PYTHONPATH=/tmp/site python3 -c "import papermill, gptqmodel, bitsandbytes, llmcompressor, torch; \
+print('kit ok: torch', torch.__version__, '| gptqmodel', gptqmodel.__version__, '| bnb', bitsandbytes.__version__, \
+'|', torch.cuda.get_device_name(0))"
+  du -sh /tmp/site /tmp/data
+  ;;
+piece)
+  n=${1:?piece number}; mkdir -p /tmp/stage && cp .carry/g$n/* /tmp/stage/ || exit 1
+  ls /tmp/stage
+  if [ "$(ls /tmp/stage/gguf.part? 2>/dev/null | wc -l)" = 6 ]; then
+    cat /tmp/stage/gguf.part{0,1,2,3,4,5} > $GGUF.tmp && echo "$SHA  $GGUF.tmp" | sha256sum -c - && mv $GGUF.tmp $GGUF \
+      && rm -f /tmp/stage/gguf.part? && echo "GGUF assembled and checked"
+  fi
+  ;;
+start)
+  name=${1:?name}; shift; after=""; warm=""
+  while [ "${1:-}" != "--" ] && [ $# -gt 0 ]; do
+    case "$1" in --after) after=$2; shift 2 ;; --warm) warm=$2; shift 2 ;; *) echo "unknown option $1" >&2; exit 2 ;; esac
+  done
+  shift
+  W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" && cp -r studylib notebooks params results pyproject.toml "$W"/
+  cat > /tmp/$name.sh <<SCRIPT
+cd $W
+export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
+  STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
+  STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
+  TOKENIZERS_PARALLELISM=false
+if [ -n "$after" ]; then while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
+if [ -n "$warm" ]; then
+  while [ ! -f $GGUF ]; do sleep 5; done
+  python3 -c "from studylib import models; models.load_model('$warm', 'bfloat16', 'cpu'); print('warm: $warm')" || exit 1
+fi
+echo "pipeline start \$(date -u +%T)"
+python3 -m studylib.pipeline --results /tmp/results $*
+SCRIPT
+  setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
+  sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}): $*"
+  ;;
+wait)
+  name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
+  while [ ! -f /tmp/$name.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+  grep -E '^\[(run |skip|start|done|FAILED|not run)|^(pipeline|warm|error)|Traceback|Error' /tmp/$name.log | tail -n 40
+  tail -c 1200 /tmp/$name.log | tr '\r' '\n' | tail -n 6
+  ls /tmp/results/runs/*/ 2>/dev/null | tail -n 40 | tr '\n' ' '; echo
+  if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi
+  ;;
+collect)
+  mkdir -p "$OUT"
+  (cd /tmp/results && find runs -name '*.json' -newer .kit-stamp | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
+  for name in "$@"; do
+    W=/tmp/work-$name; cp /tmp/$name.log "$OUT/$name.log"
+    tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed 2>/dev/null)
+  done
+  ls -la "$OUT"
+  ;;
+*) sed -n 2,16p "$0"; exit 2 ;;
+esac
