@@ -8,6 +8,7 @@
 #                                        `python -m studylib.pipeline --results /tmp/results PIPELINE_ARGS` there in the
 #                                        background (setsid); --after waits for OTHER to end first; --warm materializes a
 #                                        model into the shared cache before the pipeline starts (no race between jobs)
+#                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
 # Set STUDYLIB_GIT_SHA in the calling command (the checkout's commit) so records name it.
@@ -40,7 +41,11 @@ start)
     case "$1" in --after) after=$2; shift 2 ;; --warm) warm=$2; shift 2 ;; *) echo "unknown option $1" >&2; exit 2 ;; esac
   done
   shift
-  W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" && cp -r studylib notebooks params results pyproject.toml "$W"/
+  # code from .carry/snap when carried (`git archive` of a commit: edits in progress here do not travel), else the tree
+  S=.; [ -d .carry/snap/studylib ] && S=.carry/snap
+  W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" \
+    && cp -r $S/studylib $S/notebooks $S/params $S/pyproject.toml results "$W"/ || exit 1
+  echo "code from $S"
   cat > /tmp/$name.sh <<SCRIPT
 cd $W
 export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
