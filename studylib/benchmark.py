@@ -2,18 +2,45 @@
 
 Speed and memory depend on shapes and kernels, not on the weights' values, so the benchmark builds the
 architecture from its config (Llama-2-7B = ALMA-7B's) on the GPU with random weights -- no download -- and
-measures, in one process, for each format: batch-1 decode time per token, decode at batch 16, prefill of
+measures, in one process, for each format: batch-1 decode time per token, decode at a larger batch (16), prefill of
 512 tokens, peak memory and the storage of the saved model. Every time is the median of repeated timed
 runs after warm-up; the report gives ratios to the fp16 model and each format's batch-1 time per token
-against its physical floor (weight bytes / measured copy bandwidth).
+against its physical floor (the bytes a decoding step must read / the device copy bandwidth measured in the same
+run).
+
+The formats and how each is built (by the study's own method code) are in :mod:`studylib.benchmark_variants`;
+the notebook's parameters in :mod:`studylib.benchmark_params`. A notebook runs::
+
+    cfg = BenchmarkParams.from_namespace(globals())
+    plan(cfg)                                  # device checked, nothing built yet
+    bandwidth = measure_bandwidth(cfg)
+    rows = run_variants(cfg, bandwidth, budget)    # build, measure, free -- one variant at a time
+    compression = time_compression(cfg, rows, budget)
+    record = make_benchmark_record(cfg, bandwidth, rows, compression, budget)
+
+A variant that fails (a kernel that is missing or refuses the device, a compile error) is recorded with its error
+and kernel ``unavailable``; the benchmark goes on with the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
+import sys
 import time
+import traceback
 from dataclasses import dataclass
+
+NOTEBOOK = "40_efficiency_7b"
+REFERENCE = "fp16"
+UNAVAILABLE = "unavailable"
+RANDOM_WEIGHTS = ("random weights (normal, std 0.02, fixed seed) in the architecture built from its config, no "
+                  "checkpoint downloaded: speed, memory and storage depend on the shapes and the kernels, not on "
+                  "the weights' values (quality is not measured here)")
+RANDOM_CALIBRATION = ("random token ids, uniform over the vocabulary (special ids 0-2 left out), fixed seed: the "
+                      "benchmark has no tokenizer or texts; the compression time depends on the number of "
+                      "calibration tokens, not on what they say")
 
 # Architecture facts of the public configs (not measurements).
 ARCHITECTURES = {
@@ -23,6 +50,17 @@ ARCHITECTURES = {
     "tiny-llama": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                        num_key_value_heads=4, vocab_size=512, max_position_embeddings=1024, rms_norm_eps=1e-5),
 }
+
+# The issue's goals for the H200 run (targets to report against, not results; never asserted).
+TARGETS = (
+    ("gptq-w4", "decode_b1_ratio", "<=", 0.35, "GPTQ W4 batch-1 time per token, x fp16"),
+    ("bnb-nf4", "decode_b1_ratio", "<=", 0.6, "NF4 batch-1 time per token, x fp16"),
+    ("bnb-int8", "decode_b1_ratio", "<=", 0.8, "INT8 batch-1 time per token, x fp16"),
+    ("fp16", "floor_ratio", "<=", 1.3, "fp16 batch-1 time per token, x its floor"),
+    ("sparse-2of4", "prefill_speedup", ">=", 1.3, "2:4 prefill speed-up over fp16"),
+    ("compression:gptq-w4", "seconds", "<=", 600, "GPTQ 4-bit compression of the model, seconds"),
+    ("compression:wanda", "seconds", "<=", 120, "Wanda compression of the model, seconds"),
+)
 
 
 def llama_config(name: str):
@@ -74,7 +112,8 @@ def median_seconds(fn, *, warmup: int = 2, repeats: int = 5, device="cuda") -> f
 
 
 def copy_bandwidth(device: str = "cuda", n_bytes: int = 2 * 1024**3, repeats: int = 10) -> float:
-    """Device copy bandwidth in bytes/s, counting bytes read plus bytes written (METHOD.md's convention)."""
+    """Device copy bandwidth in bytes/s: a buffer of ``n_bytes`` copied into another, bytes read plus bytes
+    written over the median time (the achievable read+write traffic of the memory)."""
     import torch
 
     src = torch.empty(n_bytes, dtype=torch.uint8, device=device).random_(0, 255)
@@ -84,12 +123,34 @@ def copy_bandwidth(device: str = "cuda", n_bytes: int = 2 * 1024**3, repeats: in
     return 2 * n_bytes / seconds
 
 
+def _tensor_bytes(t) -> int:
+    """Bytes of a tensor as its kernels read it: a semi-structured sparse weight counts its packed values and
+    metadata (not the transposed copy CUTLASS keeps for backward passes)."""
+    from torch.sparse import SparseSemiStructuredTensor
+
+    if isinstance(t, SparseSemiStructuredTensor):
+        parts = [t.packed, t.meta] if t.packed is not None else [t.packed_t, t.meta_t]
+        return sum(p.numel() * p.element_size() for p in parts if p is not None)
+    return t.numel() * t.element_size()
+
+
 def weight_bytes(model) -> int:
-    """Bytes of every parameter and buffer as held in memory (packed formats count packed)."""
-    total = 0
+    """Bytes of every parameter and buffer as held in memory (packed formats count packed: bitsandbytes' 4-bit
+    and GPTQ's integer buffers, 2:4 sparse values + metadata). Quantization scales kept as plain attributes
+    (bitsandbytes' absmax) are not parameters and are not counted."""
+    seen, total = set(), 0
     for t in list(model.parameters()) + list(model.buffers()):
-        total += t.numel() * t.element_size()
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += _tensor_bytes(t)
     return total
+
+
+def floor_bytes(model) -> int:
+    """Bytes one decoding step must read at least: every weight except the input embedding table, of which a step
+    reads one row per sequence (the KV cache, small at these lengths, is left out)."""
+    emb = model.get_input_embeddings().weight
+    return weight_bytes(model) - _tensor_bytes(emb) + emb.shape[1] * emb.element_size()
 
 
 def decode_time_per_token(model, *, batch_size: int, prompt_tokens: int = 32, new_tokens: int = 64,
@@ -134,73 +195,354 @@ class Measurement:
     variant: str
     kernel: str
     decode_b1_ms: float
-    decode_b16_ms_per_token: float
+    decode_large_ms: float  # per token, at batch ``large_batch``
+    large_batch: int
     prefill_ms: float
+    prefill_tokens: int
     peak_memory_bytes: int | None
     weight_bytes: int
+    floor_bytes: int
     storage_bytes: int | None
     params: int
     layers: int
     floor_ms: float | None = None
-    notes: str = ""
+    storage_note: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_tokens: int = 64, repeats: int = 5,
-            prefill_tokens: int = 512, storage: bool = True, notes: str = "") -> Measurement:
-    """All timings of one model, in one process; the floor is weight bytes over the measured bandwidth."""
+            warmup: int = 2, prompt_tokens: int = 32, large_batch: int = 16, prefill_tokens: int = 512,
+            storage: bool = True, storage_bytes: int | None = None, storage_note: str = "") -> Measurement:
+    """All timings of one model, in one process; the floor is :func:`floor_bytes` over the measured bandwidth.
+
+    Storage: ``storage_bytes`` when the variant knows it (a checkpoint written while building it), else the model
+    saved as it is now (``storage``), else None.
+    """
     import torch
 
     from .efficiency import PeakMemory, count_params, saved_storage_bytes
 
     device = next(model.parameters()).device
+    timing = dict(new_tokens=new_tokens, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens)
     with PeakMemory(device) as peak:
-        b1 = decode_time_per_token(model, batch_size=1, new_tokens=new_tokens, repeats=repeats)
-        b16 = decode_time_per_token(model, batch_size=16, new_tokens=new_tokens, repeats=repeats)
-        pre = prefill_seconds(model, tokens=prefill_tokens, repeats=repeats)
-    wbytes = weight_bytes(model)
-    stored = None
-    if storage:
+        b1 = decode_time_per_token(model, batch_size=1, **timing)
+        big = decode_time_per_token(model, batch_size=large_batch, **timing)
+        pre = prefill_seconds(model, tokens=prefill_tokens, warmup=warmup, repeats=repeats)
+    if storage_bytes is None and storage:
         try:
-            stored = saved_storage_bytes(model)
+            storage_bytes = saved_storage_bytes(model)
+            storage_note = storage_note or "the model saved as it runs (save_pretrained, safetensors)"
         except Exception as err:  # noqa: BLE001 -- a format that cannot be saved is reported, not hidden
-            notes = f"{notes}; not saved: {type(err).__name__}: {str(err)[:120]}".lstrip("; ")
+            storage_note = f"not saved: {type(err).__name__}: {str(err)[:160]}"
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()
+    fbytes = floor_bytes(model)
     return Measurement(
-        variant=variant, kernel=kernel, decode_b1_ms=1000 * b1, decode_b16_ms_per_token=1000 * b16,
-        prefill_ms=1000 * pre, peak_memory_bytes=peak.bytes, weight_bytes=wbytes, storage_bytes=stored,
+        variant=variant, kernel=kernel, decode_b1_ms=1000 * b1, decode_large_ms=1000 * big, large_batch=large_batch,
+        prefill_ms=1000 * pre, prefill_tokens=prefill_tokens, peak_memory_bytes=peak.bytes,
+        weight_bytes=weight_bytes(model), floor_bytes=fbytes, storage_bytes=storage_bytes,
         params=count_params(model), layers=model.config.num_hidden_layers,
-        floor_ms=None if not bandwidth else 1000 * wbytes / bandwidth, notes=notes,
+        floor_ms=None if not bandwidth else 1000 * fbytes / bandwidth, storage_note=storage_note,
     )
 
 
-def ratios(measurements: list[Measurement], reference: str = "fp16") -> list[dict]:
-    """Each measurement with its ratios to the reference format (time: lower is faster; prefill speed-up)."""
-    ref = next((m for m in measurements if m.variant == reference), None)
-    rows = []
-    for m in measurements:
-        row = m.as_dict()
-        if ref:
-            row["decode_b1_ratio"] = m.decode_b1_ms / ref.decode_b1_ms
-            row["decode_b16_ratio"] = m.decode_b16_ms_per_token / ref.decode_b16_ms_per_token
-            row["prefill_speedup"] = ref.prefill_ms / m.prefill_ms
-            row["memory_ratio"] = (m.peak_memory_bytes / ref.peak_memory_bytes
-                                   if m.peak_memory_bytes and ref.peak_memory_bytes else None)
-            row["storage_ratio"] = (m.storage_bytes / ref.storage_bytes
-                                    if m.storage_bytes and ref.storage_bytes else None)
-        row["floor_ratio"] = m.decode_b1_ms / m.floor_ms if m.floor_ms else None
-        rows.append(row)
+def _ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and b else None
+
+
+def ratios(rows: list, reference: str = REFERENCE) -> list[dict]:
+    """Each row (a :class:`Measurement` or its dict) with its ratios to the reference format. Times: the ratio
+    of the times (below 1 is faster); prefill also as a speed-up (above 1 is faster). Rows of variants that did
+    not run, or a missing reference, give None."""
+    rows = [r.as_dict() if isinstance(r, Measurement) else dict(r) for r in rows]
+    ok = lambda r: r.get("status", "ok") == "ok"  # noqa: E731
+    ref = next((r for r in rows if r["variant"] == reference and ok(r)), None)
+    for row in rows:
+        measured = ok(row) and ref is not None
+        pick = (lambda key: row.get(key) if measured else None)
+        base = (lambda key: ref.get(key) if measured else None)
+        row["decode_b1_ratio"] = _ratio(pick("decode_b1_ms"), base("decode_b1_ms"))
+        row["decode_large_ratio"] = _ratio(pick("decode_large_ms"), base("decode_large_ms"))
+        row["prefill_ratio"] = _ratio(pick("prefill_ms"), base("prefill_ms"))
+        row["prefill_speedup"] = _ratio(base("prefill_ms"), pick("prefill_ms"))
+        row["memory_ratio"] = _ratio(pick("peak_memory_bytes"), base("peak_memory_bytes"))
+        row["storage_ratio"] = _ratio(pick("storage_bytes"), base("storage_bytes"))
+        row["floor_ratio"] = _ratio(row.get("decode_b1_ms"), row.get("floor_ms")) if ok(row) else None
     return rows
 
 
-def free(model) -> None:
-    """Drop a model and give its memory back before the next variant is built."""
+def free(model=None) -> None:
+    """Give the memory of dropped models back before the next variant is built (the caller drops its references;
+    a model passed here is only this function's reference)."""
     import torch
 
     del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def alone():
+    """The GPU to this process alone while timing, when runs share it (``studylib.gpulock``, where present)."""
+    try:
+        from . import gpulock
+    except ImportError:
+        yield
+        return
+    with gpulock.exclusive():
+        yield
+
+
+class Budget:
+    """Wall-clock budget of a run: a step that would start after it is spent is recorded as skipped."""
+
+    def __init__(self, seconds: float | None = None):
+        self.seconds = seconds
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def spent(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+    def why(self) -> str:
+        return f"time budget of {self.seconds:g} s spent ({self.elapsed():.0f} s elapsed) before it started"
+
+
+def say(budget: Budget, text: str) -> None:
+    """One progress line on stderr, flushed: papermill passes a kernel's stderr through as it happens, so the
+    pipeline's log shows it live (its stdout goes only into the executed notebook)."""
+    print(f"[bench {budget.elapsed():6.0f} s] {text}", file=sys.stderr, flush=True)
+
+
+def check_device(device: str) -> str:
+    """The device, or a clear error before anything is built when it is not there."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device; "
+                               "the smoke profile runs on 'cpu'")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.cuda.get_device_name(index)
+    return "cpu"
+
+
+def plan(cfg) -> dict:
+    """What will run, checked before anything is built: the device, the architecture, each variant and what it is."""
+    from .benchmark_variants import VARIANTS
+
+    name = check_device(cfg.device)
+    return {"device": cfg.device, "device_name": name, "architecture": cfg.architecture,
+            "config": ARCHITECTURES[cfg.architecture], "variants": {v: VARIANTS[v] for v in cfg.variants},
+            "compression_timing": {"gptq-w4": cfg.time_gptq, "wanda": cfg.time_wanda},
+            "time_budget_s": cfg.time_budget_s}
+
+
+def measure_bandwidth(cfg) -> dict:
+    n_bytes = cfg.bandwidth_mib * 2**20
+    with alone():
+        bps = copy_bandwidth(cfg.device, n_bytes=n_bytes, repeats=10)
+    return {"bytes_per_s": bps, "gb_per_s": bps / 1e9, "n_bytes": n_bytes, "repeats": 10,
+            "method": "device-to-device copy of one buffer into another; (bytes read + bytes written) / median time"}
+
+
+def _not_run(name: str, status: str, why: str, trace: str | None = None) -> dict:
+    row = {"variant": name, "status": status, "kernel": UNAVAILABLE if status == "failed" else "not run",
+           "error": why}
+    if trace:
+        row["traceback"] = trace
+    return row
+
+
+def _failure(err: BaseException) -> tuple[str, str]:
+    return f"{type(err).__name__}: {str(err)[:600]}", "".join(traceback.format_exception(err))[-3000:]
+
+
+def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
+    """Build, measure and free each variant in turn; every one leaves a row (ok, failed or skipped)."""
+    from .benchmark_variants import build_variant
+
+    rows = []
+    for name in cfg.variants:
+        if budget.spent():
+            rows.append(_not_run(name, "skipped", budget.why()))
+            say(budget, f"{name}: skipped ({budget.why()})")
+            continue
+        say(budget, f"{name}: building")
+        built = None
+        try:
+            start = time.perf_counter()
+            built = build_variant(name, cfg)
+            build_s = time.perf_counter() - start
+            free()
+            say(budget, f"{name}: built in {build_s:.1f} s ({built.kernel}); measuring")
+            start = time.perf_counter()
+            with alone():
+                m = measure(name, built.model, kernel=built.kernel, bandwidth=(bandwidth or {}).get("bytes_per_s"),
+                            new_tokens=cfg.new_tokens, repeats=cfg.repeats, warmup=cfg.warmup,
+                            prompt_tokens=cfg.prompt_tokens, large_batch=cfg.large_batch,
+                            prefill_tokens=cfg.prefill_tokens, storage=cfg.storage,
+                            storage_bytes=built.storage_bytes, storage_note=built.storage_note)
+            row = {**m.as_dict(), "status": "ok", "error": None, "build_seconds": build_s,
+                   "measure_seconds": time.perf_counter() - start, "compress_seconds": built.compress_seconds,
+                   "info": built.info}
+            floor = f", {m.decode_b1_ms / m.floor_ms:.2f}x its floor" if m.floor_ms else ""
+            say(budget, f"{name}: batch 1 {m.decode_b1_ms:.3f} ms/token{floor}; batch {m.large_batch} "
+                        f"{m.decode_large_ms:.3f} ms/token; prefill {m.prefill_ms:.2f} ms")
+        except Exception as err:  # noqa: BLE001 -- a variant that fails is a result, recorded; the next one runs
+            why, trace = _failure(err)
+            row = _not_run(name, "failed", why, trace)
+            say(budget, f"{name}: FAILED {why[:300]}")
+        built = None
+        free()
+        rows.append(row)
+    return ratios(rows)
+
+
+def time_compression(cfg, rows: list[dict], budget: Budget) -> dict:
+    """Compression wall times at this scale (synchronized): GPTQ 4-bit from the ``gptq-w4`` variant's build (built
+    here for the timing alone when it is not among the variants), and Wanda."""
+    from .benchmark_variants import build_variant, time_wanda
+
+    out = {}
+    if cfg.time_gptq:
+        done = next((r for r in rows if r["variant"] == "gptq-w4"), None)
+        if done is not None and done["status"] == "ok":
+            out["gptq-w4"] = _gptq_timing(done["compress_seconds"], done["info"])
+        elif done is not None:
+            out["gptq-w4"] = {"status": done["status"], "error": done.get("error")}
+        elif budget.spent():
+            out["gptq-w4"] = {"status": "skipped", "error": budget.why()}
+        else:
+            say(budget, "gptq-w4 compression timing: building (not among the measured variants)")
+            try:
+                built = build_variant("gptq-w4", cfg)
+                out["gptq-w4"] = _gptq_timing(built.compress_seconds, built.info)
+            except Exception as err:  # noqa: BLE001 -- recorded
+                why, trace = _failure(err)
+                out["gptq-w4"] = {"status": "failed", "error": why, "traceback": trace}
+            built = None
+            free()
+    if cfg.time_wanda:
+        if budget.spent():
+            out["wanda"] = {"status": "skipped", "error": budget.why()}
+        else:
+            say(budget, f"wanda {cfg.wanda_sparsity:g} compression timing: "
+                        f"{cfg.wanda_calib_samples} x {cfg.wanda_calib_tokens} random tokens")
+            try:
+                with alone():
+                    out["wanda"] = {"status": "ok", **time_wanda(cfg)}
+            except Exception as err:  # noqa: BLE001 -- recorded
+                why, trace = _failure(err)
+                out["wanda"] = {"status": "failed", "error": why, "traceback": trace}
+            free()
+    for key, value in out.items():
+        if value.get("status") == "ok":
+            say(budget, f"{key} compression: {value['seconds']:.1f} s")
+    return out
+
+
+def _gptq_timing(seconds: float, info: dict) -> dict:
+    keys = ("save_seconds", "quantize_seconds", "load_seconds", "calibration", "modules", "mean_loss",
+            "fallback_modules", "library", "backend_requested", "backend_fallback")
+    return {"status": "ok", "seconds": seconds, **{k: info.get(k) for k in keys if k in info},
+            "what": "the whole route of studylib.methods.gptq: save the fp16 checkpoint, GPTQModel load + quantize "
+                    "(quantize_seconds), save the GPTQ checkpoint, load it with the inference kernel"}
+
+
+def targets(bench: dict) -> list[dict]:
+    """The issue's targets next to what was measured (``met`` None where nothing was measured)."""
+    rows = {r["variant"]: r for r in bench.get("variants", [])}
+    out = []
+    for key, field, op, goal, what in TARGETS:
+        if key.startswith("compression:"):
+            entry = (bench.get("compression") or {}).get(key.split(":", 1)[1]) or {}
+        else:
+            entry = rows.get(key) or {}
+        value = entry.get(field) if entry.get("status", "ok") == "ok" else None
+        met = None if value is None else (value <= goal if op == "<=" else value >= goal)
+        out.append({"target": what, "goal": f"{op} {goal:g}", "measured": value, "met": met})
+    return out
+
+
+def make_benchmark_record(cfg, bandwidth: dict | None, rows: list[dict], compression: dict,
+                          budget: Budget | None = None, plan_: dict | None = None) -> dict:
+    from . import records
+
+    bench = {
+        "architecture": cfg.architecture,
+        "config": ARCHITECTURES[cfg.architecture],
+        "weights": RANDOM_WEIGHTS,
+        "device": (plan_ or {}).get("device_name") or cfg.device,
+        "reference": REFERENCE,
+        "bandwidth": bandwidth,
+        "timing": {"warmup": cfg.warmup, "repeats": cfg.repeats, "statistic": "median of the timed runs",
+                   "prompt_tokens": cfg.prompt_tokens, "new_tokens": cfg.new_tokens, "large_batch": cfg.large_batch,
+                   "prefill_tokens": cfg.prefill_tokens,
+                   "decode": "(time to generate new_tokens - time to generate 1) / (new_tokens - 1), greedy, EOS "
+                             "ignored; synchronized wall clock",
+                   "floor": "floor_bytes (all weights but the input embedding table, which a step reads one row of) "
+                            "/ bandwidth"},
+        "calibration": RANDOM_CALIBRATION,
+        "variants": rows,
+        "compression": compression,
+        "elapsed_seconds": budget.elapsed() if budget else None,
+    }
+    bench["targets"] = targets(bench)
+    return records.make_record(notebook=NOTEBOOK, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
+                               metrics={}, extra={"benchmark": bench})
+
+
+def check_record(record: dict, cfg) -> None:
+    """What every benchmark record must hold; raises AssertionError naming what is wrong."""
+    bench = record["benchmark"]
+    rows = {r["variant"]: r for r in bench["variants"]}
+    assert list(rows) == list(cfg.variants), (list(rows), cfg.variants)  # every variant asked for has a row
+    assert bench["bandwidth"] and bench["bandwidth"]["bytes_per_s"] > 0
+    for name, r in rows.items():
+        assert r["status"] in ("ok", "failed", "skipped"), (name, r["status"])
+        if r["status"] == "ok":
+            assert r["kernel"] and r["kernel"] != UNAVAILABLE, name
+            for key in ("decode_b1_ms", "decode_large_ms", "prefill_ms", "weight_bytes", "floor_ms", "params"):
+                assert r[key] and r[key] > 0, (name, key, r[key])
+        else:
+            assert r["error"], name  # why it did not run, said
+            assert r["status"] != "failed" or r["kernel"] == UNAVAILABLE, name
+    ref = rows.get(REFERENCE)
+    if ref and ref["status"] == "ok":
+        assert abs(ref["decode_b1_ratio"] - 1) < 1e-9 and abs(ref["prefill_speedup"] - 1) < 1e-9
+    for key, wanted in (("gptq-w4", cfg.time_gptq), ("wanda", cfg.time_wanda)):
+        entry = bench["compression"].get(key)
+        assert (entry is not None) == bool(wanted), key
+        if entry:
+            assert entry["status"] in ("ok", "failed", "skipped"), key
+            assert entry["status"] != "ok" or entry["seconds"] > 0, key
+            assert entry["status"] == "ok" or entry["error"], key
+
+
+def report_rows(record: dict) -> list[dict]:
+    """The benchmark record's rows as the tables and figures use them (plain values, variant order kept)."""
+    from .benchmark_variants import LABELS
+
+    bench = record.get("benchmark") or {}
+    out = []
+    for r in bench.get("variants", []):
+        row = {"variant": r["variant"], "label": LABELS.get(r["variant"], r["variant"]), "status": r["status"],
+               "kernel": r.get("kernel"), "error": r.get("error")}
+        for key in ("decode_b1_ms", "decode_b1_ratio", "floor_ms", "floor_ratio", "decode_large_ms",
+                    "decode_large_ratio", "large_batch", "prefill_ms", "prefill_ratio", "prefill_speedup",
+                    "prefill_tokens", "peak_memory_bytes", "memory_ratio", "storage_bytes", "storage_ratio",
+                    "storage_note", "weight_bytes", "floor_bytes", "params", "layers"):
+            row[key] = r.get(key)
+        out.append(row)
+    return out
