@@ -289,8 +289,21 @@ def test_gptq_backend_fallback_wrapper_with_a_mock(monkeypatch):
         raise RuntimeError("broken checkpoint")
 
     monkeypatch.setattr(gptqmodel.GPTQModel, "load", staticmethod(broken))
-    with pytest.raises(RuntimeError, match="broken checkpoint"):
+    with pytest.raises(RuntimeError, match="broken checkpoint"):  # nothing loads: the first error, not a later one
         GPTQ(backend="auto")._load("x", torch.device("cpu"), torch.bfloat16)
+
+    calls.clear()
+
+    def machete_offline(path, device=None, backend=None, dtype=None):  # what the H200 did offline
+        calls.append(backend)
+        if backend in ("auto", "gptq_marlin"):
+            raise RuntimeError("urlopen error: CUTLASS download" if backend == "auto" else "no marlin")
+        return Fake()
+
+    monkeypatch.setattr(gptqmodel.GPTQModel, "load", staticmethod(machete_offline))
+    _, loaded = GPTQ(backend="auto")._load("x", torch.device("cpu"), torch.bfloat16)
+    assert calls == ["auto", "gptq_marlin", "gptq_exllama_v2"]
+    assert set(loaded["backends_tried"]) == {"auto", "marlin"} and loaded["backend_fallback"].endswith("used exllama_v2")
 
 
 # ----------------------------------------------------------------------------------- SmoothQuant

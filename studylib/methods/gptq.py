@@ -15,8 +15,8 @@ for every width (dequantize + matmul; the only one for 3-bit) and ATen's int4 CP
 checkpoints, so :meth:`GPTQ.apply` saves the model it is given, quantizes it with GPTQModel, saves the GPTQ
 checkpoint and loads it back with the requested ``backend`` (``auto``: GPTQModel picks the fastest kernel that
 supports the layer's bits/group/device). The kernel classes that actually hold the weights are recorded
-(``kernel``); when the requested backend cannot load (e.g. Marlin with 3 bits, or any CUDA kernel on a CPU), the
-model is loaded with ``auto`` instead and ``backend_fallback`` says why. ``checkpoint_bytes`` is the size of the
+(``kernel``); when the requested backend cannot load (e.g. Marlin with 3 bits, any CUDA kernel on a CPU, or Machete
+offline), the next one that loads is used and ``backend_fallback`` says why. ``checkpoint_bytes`` is the size of the
 GPTQ checkpoint as GPTQModel writes it.
 
 Settings fixed here, so the method is the paper's: ``act_group_aware=False`` (GPTQModel's own GAR reordering, on
@@ -161,7 +161,13 @@ class GPTQ(Method):
         return qmodel
 
     def _load(self, path: Path, device, dtype):
-        """Load the GPTQ checkpoint with the requested backend, else ``auto``; say which kernels hold the weights."""
+        """Load the GPTQ checkpoint with the requested backend, else the next that loads; say which kernels hold
+        the weights.
+
+        Order after the requested one: ``auto``, then Marlin, ExLlamaV2, Triton, torch. ``auto`` alone is not
+        enough offline: on Hopper it picks Machete, whose JIT build downloads CUTLASS (seen on the H200). Every
+        failure is kept in ``backends_tried``; if nothing loads, the first error is raised.
+        """
         from gptqmodel import GPTQModel
 
         import torch
@@ -171,13 +177,21 @@ class GPTQ(Method):
         if dtype not in (torch.float16, torch.bfloat16):  # GPTQModel's kernels compute in fp16/bf16 only
             loaded["inference_dtype"] = f"bfloat16 (the model was {str(dtype).replace('torch.', '')}; GPTQ kernels take fp16/bf16)"
             dtype = torch.bfloat16
-        try:
-            qm = GPTQModel.load(str(path), device=str(device), backend=BACKENDS[requested], dtype=dtype)
-        except Exception as err:  # noqa: BLE001 -- recorded; the honest fallback is GPTQModel's own choice
-            if requested == "auto":
-                raise
-            loaded["backend_fallback"] = f"{requested} could not load ({type(err).__name__}: {str(err)[:300]}); used auto"
-            qm = GPTQModel.load(str(path), device=str(device), backend="auto", dtype=dtype)
+        chain = [requested] + [b for b in ("auto", "marlin", "exllama_v2", "triton", "torch") if b != requested]
+        tried, first_error, qm = {}, None, None
+        for backend in chain:
+            try:
+                qm = GPTQModel.load(str(path), device=str(device), backend=BACKENDS[backend], dtype=dtype)
+                break
+            except Exception as err:  # noqa: BLE001 -- recorded; the next backend is tried
+                tried[backend] = f"{type(err).__name__}: {str(err)[:300]}"
+                first_error = first_error or err
+                _release_memory()
+        if qm is None:
+            raise first_error
+        if tried:
+            loaded["backends_tried"] = tried
+            loaded["backend_fallback"] = "; ".join(f"{b} could not load ({e})" for b, e in tried.items()) + f"; used {backend}"
         kernels = quant_linear_census(qm.model)
         loaded["kernel"] = {name: {"modules": n, "what": KERNELS.get(name, name)} for name, n in kernels.items()}
         # packed weights are buffers, not parameters: count them here, as the number of weights they stand for
