@@ -35,9 +35,8 @@ from dataclasses import dataclass
 NOTEBOOK = "40_efficiency_7b"
 REFERENCE = "fp16"
 UNAVAILABLE = "unavailable"
-RANDOM_WEIGHTS = ("random weights (normal, std 0.02, fixed seed) in the architecture built from its config, no "
-                  "checkpoint downloaded: speed, memory and storage depend on the shapes and the kernels, not on "
-                  "the weights' values (quality is not measured here)")
+RANDOM_WEIGHTS = ("random weights (normal, std 0.02, fixed seed), no checkpoint downloaded: speed, memory and storage "
+                  "depend on the shapes and the kernels, not on the weights' values (quality is not measured here)")
 RANDOM_CALIBRATION = ("random token ids, uniform over the vocabulary (special ids 0-2 left out), fixed seed: the "
                       "benchmark has no tokenizer or texts; the compression time depends on the number of "
                       "calibration tokens, not on what they say")

@@ -32,7 +32,7 @@ class BenchmarkParams:
     warmup: int = 1
     repeats: int = 3
     prompt_tokens: int = 16
-    new_tokens: int = 8
+    new_tokens: int = 16
     large_batch: int = 16
     prefill_tokens: int = 64
     bandwidth_mib: int = 64

@@ -9,7 +9,7 @@ from studylib import benchmark_variants as bv
 from studylib.benchmark_params import BenchmarkParams
 from studylib.params import ParamsError, check_overrides
 
-FAST = dict(warmup=0, repeats=1, prompt_tokens=4, new_tokens=2, large_batch=2, prefill_tokens=8, bandwidth_mib=1,
+FAST = dict(warmup=0, repeats=2, prompt_tokens=4, new_tokens=6, large_batch=2, prefill_tokens=8, bandwidth_mib=1,
             time_gptq=False, time_wanda=False)
 
 
