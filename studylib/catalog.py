@@ -5,7 +5,8 @@ drawn from the summary alone. The rules, in one place:
 
 family
     from the notebook's number: ``00`` base, ``01`` teacher, ``10``-``19`` quantization, ``20``-``29`` pruning,
-    ``30``-``39`` distillation (KD, QLoRA students, out-of-domain data), anything else ``other``.
+    ``30``-``39`` distillation (KD, QLoRA students, out-of-domain data), ``40``-``49`` efficiency (the 7B-architecture
+    benchmark: no translation scores, so no summary rows), anything else ``other``.
 steps
     the compression steps a run applied: ``params["prune_recipe"]`` then ``params["recipe"]`` (lists of
     ``{"method": name, **params}``). Where the record's ``compression.recipe`` describes the steps (with their
@@ -40,8 +41,9 @@ FAMILIES = (
     ((10, 19), "quantization"),
     ((20, 29), "pruning"),
     ((30, 39), "distillation"),
+    ((40, 49), "efficiency"),
 )
-FAMILY_ORDER = ("base", "teacher", "quantization", "pruning", "distillation", "other")
+FAMILY_ORDER = ("base", "teacher", "quantization", "pruning", "distillation", "efficiency", "other")
 AXES = ("bits", "sparsity", "depth", "recovery", "calib_per_direction", "ood_total")
 BITS_KEYS = ("bits", "w_bits", "wbits", "weight_bits")
 # step parameters that are sweep axes (left out of the variant)

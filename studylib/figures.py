@@ -15,6 +15,9 @@ Which runs feed which figure (the columns come from :mod:`studylib.catalog` via 
 ``calibration``           calibrated runs (``calib_per_direction``), grouped by variant and the other axes.
 ``prune_depth``           layer-pruned runs (``depth``), before (``recovery`` none) and after recovery.
 ``ood_size``              students (``ood_total``): out-of-domain training pairs against in-domain and OOD quality.
+``efficiency_7b``         the 7B-architecture benchmark (notebook 40), from ``<tables>/benchmark.json`` (written by
+                          :mod:`studylib.tables` from its record): each format's times and memory relative to fp16,
+                          batch-1 floor marked.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from . import catalog, records
 from .languages import DIRECTIONS
 from .significance import DEFAULT_REFERENCE, NOT_SIGNIFICANT, parse_reference, read_table, table_path
-from .tables import labels, load_summary, main_rows, runs, significance_marks, summary_path
+from .tables import labels, load_benchmark, load_summary, main_rows, runs, significance_marks, summary_path
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +444,71 @@ def ood_size(table, sig, reference, metric=QUALITY):
     return fig, caption, {"groups": [label for label, _ in groups]}
 
 
+def efficiency_7b(bench):
+    """Each format's time per token (batch 1, batch N), prefill time and peak memory relative to fp16, on the 7B
+    architecture with random weights; the batch-1 panel marks each format's floor."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = (bench or {}).get("runs") or []
+    if not runs:
+        raise Skip("the 7B-architecture benchmark is not measured yet (no record of notebook 40_efficiency_7b)")
+    run = runs[0]
+    rows = run["rows"]
+    ref_name = run.get("reference") or "fp16"
+    ref = next((r for r in rows if r["variant"] == ref_name and r["status"] == "ok"), None)
+    if ref is None:
+        raise Skip(f"the benchmark record {run['record']} has no measured {ref_name} reference")
+    t = run["timing"]
+    panels = (("decode_b1_ratio", "Decode, batch 1"), ("decode_large_ratio", f"Decode, batch {t.get('large_batch')}"),
+              ("prefill_ratio", f"Prefill, {t.get('prefill_tokens')} tokens"), ("memory_ratio", "Peak memory"))
+    names = [r["label"] for r in rows]
+    y = np.arange(len(rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 0.9 + 0.36 * len(rows)), sharey=True)
+    colours = ["#1f77b4" if r["variant"] in (ref_name, "bf16") else "#ff7f0e" if r["variant"].startswith(("bnb", "gptq"))
+               else "#2ca02c" for r in rows]
+    for ax, (key, title) in zip(axes, panels):
+        values = [r[key] if r["status"] == "ok" and not _missing(r.get(key)) else np.nan for r in rows]
+        ax.barh(y, values, color=colours, height=0.62, zorder=2)
+        top = np.nanmax(values + [1.0])
+        if all(_missing(v) or np.isnan(v) for v in values):
+            ax.text(0.5, 0.5, "not measured here", transform=ax.transAxes, ha="center", fontsize=8, color="#555555")
+        for i, (r, v) in enumerate(zip(rows, values)):
+            if r["status"] != "ok":
+                ax.text(0.03 * top, i, "unavailable" if r["status"] == "failed" else "not run", va="center",
+                        fontsize=7, color="#b22222", style="italic")
+            elif not _missing(v):
+                ax.text(v + 0.02 * top, i, f"{v:.2f}", va="center", fontsize=7)
+        if key == "decode_b1_ratio":
+            floors = [r["floor_ms"] / ref["decode_b1_ms"] if r["status"] == "ok" and r.get("floor_ms") else np.nan
+                      for r in rows]
+            ax.scatter(floors, y, marker="|", s=160, color="black", linewidths=2, zorder=3)
+            title += " (black ticks: floor)"
+        ax.axvline(1.0, color="#555555", ls="--", lw=0.9, zorder=1)
+        ax.set_xlim(0, top * 1.22)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"× {ref_name}")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(names)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{run['architecture']} architecture, random weights, {run['device']}", fontweight="bold",
+                 fontsize=10)
+    fig.tight_layout()
+    failed = [r["label"] for r in rows if r["status"] != "ok"]
+    caption = (f"Every format on the {run['architecture']} architecture (ALMA-7B's), built from its config with "
+               "random weights: speed, memory and storage depend on the shapes and the kernels, not on the weights' "
+               f"values, so no trained checkpoint was needed. {run['device']}, one process; each bar is the format's "
+               f"time (or peak memory) relative to {ref_name} (below 1: faster or smaller), the median of "
+               f"{t.get('repeats')} timed runs after {t.get('warmup')} warm-up runs. Black ticks (batch 1): the floor, "
+               "the bytes a decoding step must read over the copy bandwidth measured in the same run "
+               f"({run['bandwidth_gb_s']:.0f} GB/s), relative to {ref_name}'s time.")
+    if failed:
+        caption += " Formats that did not run (their reason is in the table): " + ", ".join(failed) + "."
+    if len(runs) > 1:
+        caption += f" Record {run['record']} (of {len(runs)} benchmark records)."
+    return fig, caption, {"record": run["record"], "formats": names, "not_run": failed}
+
+
 FIGURES = (
     ("quality_by_direction", "Quality by direction", quality_by_direction),
     ("pareto", "Quality against memory and time", pareto),
@@ -448,15 +516,18 @@ FIGURES = (
     ("calibration", "Calibration size", calibration),
     ("prune_depth", "Layer pruning depth", prune_depth),
     ("ood_size", "Out-of-domain data size", ood_size),
+    ("efficiency_7b", "Efficiency at the 7B scale", efficiency_7b),
 )
+FROM_BENCHMARK = {"efficiency_7b"}  # drawn from the benchmark table (benchmark.json), not from the summary
 
 
 # ----------------------------------------------------------------------------------------------- driver
 
 
 def draw_all(summary, sig=None, out: str | Path = "figures", reference: str = DEFAULT_REFERENCE,
-             metric: str = QUALITY, only=None) -> list[FigureResult]:
-    """Draw every figure into ``out`` (PDF + PNG) and write ``out/figures.json``; skipped figures say why."""
+             metric: str = QUALITY, only=None, benchmark: dict | None = None) -> list[FigureResult]:
+    """Draw every figure into ``out`` (PDF + PNG) and write ``out/figures.json``; skipped figures say why.
+    ``benchmark``: the benchmark table (:func:`studylib.tables.load_benchmark`) for the 7B efficiency figure."""
     import matplotlib.pyplot as plt
 
     _setup()
@@ -469,9 +540,12 @@ def draw_all(summary, sig=None, out: str | Path = "figures", reference: str = DE
             continue
         result = FigureResult(name=name, title=title)
         try:
-            if table is None or not len(table):
+            if name in FROM_BENCHMARK:
+                fig, caption, data = fn(benchmark)
+            elif table is None or not len(table):
                 raise Skip("no scored run in the summary yet")
-            fig, caption, data = fn(table, sig, reference, metric)
+            else:
+                fig, caption, data = fn(table, sig, reference, metric)
             files = []
             for ext in ("pdf", "png"):
                 path = out / f"{name}.{ext}"
@@ -504,7 +578,8 @@ def main(argv=None) -> int:
     logging.getLogger("studylib").setLevel(logging.INFO)
     summary = load_summary(summary_path(args.results, args.profile))
     sig = read_table(table_path(args.results, args.profile))
-    for r in draw_all(summary, sig, args.out, args.reference, args.metric):
+    tables_dir = records.results_dir(args.results) / "tables"
+    for r in draw_all(summary, sig, args.out, args.reference, args.metric, benchmark=load_benchmark(tables_dir)):
         print(f"{r.status:8s} {r.name}" + (f"  ({r.reason})" if r.reason else ""))
     return 0
 

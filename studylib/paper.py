@@ -258,6 +258,47 @@ def text_teachers_setup(ctx: Context) -> str:
     return lead + "; ".join(parts) + "."
 
 
+def text_benchmark(ctx: Context) -> str:
+    """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured."""
+    from .tables import _kernel_label, fmt_sig, load_benchmark
+
+    runs = (load_benchmark(ctx.tables) or {}).get("runs") or []
+    if not runs:
+        return ("The benchmark has not been measured yet (no record of notebook `40_efficiency_7b` in these records); "
+                "its table and figure fill in when the record lands.")
+    run = runs[0]
+    ref_name = run.get("reference") or "fp16"
+    ok = [r for r in run["rows"] if r["status"] == "ok"]
+    ref = next((r for r in ok if r["variant"] == ref_name), None)
+    out = []
+    if ref is not None and ref.get("floor_ms"):
+        out.append(f"On {run['device']}, the {run['architecture']} architecture in {ref_name} decodes at "
+                   f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one, {fmt_sig(ref['floor_ratio'])}× its "
+                   f"floor of {fmt_sig(ref['floor_ms'])} ms (its weights over the measured copy bandwidth of "
+                   f"{fmt_sig(run['bandwidth_gb_s'])} GB/s).")
+    others = [r for r in ok if r["variant"] != ref_name and r.get("decode_b1_ratio")]
+    if others:
+        best = min(others, key=lambda r: r["decode_b1_ratio"])
+        out.append(f"The fastest format at batch size one is {best['label']} ({fmt_sig(best['decode_b1_ratio'])}× "
+                   f"the time of {ref_name}, {_kernel_label(best['kernel'])}).")
+        slower = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in others if r["decode_b1_ratio"] > 1]
+        if slower:
+            out.append(f"Slower than {ref_name} at batch size one: {join(slower)}.")
+    sparse = next((r for r in ok if r["variant"] == "sparse-2of4"), None)
+    if sparse is not None and sparse.get("prefill_speedup"):
+        out.append(f"The `2:4` sparse model prefills at {fmt_sig(sparse['prefill_speedup'])}× the speed of {ref_name} "
+                   f"({_kernel_label(sparse['kernel'])}).")
+    failed = [f"{r['label']} ({r['status']})" for r in run["rows"] if r["status"] != "ok"]
+    if failed:
+        out.append(f"Did not run: {join(failed)}; the table says why.")
+    comp = run.get("compression") or {}
+    done = [f"{name} {fmt_sig(comp[key]['seconds'])} s" for key, name in (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda"))
+            if (comp.get(key) or {}).get("status") == "ok"]
+    if done:
+        out.append(f"Compressing the model at this scale took: {join(done)} (wall time on the same device).")
+    return " ".join(out)
+
+
 TEXTS = {
     "runs_overview": text_runs_overview,
     "teacher_vs_base": text_teacher_vs_base,
@@ -266,6 +307,7 @@ TEXTS = {
     "pareto": text_pareto,
     "pending_figures": text_pending_figures,
     "teachers_setup": text_teachers_setup,
+    "benchmark": text_benchmark,
 }
 
 

@@ -18,6 +18,10 @@ writes into ``<results>/tables/``:
     where and with what each record was made, and the command that remakes it (the reproducibility appendix).
 ``setup.json``
     the facts of the setup section (model, test data, metrics and their signatures, decoding, devices).
+``benchmark.md``, ``benchmark.json``
+    the 7B-architecture efficiency benchmark (notebook ``40_efficiency_7b``): every format's times, memory and
+    storage as ratios to fp16, its floor, the compression times; the JSON is what the figure and the paper's text
+    read. Without a benchmark record both say it is not measured yet (no placeholder numbers).
 """
 
 from __future__ import annotations
@@ -313,6 +317,110 @@ def commands_table(recs: list[dict], params_dir: str | Path = "params", profile:
     return md_table(["Record", "Params file", "Command", "Git"], body)
 
 
+# ----------------------------------------------------------------------------------------------- benchmark
+
+
+def _gb(n_bytes):
+    return None if missing(n_bytes) else n_bytes / 1e9
+
+
+def benchmark_data(recs: list[dict]) -> dict:
+    """The 7B benchmark records of these records, as the table, the figure and the paper use them: one entry per
+    record (by run name), its rows (:func:`studylib.benchmark.report_rows`), setting and compression times."""
+    from . import benchmark
+
+    runs = []
+    for rec in sorted((r for r in recs if r.get("notebook") == benchmark.NOTEBOOK and r.get("benchmark")),
+                      key=lambda r: natural(r["run"])):
+        b = rec["benchmark"]
+        compression = {}
+        for key, entry in (b.get("compression") or {}).items():
+            compression[key] = {k: entry.get(k) for k in ("status", "seconds", "quantize_seconds", "error",
+                                                           "calibration", "sparsity", "linear_sparsity")
+                                if entry.get(k) is not None}
+        runs.append({"record": f"{rec['notebook']}/{rec['run']}", "run": rec["run"],
+                     "architecture": b.get("architecture"), "device": b.get("device"),
+                     "date": str((rec.get("environment") or {}).get("date") or "")[:10],
+                     "weights": b.get("weights"), "calibration": b.get("calibration"),
+                     "bandwidth_gb_s": (b.get("bandwidth") or {}).get("gb_per_s"), "timing": b.get("timing") or {},
+                     "reference": b.get("reference"), "rows": benchmark.report_rows(rec), "compression": compression,
+                     "targets": b.get("targets") or []})
+    return {"notebook": benchmark.NOTEBOOK, "status": "measured" if runs else "not measured", "runs": runs}
+
+
+def load_benchmark(tables_dir) -> dict | None:
+    """``<tables>/benchmark.json`` as :func:`write` left it, or None."""
+    path = Path(tables_dir) / "benchmark.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _kernel_label(kernel) -> str:
+    text = str(kernel or "—").split(": ")[0]
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _x(v) -> str:
+    return "—" if missing(v) else f"{fmt_sig(v)}×"
+
+
+def benchmark_table(data: dict) -> str:
+    """Markdown: per format, batch-1 and batch-N time per token, floor, prefill, peak memory, storage; ratios to
+    the reference; the compression times below. Formats that did not run say why."""
+    runs = (data or {}).get("runs") or []
+    if not runs:
+        return ("*Not measured yet: no record of notebook `40_efficiency_7b` in this profile "
+                "(`params/40_efficiency_7b_llama2-7b.yaml`).*\n")
+    parts = []
+    for run in runs:
+        t = run["timing"]
+        ref = run.get("reference") or "fp16"
+        head = "" if len(runs) == 1 else f"**{run['record']}** ({run['device']}, {run['date']})\n\n"
+        header = ["Format", "Kernel", "Layers", "Batch 1 ms/token", f"× {ref}", "× floor",
+                  f"Batch {t.get('large_batch', '—')} ms/token", f"× {ref}", f"Prefill {t.get('prefill_tokens', '—')} ms",
+                  "Speed-up", "Peak mem. (GB)", "Storage (GB)"]
+        body, notes = [], []
+        for r in run["rows"]:
+            if r["status"] != "ok":
+                why = str(r.get("error") or "")[:90]  # md_table escapes the cells
+                body.append([r["label"], f"{'unavailable' if r['status'] == 'failed' else 'not run'}: {why}"]
+                            + ["—"] * (len(header) - 2))
+                continue
+            body.append([r["label"], _kernel_label(r["kernel"]), str(r["layers"]), fmt_sig(r["decode_b1_ms"]),
+                         _x(r["decode_b1_ratio"]), _x(r["floor_ratio"]), fmt_sig(r["decode_large_ms"]),
+                         _x(r["decode_large_ratio"]), fmt_sig(r["prefill_ms"]), _x(r["prefill_speedup"]),
+                         fmt_sig(_gb(r["peak_memory_bytes"])), fmt_sig(_gb(r["storage_bytes"]))])
+            note = r.get("storage_note") or ""
+            if note and not note.startswith("the model saved as it runs"):
+                notes.append(f"{r['label']}: {note}")
+        text = [f"The {run['architecture']} architecture built from its config, with {run['weights']}.",
+                f"Device: {run['device']}; copy bandwidth {fmt_sig(run['bandwidth_gb_s'])} GB/s, measured in the same "
+                f"run. Times: median of {t.get('repeats')} timed runs after {t.get('warmup')} warm-up runs; decode: "
+                f"{t.get('new_tokens')} new tokens after a {t.get('prompt_tokens')}-token prompt, per token. "
+                f"× {ref}: time relative to {ref} (below 1 is faster); speed-up: {ref}'s prefill time over the "
+                "format's. × floor: batch-1 time per token over the floor (the bytes a decoding step must read, "
+                "over the copy bandwidth)."]
+        if notes:
+            text.append("Storage: " + "; ".join(notes) + ".")
+        comp = []
+        for key, name in (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda")):
+            entry = run["compression"].get(key)
+            if not entry:
+                continue
+            if entry.get("status") != "ok":
+                comp.append(f"{name}: {entry.get('status')} ({md_escape(str(entry.get('error'))[:90])})")
+                continue
+            cal = entry.get("calibration") or {}
+            extra = f", GPTQModel load + quantize {fmt_sig(entry['quantize_seconds'])} s" \
+                if entry.get("quantize_seconds") else ""
+            what = f" at sparsity {entry['sparsity']:g}" if entry.get("sparsity") else ""
+            comp.append(f"{name}{what}: {fmt_sig(entry['seconds'])} s{extra} "
+                        f"({cal.get('samples')} × {cal.get('tokens_per_sample')} random calibration tokens)")
+        if comp:
+            text.append("Compression wall time at this scale: " + "; ".join(comp) + ".")
+        parts.append(head + md_table(header, body, "lllr" + "r" * (len(header) - 4)) + "\n" + " ".join(text) + "\n")
+    return "\n".join(parts)
+
+
 # ----------------------------------------------------------------------------------------------- setup facts
 
 
@@ -413,6 +521,10 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
                                           out / f"directions-{metric}.md"))
     written.append(_write_text_atomic(environment_table(recs), out / "environment.md"))
     written.append(_write_text_atomic(commands_table(recs, params_dir, profile or "full"), out / "commands.md"))
+    bench = benchmark_data(recs)
+    written.append(_write_text_atomic(benchmark_table(bench), out / "benchmark.md"))
+    written.append(_write_text_atomic(json.dumps(bench, indent=1, ensure_ascii=False, default=str) + "\n",
+                                      out / "benchmark.json"))
     facts = setup_facts(recs, reference, profile)
     written.append(_write_text_atomic(json.dumps(facts, indent=1, ensure_ascii=False, default=str) + "\n",
                                       out / "setup.json"))

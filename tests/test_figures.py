@@ -22,9 +22,13 @@ def full_study(tmp_path_factory):
     return results, *_inputs(results)
 
 
+def _benchmark(results):
+    return tables.benchmark_data(records.load_records(results, "full"))
+
+
 def test_every_figure_is_drawn_when_its_records_exist(full_study, tmp_path):
-    _, summary, sig = full_study
-    drawn = figures.draw_all(summary, sig, tmp_path, REF)
+    results, summary, sig = full_study
+    drawn = figures.draw_all(summary, sig, tmp_path, REF, benchmark=_benchmark(results))
     assert [f.name for f in drawn] == [name for name, _, _ in figures.FIGURES]
     assert all(f.status == "drawn" for f in drawn), [(f.name, f.reason) for f in drawn]
     for f in drawn:
@@ -44,6 +48,27 @@ def test_every_figure_is_drawn_when_its_records_exist(full_study, tmp_path):
     # the cheapest run in memory is always on the frontier; the record without scores never appears
     assert frontier["xx-en vs peak_memory_gb"][0] == "15_gptq_bits/teacher-bits2"
     assert not any("30_kd_data" in r for runs in frontier.values() for r in runs)
+    bench = by_name["efficiency_7b"]
+    assert bench.data["not_run"] == ["2:4 sparse"] and "random weights" in bench.caption
+    assert "2400 GB/s" in bench.caption and "sparse" in bench.caption  # numbers from the record; failures named
+
+
+def test_the_benchmark_table_comes_from_its_record_and_says_when_there_is_none(full_study, tmp_path):
+    results, _, _ = full_study
+    data = _benchmark(results)
+    text = tables.benchmark_table(data)
+    assert data["status"] == "measured" and [r["variant"] for r in data["runs"][0]["rows"]][:2] == ["fp16", "gptq-w4"]
+    lines = text.splitlines()
+    assert lines[0].startswith("| Format | Kernel | Layers | Batch 1 ms/token | × fp16 | × floor | Batch 16 ms/token")
+    gptq = next(line for line in lines if line.startswith("| GPTQ W4"))
+    assert "| MarlinLinear x224 |" in gptq and "| 0.357× |" in gptq and "| 1.47× |" in gptq  # 2.5/7.0, 2.5/1.7
+    assert "unavailable: RuntimeError: no semi-structured sparse kernel ran" in text
+    assert "GPTQ 4-bit: 400 s" in text and "Wanda at sparsity 0.5: 60.0 s" in text and "random weights" in text
+    empty = tables.benchmark_data([])
+    assert empty["status"] == "not measured" and "Not measured yet" in tables.benchmark_table(empty)
+    drawn = {f.name: f for f in figures.draw_all(None, None, tmp_path, REF, benchmark=empty)}
+    assert drawn["efficiency_7b"].status == "skipped" and "not measured yet" in drawn["efficiency_7b"].reason
+    assert not (tmp_path / "efficiency_7b.png").exists()
 
 
 def test_sweep_figures_are_skipped_with_a_reason_and_never_left_stale(tmp_path):
@@ -63,7 +88,7 @@ def test_sweep_figures_are_skipped_with_a_reason_and_never_left_stale(tmp_path):
 
 def test_no_records_at_all_skips_everything(tmp_path):
     drawn = figures.draw_all(tables.load_summary(tmp_path / "missing.csv"), None, tmp_path / "f", REF)
-    assert all(f.status == "skipped" and "no scored run" in f.reason for f in drawn)
+    assert all(f.status == "skipped" and ("no scored run" in f.reason or "not measured" in f.reason) for f in drawn)
 
 
 def test_one_point_is_not_a_sweep(tmp_path):
@@ -118,6 +143,7 @@ def test_runs_table_has_one_row_per_scored_run(full_study):
       "ood_total": 0.0, "kd": True}),
     ({"notebook": "00_baseline", "params": {"shots": 3}}, {"family": "base", "method": "base-3shot"}),
     ({"notebook": "01_teacher", "params": {"method": "lora"}}, {"family": "teacher", "method": "teacher-lora"}),
+    ({"notebook": "40_efficiency_7b", "params": {"variants": ["fp16"]}}, {"family": "efficiency"}),
 ])
 def test_catalog_describes_runs(record, expected):
     got = catalog.describe(record)

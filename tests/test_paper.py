@@ -18,7 +18,7 @@ def _chain(results, figures_dir, out, reference=REF):
     tables.write(results, "full", reference)
     summary = tables.load_summary(tables.summary_path(results, "full"))
     figures.draw_all(summary, significance.read_table(significance.table_path(results, "full")), figures_dir,
-                     reference)
+                     reference, benchmark=tables.load_benchmark(results / "tables"))
     return paper.build(results, "full", figures=figures_dir, out=out, reference=reference)
 
 
@@ -36,6 +36,8 @@ def test_the_paper_is_built_from_generated_files_only(tmp_path):
     assert main.splitlines()[0] in filled  # the main table's header, verbatim
     assert "teacher-bits8" in filled and "closest to the reference" in filled
     assert "Every figure of the study is drawn." in filled
+    assert "Efficiency at the 7B scale" in html and "The fastest format at batch size one is GPTQ W4" in filled
+    assert "Compressing the model at this scale took: GPTQ 4-bit 400 s and Wanda 60.0 s" in filled
     # numbers in generated sentences are those of the significance table
     sig = significance.read_table(results / "significance-full.csv")
     row = sig[(sig["run"] == "base-3shot") & (sig["direction"] == "en-xx") & (sig["metric"] == "chrf++")].iloc[0]
@@ -49,6 +51,8 @@ def test_pending_figures_become_notes_and_an_embedded_paper_is_self_contained(tm
     filled = (tmp_path / "paper" / "paper.md").read_text()
     assert "GPTQ bit width: not drawn yet" in filled and "Figures that wait for records" in filled
     assert "No compressed or distilled run has been recorded yet" in filled
+    assert "The benchmark has not been measured yet" in filled and "Not measured yet" in filled  # no placeholder numbers
+    assert "Efficiency at the 7B scale: not drawn yet" in filled
     embedded = paper.build(results, "full", figures=tmp_path / "figures", out=tmp_path / "embedded", reference=REF,
                            embed=True)
     assert "data:image/png;base64," in embedded.read_text()
@@ -133,7 +137,7 @@ def test_figures_and_paper_build_from_the_committed_results(tmp_path):
     tables.write(results, "full", out=tmp_path / "tables", params_dir=REPO / "params")
     summary = tables.load_summary(results / "summary-full.csv")
     sig = significance.read_table(results / "significance-full.csv")
-    drawn = figures.draw_all(summary, sig, tmp_path / "figures")
+    drawn = figures.draw_all(summary, sig, tmp_path / "figures", benchmark=tables.load_benchmark(tmp_path / "tables"))
     committed = json.loads((REPO / "figures" / "figures.json").read_text())
     assert [(f.name, f.status) for f in drawn] == [(f["name"], f["status"]) for f in committed["figures"]], \
         "figures/ is stale: run `make paper`"
