@@ -369,7 +369,7 @@ def _failure(err: BaseException) -> tuple[str, str]:
 
 def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
     """Build, measure and free each variant in turn; every one leaves a row (ok, failed or skipped)."""
-    from .benchmark_variants import build_variant
+    from .benchmark_variants import VARIANTS, build_variant
 
     rows = []
     for name in cfg.variants:
@@ -377,7 +377,7 @@ def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
             rows.append(_not_run(name, "skipped", budget.why()))
             say(budget, f"{name}: skipped ({budget.why()})")
             continue
-        say(budget, f"{name}: building")
+        say(budget, f"{name}: building ({VARIANTS[name]})")
         built = None
         try:
             start = time.perf_counter()
@@ -453,7 +453,7 @@ def time_compression(cfg, rows: list[dict], budget: Budget) -> dict:
 
 def _gptq_timing(seconds: float, info: dict) -> dict:
     keys = ("save_seconds", "quantize_seconds", "load_seconds", "calibration", "modules", "mean_loss",
-            "fallback_modules", "library", "backend_requested", "backend_fallback")
+            "fallback_modules", "library", "backend_requested", "backend_fallback", "backends_tried")
     return {"status": "ok", "seconds": seconds, **{k: info.get(k) for k in keys if k in info},
             "what": "the whole route of studylib.methods.gptq: save the fp16 checkpoint, GPTQModel load + quantize "
                     "(quantize_seconds), save the GPTQ checkpoint, load it with the inference kernel"}

@@ -1,6 +1,8 @@
 """The 7B-architecture efficiency benchmark (notebook 40): params, variant builders, ratios, the record -- on the
 tiny Llama on the CPU. The GPU kernels themselves (Marlin, cuSPARSELt, bitsandbytes CUDA) run only on the device."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -202,3 +204,21 @@ def test_targets_compare_what_was_measured():
              "compression": {"wanda": {"status": "ok", "seconds": 200.0}}}
     got = [t["met"] for t in benchmark.targets(bench)]
     assert got == [True, None, None, None, None, None, False]  # gptq-w4, nf4 (failed), ..., wanda (200 s > 120 s)
+
+
+def test_semi_structured_weights_count_their_packed_values_and_metadata():
+    from torch.sparse import SparseSemiStructuredTensorCUTLASS
+
+    packed, meta = torch.zeros(64, 64, dtype=torch.float16), torch.zeros(64, 8, dtype=torch.int16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "prototype stage", said once per process
+        w = SparseSemiStructuredTensorCUTLASS(torch.Size([64, 128]), packed, meta, None, None, None)
+    assert w.numel() == 64 * 128 and benchmark._tensor_bytes(w) == 64 * 64 * 2 + 64 * 8 * 2
+
+
+def test_no_semi_structured_kernel_is_an_error_naming_what_was_tried_and_leaves_the_weights_dense():
+    model = benchmark.build_random("tiny-llama", "float16", "cpu")
+    linears = bv.decoder_linears(model)
+    with pytest.raises(RuntimeError, match="no semi-structured sparse kernel ran.*cusparselt.*cutlass"):
+        bv.to_semi_structured(linears, "auto")
+    assert all(type(lin.weight) is torch.nn.Parameter and lin.weight.layout == torch.strided for lin in linears.values())
