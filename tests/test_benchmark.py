@@ -222,3 +222,25 @@ def test_no_semi_structured_kernel_is_an_error_naming_what_was_tried_and_leaves_
     with pytest.raises(RuntimeError, match="no semi-structured sparse kernel ran.*cusparselt.*cutlass"):
         bv.to_semi_structured(linears, "auto")
     assert all(type(lin.weight) is torch.nn.Parameter and lin.weight.layout == torch.strided for lin in linears.values())
+
+
+def test_wanda_layer_by_layer_matches_the_study_wanda_method_on_the_same_tokens():
+    """The benchmark's one-pass-per-layer Wanda gives the masks of studylib.methods.wanda (which re-runs the stack up
+    to each layer), fed the same token ids through a stub tokenizer."""
+    from studylib.methods import build
+
+    ids = bv.random_token_ids(512, 4, 12, seed=1)
+
+    class Ids:  # "text i" -> row i of ids, no padding
+        def __call__(self, texts, **kwargs):
+            rows = torch.stack([ids[int(t.split()[1])] for t in texts])
+            return {"input_ids": rows, "attention_mask": torch.ones_like(rows)}
+
+    ours = benchmark.build_random("tiny-llama", "float32", "cpu")
+    study = benchmark.build_random("tiny-llama", "float32", "cpu")
+    bv.wanda_layerwise(ours, ids, sparsity=0.5, batch_size=2, progress=False)
+    build("wanda", sparsity=0.5, batch_size=2).apply(study, Ids(), [f"text {i}" for i in range(4)])
+    a, b = bv.decoder_linears(ours), bv.decoder_linears(study)
+    differ = sum(int(((a[k].weight == 0) != (b[k].weight == 0)).sum()) for k in a)
+    total = sum(a[k].weight.numel() for k in a)
+    assert differ <= total * 1e-3, (differ, total)  # 0 on the CPU here; room for near-ties of float rounding (unrelated masks differ in half)
