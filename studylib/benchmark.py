@@ -62,6 +62,18 @@ TARGETS = (
 )
 
 
+ABOUT = {"llama-2-7b": "Llama-2-7B's, which ALMA-7B shares", "tiny-llama": "a tiny Llama for the smoke profile"}
+
+
+def describe_architecture(name: str) -> str:
+    """'the llama-2-7b architecture (Llama-2-7B's, which ALMA-7B shares)' -- for captions and tables."""
+    return f"the {name} architecture" + (f" ({ABOUT[name]})" if name in ABOUT else "")
+
+
+def runs_text(n) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
 def llama_config(name: str):
     from transformers import LlamaConfig
 

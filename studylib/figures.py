@@ -495,11 +495,13 @@ def efficiency_7b(bench):
                  fontsize=10)
     fig.tight_layout()
     failed = [r["label"] for r in rows if r["status"] != "ok"]
-    caption = (f"Every format on the {run['architecture']} architecture (ALMA-7B's), built from its config with "
+    from .benchmark import describe_architecture, runs_text
+
+    caption = (f"Every format on {describe_architecture(run['architecture'])}, built from its config with "
                "random weights: speed, memory and storage depend on the shapes and the kernels, not on the weights' "
                f"values, so no trained checkpoint was needed. {run['device']}, one process; each bar is the format's "
                f"time (or peak memory) relative to {ref_name} (below 1: faster or smaller), the median of "
-               f"{t.get('repeats')} timed runs after {t.get('warmup')} warm-up runs. Black ticks (batch 1): the floor, "
+               f"{runs_text(t.get('repeats'))} timed after {runs_text(t.get('warmup'))} of warm-up. Black ticks (batch 1): the floor, "
                "the bytes a decoding step must read over the copy bandwidth measured in the same run "
                f"({run['bandwidth_gb_s']:.0f} GB/s), relative to {ref_name}'s time.")
     if failed:

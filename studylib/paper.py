@@ -260,6 +260,7 @@ def text_teachers_setup(ctx: Context) -> str:
 
 def text_benchmark(ctx: Context) -> str:
     """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured."""
+    from .benchmark import describe_architecture
     from .tables import _kernel_label, fmt_sig, load_benchmark
 
     runs = (load_benchmark(ctx.tables) or {}).get("runs") or []
@@ -272,18 +273,25 @@ def text_benchmark(ctx: Context) -> str:
     ref = next((r for r in ok if r["variant"] == ref_name), None)
     out = []
     if ref is not None and ref.get("floor_ms"):
-        out.append(f"On {run['device']}, the {run['architecture']} architecture in {ref_name} decodes at "
+        out.append(f"On {run['device']}, {describe_architecture(run['architecture'])} in {ref_name} decodes at "
                    f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one, {fmt_sig(ref['floor_ratio'])}× its "
                    f"floor of {fmt_sig(ref['floor_ms'])} ms (its weights over the measured copy bandwidth of "
                    f"{fmt_sig(run['bandwidth_gb_s'])} GB/s).")
-    others = [r for r in ok if r["variant"] != ref_name and r.get("decode_b1_ratio")]
-    if others:
-        best = min(others, key=lambda r: r["decode_b1_ratio"])
+    others = sorted((r for r in ok if r["variant"] != ref_name and r.get("decode_b1_ratio")),
+                    key=lambda r: r["decode_b1_ratio"])
+    faster = [r for r in others if r["decode_b1_ratio"] < 1]
+    if faster:
+        best = faster[0]
         out.append(f"The fastest format at batch size one is {best['label']} ({fmt_sig(best['decode_b1_ratio'])}× "
                    f"the time of {ref_name}, {_kernel_label(best['kernel'])}).")
-        slower = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in others if r["decode_b1_ratio"] > 1]
-        if slower:
-            out.append(f"Slower than {ref_name} at batch size one: {join(slower)}.")
+        also = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in faster[1:]]
+        if also:
+            out.append(f"Also faster than {ref_name}: {join(also)}.")
+    elif others:
+        out.append(f"No format decodes faster than {ref_name} at batch size one.")
+    slower = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in others if r["decode_b1_ratio"] > 1]
+    if slower:
+        out.append(f"Slower than {ref_name} at batch size one: {join(slower)}.")
     sparse = next((r for r in ok if r["variant"] == "sparse-2of4"), None)
     if sparse is not None and sparse.get("prefill_speedup"):
         out.append(f"The `2:4` sparse model prefills at {fmt_sig(sparse['prefill_speedup'])}× the speed of {ref_name} "

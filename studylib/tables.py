@@ -356,7 +356,7 @@ def load_benchmark(tables_dir) -> dict | None:
 
 def _kernel_label(kernel) -> str:
     text = str(kernel or "—").split(": ")[0]
-    return text if len(text) <= 60 else text[:59] + "…"
+    return text if len(text) <= 72 else text[:71] + "…"
 
 
 def _x(v) -> str:
@@ -366,6 +366,8 @@ def _x(v) -> str:
 def benchmark_table(data: dict) -> str:
     """Markdown: per format, batch-1 and batch-N time per token, floor, prefill, peak memory, storage; ratios to
     the reference; the compression times below. Formats that did not run say why."""
+    from .benchmark import describe_architecture, runs_text
+
     runs = (data or {}).get("runs") or []
     if not runs:
         return ("*Not measured yet: no record of notebook `40_efficiency_7b` in this profile "
@@ -392,9 +394,12 @@ def benchmark_table(data: dict) -> str:
             note = r.get("storage_note") or ""
             if note and not note.startswith("the model saved as it runs"):
                 notes.append(f"{r['label']}: {note}")
-        text = [f"The {run['architecture']} architecture built from its config, with {run['weights']}.",
+        arch = describe_architecture(run["architecture"])
+        text = [f"{arch[0].upper()}{arch[1:]}, built from its config, with "
+                f"{run['weights']}.",
                 f"Device: {run['device']}; copy bandwidth {fmt_sig(run['bandwidth_gb_s'])} GB/s, measured in the same "
-                f"run. Times: median of {t.get('repeats')} timed runs after {t.get('warmup')} warm-up runs; decode: "
+                f"run. Times: median of {runs_text(t.get('repeats'))} timed after {runs_text(t.get('warmup'))} of "
+                "warm-up; decode: "
                 f"{t.get('new_tokens')} new tokens after a {t.get('prompt_tokens')}-token prompt, per token. "
                 f"× {ref}: time relative to {ref} (below 1 is faster); speed-up: {ref}'s prefill time over the "
                 "format's. × floor: batch-1 time per token over the floor (the bytes a decoding step must read, "
