@@ -415,7 +415,7 @@ def benchmark_table(data: dict) -> str:
                 comp.append(f"{name}: {entry.get('status')} ({md_escape(str(entry.get('error'))[:90])})")
                 continue
             cal = entry.get("calibration") or {}
-            extra = f", GPTQModel load + quantize {fmt_sig(entry['quantize_seconds'])} s" \
+            extra = f", of which GPTQModel load + quantize {fmt_sig(entry['quantize_seconds'])} s" \
                 if entry.get("quantize_seconds") else ""
             what = f" at sparsity {entry['sparsity']:g}" if entry.get("sparsity") else ""
             comp.append(f"{name}{what}: {fmt_sig(entry['seconds'])} s{extra} "

@@ -244,3 +244,11 @@ def test_wanda_layer_by_layer_matches_the_study_wanda_method_on_the_same_tokens(
     differ = sum(int(((a[k].weight == 0) != (b[k].weight == 0)).sum()) for k in a)
     total = sum(a[k].weight.numel() for k in a)
     assert differ <= total * 1e-3, (differ, total)  # 0 on the CPU here; room for near-ties of float rounding (unrelated masks differ in half)
+
+
+def test_gptq_compression_time_leaves_out_loading_the_inference_kernel():
+    info = {"save_seconds": 20.0, "quantize_seconds": 300.0, "load_seconds": 90.0, "backend_requested": "marlin",
+            "calibration": {"samples": 128, "tokens_per_sample": 2048}}
+    t = benchmark._gptq_timing(420.0, info)
+    assert t["seconds"] == 330.0 and t["route_seconds"] == 420.0 and t["quantize_seconds"] == 300.0
+    assert "JIT" in t["what"] and t["calibration"]["samples"] == 128
