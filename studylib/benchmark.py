@@ -393,7 +393,8 @@ def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
         built = None
         try:
             start = time.perf_counter()
-            built = build_variant(name, cfg)
+            with alone():  # a build may be a timed compression (GPTQ W4)
+                built = build_variant(name, cfg)
             build_s = time.perf_counter() - start
             free()
             say(budget, f"{name}: built in {build_s:.1f} s ({built.kernel}); measuring")
@@ -437,7 +438,8 @@ def time_compression(cfg, rows: list[dict], budget: Budget) -> dict:
         else:
             say(budget, "gptq-w4 compression timing: building (not among the measured variants)")
             try:
-                built = build_variant("gptq-w4", cfg)
+                with alone():
+                    built = build_variant("gptq-w4", cfg)
                 out["gptq-w4"] = _gptq_timing(built.compress_seconds, built.info)
             except Exception as err:  # noqa: BLE001 -- recorded
                 why, trace = _failure(err)
