@@ -63,12 +63,14 @@ class BenchmarkParams:
                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         _check(isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
                f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        _check(isinstance(self.variants, list) and self.variants, f"variants must be a non-empty list, got {self.variants!r}")
+        _check(isinstance(self.variants, list) and self.variants,
+               f"variants must be a non-empty list, got {self.variants!r}")
         unknown = [v for v in self.variants if v not in VARIANTS]
         _check(not unknown, f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
         _check(len(set(self.variants)) == len(self.variants), f"variants repeat: {self.variants}")
         _check(REFERENCE in self.variants, f"variants must include {REFERENCE!r}: every ratio is to it")
-        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got {self.seed!r}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+               f"seed must be an integer, got {self.seed!r}")
         _check(isinstance(self.warmup, int) and not isinstance(self.warmup, bool) and self.warmup >= 0,
                f"warmup must be an integer >= 0, got {self.warmup!r}")
         for name in ("repeats", "prompt_tokens", "large_batch", "prefill_tokens", "bandwidth_mib", "gptq_calib_samples",
@@ -82,16 +84,19 @@ class BenchmarkParams:
         longest = max(self.prompt_tokens + self.new_tokens, self.prefill_tokens, self.gptq_calib_tokens,
                       self.gptq_w8_calib_tokens, self.wanda_calib_tokens)
         _check(longest <= arch["max_position_embeddings"],
-               f"sequences of {longest} tokens exceed {self.architecture}'s {arch['max_position_embeddings']} positions")
+               f"sequences of {longest} tokens exceed {self.architecture}'s "
+               f"{arch['max_position_embeddings']} positions")
         for name in ("storage", "time_gptq", "time_wanda"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
-        _check(self.gptq_backend in BACKENDS, f"gptq_backend must be one of {', '.join(BACKENDS)}, got {self.gptq_backend!r}")
+        _check(self.gptq_backend in BACKENDS,
+               f"gptq_backend must be one of {', '.join(BACKENDS)}, got {self.gptq_backend!r}")
         g = self.gptq_group_size
         _check(isinstance(g, int) and g in GROUP_SIZES, f"gptq_group_size must be one of {GROUP_SIZES}, got {g!r}")
         _check(g == -1 or (arch["hidden_size"] % g == 0 and arch["intermediate_size"] % g == 0),
                f"gptq_group_size {g} does not divide {self.architecture}'s layer widths "
                f"({arch['hidden_size']}, {arch['intermediate_size']})")
-        _check(self.sparse_kernel in SPARSE_KERNELS, f"sparse_kernel must be one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
+        _check(self.sparse_kernel in SPARSE_KERNELS,
+               f"sparse_kernel must be one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         s = self.wanda_sparsity
         _check(isinstance(s, float) and 0 < s < 1, f"wanda_sparsity must be a fraction in (0, 1), got {s!r}")
 

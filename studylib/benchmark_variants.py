@@ -331,7 +331,8 @@ def wanda_layerwise(model, input_ids, *, sparsity: float, batch_size: int, progr
     for layer in tqdm(layers, desc="wanda: layers", disable=not progress):
         linears = layer_linears(layer)
         stats = {name: InputStats(lin.in_features) for name, lin in linears.items()}
-        hooks = [lin.register_forward_pre_hook(lambda _m, args, s=stats[name]: s.add(args[0].reshape(-1, args[0].shape[-1])))
+        hooks = [lin.register_forward_pre_hook(
+                     lambda _m, args, s=stats[name]: s.add(args[0].reshape(-1, args[0].shape[-1])))
                  for name, lin in linears.items()]
         try:
             with torch.no_grad():

@@ -465,8 +465,8 @@ def efficiency_7b(bench):
     names = [r["label"] for r in rows]
     y = np.arange(len(rows))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 0.9 + 0.36 * len(rows)), sharey=True)
-    colours = ["#1f77b4" if r["variant"] in (ref_name, "bf16") else "#ff7f0e" if r["variant"].startswith(("bnb", "gptq"))
-               else "#2ca02c" for r in rows]
+    colours = ["#1f77b4" if r["variant"] in (ref_name, "bf16")  # dense, quantized, pruned
+               else "#ff7f0e" if r["variant"].startswith(("bnb", "gptq")) else "#2ca02c" for r in rows]
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] if r["status"] == "ok" and not _missing(r.get(key)) else np.nan for r in rows]
         ax.barh(y, values, color=colours, height=0.62, zorder=2)
@@ -501,7 +501,8 @@ def efficiency_7b(bench):
                "random weights: speed, memory and storage depend on the shapes and the kernels, not on the weights' "
                f"values, so no trained checkpoint was needed. {run['device']}, one process; each bar is the format's "
                f"time (or peak memory) relative to {ref_name} (below 1: faster or smaller), the median of "
-               f"{runs_text(t.get('repeats'))} timed after {runs_text(t.get('warmup'))} of warm-up. Black ticks (batch 1): the floor, "
+               f"{runs_text(t.get('repeats'))} timed after {runs_text(t.get('warmup'))} of warm-up. "
+               "Black ticks (batch 1): the floor, "
                "the bytes a decoding step must read over the copy bandwidth measured in the same run "
                f"({run['bandwidth_gb_s']:.0f} GB/s), relative to {ref_name}'s time.")
     if failed:

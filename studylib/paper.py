@@ -274,7 +274,8 @@ def text_benchmark(ctx: Context) -> str:
     out = []
     if ref is not None and ref.get("floor_ms"):
         out.append(f"On {run['device']}, {describe_architecture(run['architecture'])} in {ref_name} decodes at "
-                   f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one, {fmt_sig(ref['floor_ratio'])}× its "
+                   f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one, "
+                   f"{fmt_sig(ref['floor_ratio'])}× its "
                    f"floor of {fmt_sig(ref['floor_ms'])} ms (its weights over the measured copy bandwidth of "
                    f"{fmt_sig(run['bandwidth_gb_s'])} GB/s).")
     others = sorted((r for r in ok if r["variant"] != ref_name and r.get("decode_b1_ratio")),

@@ -378,7 +378,8 @@ def benchmark_table(data: dict) -> str:
         ref = run.get("reference") or "fp16"
         head = "" if len(runs) == 1 else f"**{run['record']}** ({run['device']}, {run['date']})\n\n"
         header = ["Format", "Kernel", "Layers", "Batch 1 ms/token", f"× {ref}", "× floor",
-                  f"Batch {t.get('large_batch', '—')} ms/token", f"× {ref}", f"Prefill {t.get('prefill_tokens', '—')} ms",
+                  f"Batch {t.get('large_batch', '—')} ms/token", f"× {ref}",
+                  f"Prefill {t.get('prefill_tokens', '—')} ms",
                   "Speed-up", "Peak mem. (GB)", "Storage (GB)"]
         body, notes = [], []
         for r in run["rows"]:

@@ -221,7 +221,8 @@ def test_no_semi_structured_kernel_is_an_error_naming_what_was_tried_and_leaves_
     linears = bv.decoder_linears(model)
     with pytest.raises(RuntimeError, match="no semi-structured sparse kernel ran.*cusparselt.*cutlass"):
         bv.to_semi_structured(linears, "auto")
-    assert all(type(lin.weight) is torch.nn.Parameter and lin.weight.layout == torch.strided for lin in linears.values())
+    assert all(type(lin.weight) is torch.nn.Parameter and lin.weight.layout == torch.strided
+               for lin in linears.values())
 
 
 def test_wanda_layer_by_layer_matches_the_study_wanda_method_on_the_same_tokens():
@@ -243,7 +244,8 @@ def test_wanda_layer_by_layer_matches_the_study_wanda_method_on_the_same_tokens(
     a, b = bv.decoder_linears(ours), bv.decoder_linears(study)
     differ = sum(int(((a[k].weight == 0) != (b[k].weight == 0)).sum()) for k in a)
     total = sum(a[k].weight.numel() for k in a)
-    assert differ <= total * 1e-3, (differ, total)  # 0 on the CPU here; room for near-ties of float rounding (unrelated masks differ in half)
+    # 0 on the CPU here; room for near-ties of float rounding (unrelated masks would differ in half the weights)
+    assert differ <= total * 1e-3, (differ, total)
 
 
 def test_gptq_compression_time_leaves_out_loading_the_inference_kernel():
