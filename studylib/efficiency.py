@@ -26,19 +26,28 @@ def _logical_numel(p) -> int:
     return p.numel()
 
 
-def _packed_linear_weights(model) -> int:
-    """in x out of layers holding their weight as a packed integer buffer (GPTQ-style ``qweight``), which
-    ``parameters()`` does not list."""
+def _packed_modules(model) -> list:
+    """Layers holding their weight as a packed integer tensor (GPTQ-style ``qweight``). Depending on the kernel it
+    is a buffer (GPTQModel's torch/Triton layers) or a parameter (Marlin, repacked): either way ``numel`` counts
+    int32 words, not weights."""
     import torch
 
-    return sum(int(m.in_features) * int(m.out_features) for m in model.modules()
-               if isinstance(getattr(m, "qweight", None), torch.Tensor)
-               and not isinstance(m.qweight, torch.nn.Parameter) and hasattr(m, "in_features"))
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "qweight", None), torch.Tensor) and hasattr(m, "in_features")]
+
+
+def _weights(model):
+    """(parameter, logical weight count) pairs plus the packed layers' in x out, every tensor once."""
+    packed = _packed_modules(model)
+    skip = {id(t) for m in packed for name, t in m.named_parameters(recurse=False) if name != "bias"}
+    params = [p for p in model.parameters() if id(p) not in skip]
+    return params, sum(int(m.in_features) * int(m.out_features) for m in packed)
 
 
 def count_params(model) -> int:
     """Parameters of the model's weights (tied embeddings counted once; 4-bit and GPTQ packed weights unpacked)."""
-    return sum(_logical_numel(p) for p in model.parameters()) + _packed_linear_weights(model)
+    params, packed = _weights(model)
+    return sum(_logical_numel(p) for p in params) + packed
 
 
 def count_nonzero_params(model) -> int:
@@ -48,9 +57,10 @@ def count_nonzero_params(model) -> int:
     ``pruning.dequantized_sparsity`` measures them)."""
     import torch
 
+    params, packed = _weights(model)
     total = 0
     with torch.no_grad():
-        for p in model.parameters():
+        for p in params:
             state = getattr(p, "quant_state", None)
             if state is not None and getattr(state, "shape", None) is not None:
                 import bitsandbytes.functional as bnbf
@@ -58,7 +68,7 @@ def count_nonzero_params(model) -> int:
                 total += int(torch.count_nonzero(bnbf.dequantize_4bit(p.data, state)).item())
             else:
                 total += int(torch.count_nonzero(p).item())
-    return total + _packed_linear_weights(model)
+    return total + packed
 
 
 def storage_bytes(path: str | Path) -> int:

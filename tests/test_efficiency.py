@@ -53,3 +53,19 @@ def test_packed_integer_weights_are_counted_unpacked():
 
     model = torch.nn.Sequential(Packed(), torch.nn.Linear(4, 4, bias=False))
     assert efficiency.count_params(model) == 64 * 32 + 32 + 16
+
+
+def test_packed_weights_held_as_parameters_are_counted_once_unpacked():
+    """Marlin repacks GPTQ weights into int32 *parameters* (a 4-bit W4 layer read 181M params instead of 268M on the
+    H200): they count as in x out weights, their scales are not weights, the bias is."""
+    class MarlinLike(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_features, self.out_features = 64, 32
+            self.qweight = torch.nn.Parameter(torch.ones(64 // 8, 32, dtype=torch.int32), requires_grad=False)
+            self.scales = torch.nn.Parameter(torch.ones(1, 32), requires_grad=False)
+            self.bias = torch.nn.Parameter(torch.ones(32))
+
+    model = torch.nn.Sequential(MarlinLike(), torch.nn.Linear(4, 4, bias=False))
+    assert efficiency.count_params(model) == 64 * 32 + 32 + 16
+    assert efficiency.count_nonzero_params(model) == 64 * 32 + 32 + 16

@@ -373,3 +373,15 @@ def test_semi_structured_on_cpu_says_no_kernel(tiny):
     model, tokenizer = tiny
     out = pruning.semi_structured_speed(model, tokenizer, "Hello")
     assert out["kernel"] == pruning.CPU_KERNEL == "dense (no semi-structured kernel on CPU)"
+
+
+def test_layer_removal_works_on_a_llama_config_without_layer_types():
+    """Llama configs carry no layer_types (Gemma-3's do): removing layers must not need them."""
+    from studylib.benchmark import build_random
+    from studylib.methods.layers import remove_layers
+
+    model = build_random("tiny-llama", dtype="float32", device="cpu")
+    info = remove_layers(model, [1, 2])
+    assert info["num_hidden_layers_after"] == 2 == model.config.num_hidden_layers
+    assert info["layer_types_after"] == [] and info["params_after"] < info["params_before"]
+    assert model(input_ids=torch.tensor([[3, 4, 5]])).logits.shape[1] == 3

@@ -245,6 +245,8 @@ def test_gptq_quantizes_tiny_gemma3_and_records_the_kernel_and_the_fallback(cali
         assert max(len(torch.unique(groups[r, g])) for r in range(w.shape[0]) for g in range(groups.shape[1])) <= 8
     assert q.generate(**tok(["Translate this"], return_tensors="pt"), max_new_tokens=3, do_sample=False).shape[1] > 1
     assert not list(Path("logs").glob("gptq_log_*")), "GPTQModel's logs leaked into ./logs"
+    # the input model is consumed: GPTQModel keeps references to it, so its tensors are released explicitly
+    assert {p.device.type for p in model.parameters()} == {"meta"}
 
 
 def test_gptq_quant_log_names_raised_damping_and_fallbacks():

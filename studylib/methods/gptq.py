@@ -14,7 +14,7 @@ Marlin (CUDA, 4/8-bit, symmetric), ExLlamaV2 (CUDA, 4-bit), Triton (2/4/8-bit), 
 for every width (dequantize + matmul; the only one for 3-bit) and ATen's int4 CPU kernel. GPTQModel works on
 checkpoints, so :meth:`GPTQ.apply` saves the model it is given, quantizes it with GPTQModel, saves the GPTQ
 checkpoint and loads it back with the requested ``backend`` (``auto``: GPTQModel picks the fastest kernel that
-supports the layer's bits/group/device). The kernel classes that actually hold the weights are recorded
+supports the layer's bits/group/device); the model it was given is consumed (its tensors are released). The kernel classes that actually hold the weights are recorded
 (``kernel``); when the requested backend cannot load (e.g. Marlin with 3 bits, any CUDA kernel on a CPU, or Machete
 offline), the next one that loads is used and ``backend_fallback`` says why. ``checkpoint_bytes`` is the size of the
 GPTQ checkpoint as GPTQModel writes it.
@@ -135,6 +135,11 @@ class GPTQ(Method):
             _restore_rope(gm.model.config, rope)
             gm.save(str(work / "q"))
             info["checkpoint_bytes"] = sum(f.stat().st_size for f in (work / "q").glob("*.safetensors"))
+            # GPTQModel 7.6 keeps frames of its quantize call alive after it returns (seen on CPU: the caller's
+            # model and the quantization-time copy stay referenced), which on the H200 added ~0.8 GB to the peak
+            # memory measured later. Both are consumed here: their tensors go to the meta device.
+            _to_meta(gm.model)
+            _to_meta(model)
             del gm
             _release_memory()  # the quantization-time copy must not count in the memory measured later
 
@@ -213,6 +218,14 @@ def _quiet_gptqmodel(log_dir: Path):
         yield
     finally:
         loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables = saved
+
+
+def _to_meta(module) -> None:
+    """Drop a model's tensors (it is consumed), whoever still holds a reference to it."""
+    try:
+        module.to("meta")
+    except Exception:  # noqa: BLE001 -- best effort: a module that cannot move keeps its memory
+        pass
 
 
 def _release_memory():

@@ -72,7 +72,8 @@ def remove_layers(model, remove: list[int]) -> dict:
     keep_layers(model, keep)
     after = sum(p.numel() for p in model.parameters())
     return {"num_hidden_layers_before": n, "num_hidden_layers_after": len(keep), "kept": keep,
-            "params_before": before, "params_after": after, "layer_types_after": list(model.config.layer_types)}
+            "params_before": before, "params_after": after,
+            "layer_types_after": list(getattr(model.config, "layer_types", None) or [])}  # Llama: none
 
 
 def middle_block(n_layers: int, depth: int) -> list[int]:

@@ -66,7 +66,7 @@ SCRIPT
 wait)
   name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
   while [ ! -f /tmp/$name.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-  grep -E '^\[(run |skip|start|done|FAILED|not run)|^(pipeline|warm|error)|Traceback|Error' /tmp/$name.log | tail -n 40
+  grep -aE '^\[(run |skip|start|done|FAILED|not run|bench)|^(pipeline|warm|error)|Traceback|Error' /tmp/$name.log | tail -n 40
   tail -c 1200 /tmp/$name.log | tr '\r' '\n' | tail -n 6
   ls /tmp/results/runs/*/ 2>/dev/null | tail -n 40 | tr '\n' ' '; echo
   if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi
