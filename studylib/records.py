@@ -146,13 +146,48 @@ def write_record(record: dict, results: str | Path | None = None) -> Path:
     return write_json_atomic(record, record_path(record["notebook"], record["run"], results))
 
 
+ERRATA_FIELDS = ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s")
+
+
+def load_errata(results: str | Path | None = None) -> dict:
+    """``<results>/errata.yaml``: known flaws in committed records, as ``{"<notebook>/<run>": {"fields", "reason"}}``.
+
+    A record stays as its run wrote it; an erratum withdraws some of its efficiency fields (a measurement found
+    wrong after the run) so that no table or figure shows them. Each entry needs ``record``, ``fields`` (from
+    ``ERRATA_FIELDS``) and ``reason``."""
+    import yaml
+
+    path = results_dir(results) / "errata.yaml"
+    if not path.is_file():
+        return {}
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    out = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"record", "fields", "reason"}:
+            raise ValueError(f"{path}: entry {i} must have exactly the keys record, fields, reason")
+        bad = [f for f in entry["fields"] if f not in ERRATA_FIELDS]
+        if bad or not entry["fields"] or not str(entry["reason"]).strip():
+            raise ValueError(f"{path}: entry {i} ({entry['record']}): fields must be some of {ERRATA_FIELDS} "
+                             f"(got {bad or 'none'}) and the reason must be given")
+        out[str(entry["record"])] = {"fields": list(entry["fields"]), "reason": str(entry["reason"]).strip()}
+    return out
+
+
 def load_records(results: str | Path | None = None, profile: str | None = None) -> list[dict]:
+    """The records under ``<results>/runs`` (of one profile, if given), each with its erratum (``errata``) if any."""
     root = results_dir(results) / "runs"
+    errata = load_errata(results)
     records = []
     for path in sorted(root.glob("*/*.json")):
         rec = json.loads(path.read_text(encoding="utf-8"))
+        key = f"{path.parent.name}/{path.stem}"
+        if key in errata:
+            rec["errata"] = errata[key]
         if profile is None or rec.get("profile") == profile:
             records.append(rec)
+    unknown = sorted(set(errata) - {f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json")})
+    if unknown:
+        raise ValueError(f"errata.yaml names records that do not exist: {unknown}")
     return records
 
 
@@ -172,8 +207,11 @@ def summary_table(records: list[dict]):
         base = {"notebook": rec["notebook"], "run": rec["run"], "profile": rec["profile"],
                 "model_id": rec["params"].get("model_id"), "device": rec["environment"]["device"]["name"]}
         eff = rec.get("efficiency") or {}
-        for key in ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s"):
-            base[key] = eff.get(key)
+        withdrawn = (rec.get("errata") or {}).get("fields", [])
+        for key in ERRATA_FIELDS:
+            base[key] = None if key in withdrawn else eff.get(key)
+        base["errata"] = (rec.get("errata") or {}).get("reason")
+        base["errata_fields"] = ",".join(withdrawn) or None
         base.update(catalog.describe(rec))  # family, method, variant and the sweep axes (bits, depth, ...)
         # the main test set, then (students) the held-out out-of-domain one
         for testset, metrics, averages in ((catalog.testset(rec), rec["metrics"], rec.get("averages", {})),

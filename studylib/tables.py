@@ -171,6 +171,9 @@ def present_metrics(summary) -> list[str]:
 # ----------------------------------------------------------------------------------------------- tables
 
 
+WITHDRAWN = "‡"  # an efficiency figure withdrawn by results/errata.yaml
+
+
 def main_table(summary, sig=None, reference: str = DEFAULT_REFERENCE):
     """(DataFrame, Markdown) of the main table: one row per scored run."""
     import pandas as pd
@@ -187,7 +190,7 @@ def main_table(summary, sig=None, reference: str = DEFAULT_REFERENCE):
     for group in GROUPS:
         header += [f"{arrow(group)} {METRIC_LABELS[m]}" for m in metrics]
     header += ["ms/token", "Peak mem. (GB)", "Storage (GB)", "Params (M)"]
-    body, rows = [], []
+    body, rows, errata = [], [], {}
     for nb, run in keys:
         one = summary[(summary["notebook"] == nb) & (summary["run"] == run)].iloc[0]
         name = names[(nb, run)] + (" (ref.)" if (nb, run) == ref else "")
@@ -200,10 +203,13 @@ def main_table(summary, sig=None, reference: str = DEFAULT_REFERENCE):
                 cells.append(fmt(v, metric_digits(m)) + (mark if not missing(v) else ""))
                 row[f"{group} {m}"] = v
                 row[f"{group} {m} significant"] = {"": True, NOT_SIGNIFICANT: False}.get(mark)
+        withdrawn = str(one.get("errata_fields") or "").split(",")
         for column, scale in (("time_per_token_ms", 1), ("peak_memory_gb", 1), ("storage_gb", 1), ("params", 1e-6)):
             v = one.get(column)
-            cells.append(fmt_sig(None if missing(v) else v * scale))
+            cells.append(WITHDRAWN if column in withdrawn else fmt_sig(None if missing(v) else v * scale))
             row[column] = v
+        if not missing(one.get("errata")):
+            errata[names[(nb, run)]] = one["errata"]
         body.append(cells)
         rows.append(row)
     align = "lll" + "r" * (len(header) - 3)
@@ -218,6 +224,8 @@ def main_table(summary, sig=None, reference: str = DEFAULT_REFERENCE):
         notes.append("No significance tests (no reference record).")
     notes.append("ms/token: greedy decoding at batch size 1, median of repeats after a warm-up. Peak mem.: peak "
                  "CUDA memory while decoding. Storage: the saved safetensors.")
+    for name, reason in errata.items():
+        notes.append(f"{WITHDRAWN} {name}: withdrawn ({reason}).")
     return pd.DataFrame(rows), md_table(header, body, align) + "\n" + " ".join(notes) + "\n"
 
 

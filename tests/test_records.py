@@ -66,3 +66,29 @@ def test_results_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STUDYLIB_RESULTS", str(tmp_path))
     assert records.results_dir() == tmp_path
     assert records.results_dir("x") == type(tmp_path)("x")
+
+
+def test_errata_withdraw_fields_from_the_summary_and_the_main_table(tmp_path):
+    """A measurement found wrong after the run is withdrawn (‡), not edited; bad errata entries are refused."""
+    import pytest
+
+    from studylib import tables
+
+    rec = records.make_record(notebook="12_gptq", run="w4", params={"run_name": "w4"}, profile="full",
+                              metrics={"de-en": {"bleu": 10.0, "chrf": 40.0, "chrf++": 38.0, "n": 2}},
+                              efficiency={"params": 181e6, "peak_memory_gb": 1.37, "storage_gb": 0.39,
+                                          "time_per_token_ms": 26.1})
+    records.write_record(rec, tmp_path)
+    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/w4\n  fields: [params, peak_memory_gb]\n"
+                                          "  reason: model kept alive\n")
+    summary = records.summary_table(records.load_records(tmp_path))
+    assert summary["peak_memory_gb"].isna().all() and summary["params"].isna().all()
+    assert (summary["storage_gb"] == 0.39).all() and (summary["errata"] == "model kept alive").all()
+    _, md = tables.main_table(summary, reference="01_teacher/none")
+    assert "‡ w4: withdrawn (model kept alive)." in md and "1.37" not in md and "0.39" in md
+    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/w4\n  fields: [bleu]\n  reason: x\n")
+    with pytest.raises(ValueError, match="fields must be some of"):
+        records.load_records(tmp_path)
+    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/gone\n  fields: [params]\n  reason: x\n")
+    with pytest.raises(ValueError, match="do not exist"):
+        records.load_records(tmp_path)
