@@ -49,8 +49,8 @@ def setting_params(cfg, setting: Setting) -> LayerPruneParams:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return records.params_hash(json.loads(json.dumps(a, default=str))) == records.params_hash(
-        json.loads(json.dumps(b, default=str)))
+    """Same params, where the run read and wrote aside (a record made on the GPU machine counts here)."""
+    return records.comparable_params(a) == records.comparable_params(b)
 
 
 def done_record(notebook: str, scfg) -> dict | None:

@@ -279,6 +279,16 @@ class OODSweepParams(ModelBParams):
                and all(isinstance(n, int) and n >= 0 for n in self.ood_sizes),
                f"ood_sizes must be a non-empty list of integers >= 0, got {self.ood_sizes!r}")
 
+    def settings(self) -> list:
+        """One Model B run per size: ``<run_name>-ood<size>``, with the sweep's other values."""
+        fields = {k: v for k, v in self.as_dict().items() if k in ModelBParams.names()}
+        return [ModelBParams(**{**fields, "ood_total": size, "run_name": f"{self.run_name}-ood{size}"})
+                for size in self.ood_sizes]
+
+    def expected_records(self) -> list[tuple[str, dict]]:
+        """(run name, params) of every record the sweep writes: the pipeline skips it when all exist."""
+        return [(r.run_name, r.as_dict()) for r in self.settings()]
+
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 

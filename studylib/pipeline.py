@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from . import records
-from .params import NOTEBOOK_DIR, ParamsError, check_overrides
+from .params import NOTEBOOK_DIR, ParamsError, check_overrides, params_class
 
 
 @dataclass
@@ -81,8 +81,25 @@ def load_job(path: str | Path, profile: str = "full", notebooks: Path = NOTEBOOK
     return Job(path, notebook, parameters)
 
 
-def is_done(job: Job, results: Path | None = None) -> bool:
-    """A record exists for this run with the same value for every parameter the file sets."""
+def expected_records(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list | None:
+    """The (run, params) records a sweep notebook writes, or None for a notebook that writes one record."""
+    try:
+        cls = params_class(job.notebook, notebooks)
+    except ParamsError:  # a notebook without a params class (load_job refuses those; tests use such)
+        return None
+    if not hasattr(cls, "expected_records"):
+        return None
+    return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))}).expected_records()
+
+
+def is_done(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> bool:
+    """A record exists for this run with the same value for every parameter the file sets.
+
+    A sweep notebook writes one record per setting (its params class lists them, ``expected_records``): it is
+    done when every one exists with exactly its params."""
+    expected = expected_records(job, results, notebooks)
+    if expected is not None:
+        return all(records.record_matches(job.notebook, run, params, results) for run, params in expected)
     path = records.record_path(job.notebook, job.run, results)
     if not path.is_file():
         return False
@@ -90,7 +107,17 @@ def is_done(job: Job, results: Path | None = None) -> bool:
         saved = json.loads(path.read_text(encoding="utf-8"))["params"]
     except (ValueError, KeyError):
         return False
-    return all(saved.get(k) == v or (k == "directions" and v == "all") for k, v in job.parameters.items())
+    saved = records.comparable_params(saved)
+    wanted = records.comparable_params(normalized_params(job, notebooks))
+    return all(saved.get(k) == wanted.get(k) for k in job.parameters if k not in records.WHERE_KEYS)
+
+
+def normalized_params(job: Job, notebooks: Path = NOTEBOOK_DIR) -> dict:
+    """The file's values as the notebook's params class stores them ('all' expanded, defaults filled)."""
+    try:
+        return params_class(job.notebook, notebooks)(**job.parameters).as_dict()
+    except ParamsError:  # a notebook without a params class (tests): the values as written
+        return dict(job.parameters)
 
 
 def execute(job: Job, results: Path | None = None, executed_dir: Path = Path("build/executed"),

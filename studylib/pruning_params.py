@@ -177,6 +177,13 @@ class PruneDepthParams(LayerSelectionParams):
                f"strategies must be a non-empty list from {STRATEGIES}, got {self.strategies!r}")
         _check(self.recovery != "none", "27_prune_depth compares before and after recovery: recovery must be 'full' or 'lora'")
 
+    def expected_records(self) -> list[tuple[str, dict]]:
+        """(run name, params) of every record the sweep writes: the pipeline skips it when all exist."""
+        from . import layer_sweep
+
+        subs = [layer_sweep.setting_params(self, s) for s in layer_sweep.settings(self)]
+        return [(sub.run_name, sub.as_dict()) for sub in subs]
+
 
 @dataclass
 class HeadPruneParams(RecoveryParams):

@@ -48,6 +48,31 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+WHERE_KEYS = ("results_dir", "data_dir")  # where a run read and wrote, not what it was
+
+
+def comparable_params(params: dict) -> dict:
+    """Params as they read back from a record (JSON round trip), without the keys that only say where."""
+    out = json.loads(json.dumps(params, default=str))
+    for key in WHERE_KEYS:
+        out.pop(key, None)
+    return out
+
+
+def load_record(notebook: str, run: str, results: str | Path | None = None) -> dict:
+    return json.loads(record_path(notebook, run, results).read_text(encoding="utf-8"))
+
+
+def record_matches(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
+    """A record of ``notebook``/``run`` exists and was made with exactly ``params`` (where-keys aside)."""
+    path = record_path(notebook, run, results)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["params"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return comparable_params(saved) == comparable_params(params)
+
+
 def _git_sha() -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()

@@ -21,11 +21,6 @@ from .params import CompressParams, ParamsError, _check
 LABELS = {"calib_per_direction": "calib"}  # short names in run names; others are used as they are
 
 
-def _plain(params: dict) -> dict:
-    """Params as they read back from a record (JSON round trip), without where the results go."""
-    out = json.loads(json.dumps(params, default=str))
-    out.pop("results_dir", None)
-    return out
 
 
 @dataclass
@@ -72,6 +67,10 @@ class SweepParams(CompressParams):
             raise ParamsError(f"sweep value {self.sweep}={value!r}: {err}") from err
         return {"recipe": recipe}
 
+    def expected_records(self) -> list[tuple[str, dict]]:
+        """(run name, params) of every record the sweep writes: the pipeline skips it when all exist."""
+        return [(sub.run_name, sub.as_dict()) for sub in (self.setting(v) for v in self.values)]
+
     def label(self, value) -> str:
         return f"{LABELS.get(self.sweep, self.sweep)}{value}"
 
@@ -103,13 +102,8 @@ class Setting:
 
 
 def is_done(notebook: str, cfg: CompressParams) -> bool:
-    """A record for ``cfg.run_name`` exists and holds exactly these params."""
-    path = records.record_path(notebook, cfg.run_name, cfg.results_dir)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["params"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return _plain(saved) == _plain(cfg.as_dict())
+    """A record for ``cfg.run_name`` exists and holds exactly these params (where-keys aside)."""
+    return records.record_matches(notebook, cfg.run_name, cfg.as_dict(), cfg.results_dir)
 
 
 def plan(cfg: SweepParams, notebook: str) -> list[Setting]:

@@ -29,9 +29,11 @@ def fake_execute(monkeypatch):
 
     def execute(job, results=None, **kwargs):
         calls.append(f"{job.notebook}/{job.run}")
-        rec = records.make_record(notebook=job.notebook, run=job.run, params=dict(job.parameters),
-                                  profile=job.parameters["profile"], metrics={})
-        records.write_record(rec, results)
+        # a sweep writes one record per setting, with that setting's full params
+        for run, params in pipeline.expected_records(job, results) or [(job.run, pipeline.normalized_params(job))]:
+            rec = records.make_record(notebook=job.notebook, run=run, params=params,
+                                      profile=job.parameters["profile"], metrics={})
+            records.write_record(rec, results)
 
     monkeypatch.setattr(pipeline, "execute", execute)
     return calls
@@ -59,6 +61,14 @@ def test_done_runs_are_skipped_and_a_deleted_record_is_redone_alone(tmp_path, fa
     records.record_path(victim.notebook, victim.run, results).unlink()
     assert pipeline.main(args) == 0
     assert fake_execute == [f"{victim.notebook}/{victim.run}"]  # only the deleted one is redone
+
+    # a sweep whose one setting's record is deleted is redone (and only it); a complete sweep is skipped
+    sweep = next(j for j in jobs if j.notebook == "15_gptq_bits")
+    (setting, _), *_ = pipeline.expected_records(sweep, results)
+    records.record_path(sweep.notebook, setting, results).unlink()
+    fake_execute.clear()
+    assert pipeline.main(args) == 0
+    assert fake_execute == [f"{sweep.notebook}/{sweep.run}"]
 
 
 def test_a_record_with_other_params_is_redone(tmp_path, fake_execute):
