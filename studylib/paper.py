@@ -214,6 +214,41 @@ def text_compressed(ctx: Context) -> str:
     return " ".join(out)
 
 
+def _run_value(ctx: Context, key: tuple[str, str], column: str):
+    s = main_rows(ctx.summary)
+    rows = s[(s["notebook"] == key[0]) & (s["run"] == key[1])] if s is not None and len(s) else []
+    if not len(rows) or column not in rows or _missing(rows[column].iloc[0]):
+        return None
+    return rows[column].iloc[0]
+
+
+def text_speed(ctx: Context) -> str:
+    """Batch-one time per token of every compressed run as a ratio to the reference's (the question the quantization
+    study asked: is 4-bit decoding slower than 16-bit?)."""
+    ref = parse_reference(ctx.reference)
+    ref_ms = _run_value(ctx, ref, "time_per_token_ms")
+    keys = [k for fam in ("quantization", "pruning", "distillation") for k in _runs(ctx, fam)]
+    timed = [(k, ms) for k in keys if (ms := _run_value(ctx, k, "time_per_token_ms")) is not None]
+    if ref_ms is None or not timed:
+        return "No compressed run has a time per token next to the reference's yet."
+    ratios = sorted(((k, ms / ref_ms) for k, ms in timed), key=lambda kr: kr[1])
+    slower = [f"{code(k[1])} {r:.2f}×" for k, r in ratios if r > 1]
+    faster = [f"{code(k[1])} {r:.2f}×" for k, r in ratios if r <= 1]
+    out = [f"At batch size one, relative to the reference's {ref_ms:.1f} ms per token (lower is faster): "]
+    parts = []
+    if faster:
+        parts.append(f"as fast or faster: {join(faster)}")
+    if slower:
+        parts.append(f"slower: {join(slower)}")
+    out.append("; ".join(parts) + ".")
+    sessions = {str(_run_value(ctx, k, "device") or "") for k, _ in timed} | {str(_run_value(ctx, ref, "device") or "")}
+    out.append(f" Every time was measured with the GPU to itself ({join(sorted(s for s in sessions if s))}), "
+               "but not all in one session: pruned runs that keep dense bf16 weights decode with the reference's own "
+               "kernels, so their ratio shows how far two sessions differ. The 7B-scale benchmark below compares "
+               "formats within one run.")
+    return "".join(out)
+
+
 def text_pareto(ctx: Context) -> str:
     fig = _figure(ctx, "pareto")
     if fig is None or fig.get("status") != "drawn":
@@ -314,6 +349,7 @@ TEXTS = {
     "teachers": text_teachers,
     "compressed": text_compressed,
     "pareto": text_pareto,
+    "speed": text_speed,
     "pending_figures": text_pending_figures,
     "teachers_setup": text_teachers_setup,
     "benchmark": text_benchmark,

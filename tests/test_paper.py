@@ -153,3 +153,17 @@ def _csv(frame, tmp_path):
     path = tmp_path / "summary.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+def test_speed_sentence_gives_each_compressed_run_its_ratio_to_the_reference(tmp_path):
+    results = tmp_path / "results"
+    everything(results)
+    _chain(results, tmp_path / "figures", tmp_path / "paper")
+    ctx = paper.load_context(results, "full", figures=tmp_path / "figures", out=tmp_path / "paper", reference=REF)
+    summary = tables.main_rows(ctx.summary)
+    ref_ms = summary[(summary["notebook"] + "/" + summary["run"]) == REF]["time_per_token_ms"].iloc[0]
+    text = paper.text_speed(ctx)
+    for (nb, run), ms in summary.groupby(["notebook", "run"])["time_per_token_ms"].first().items():
+        if paper.catalog.family(nb) in ("quantization", "pruning", "distillation") and pd.notna(ms):
+            assert f"`{run}` {ms / ref_ms:.2f}×" in text
+    assert f"{ref_ms:.1f} ms per token" in text
