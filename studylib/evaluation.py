@@ -35,29 +35,36 @@ def make_prompts(cfg, direction, examples, tokenizer) -> list[str]:
 def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: bool = True) -> Evaluation:
     """Greedy translations of every direction's test set, scored with ``cfg.metrics``.
 
-    COMET gets the plain source sentences (never the prompt) from a local checkpoint.
+    All directions are decoded together: one pool of prompts, batched by length across directions
+    (``cfg.batch_size`` prompts a batch), so a small model keeps the GPU busy with few, wide decoding steps. The
+    scores are per direction. COMET gets the plain source sentences (never the prompt) from a local checkpoint.
     """
     test_sets = test_sets if test_sets is not None else load_test_sets(cfg)
     result = Evaluation()
+    prompts, spans = [], {}
+    for direction, examples in test_sets.items():
+        ps = make_prompts(cfg, direction, examples, tokenizer)
+        spans[direction] = (len(prompts), len(prompts) + len(ps))
+        prompts += ps
+    gens = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                    progress=progress, desc=f"translating ({len(test_sets)} directions)")
     for direction, examples in test_sets.items():
         _, tgt_lang = parse_direction(direction)
+        first, last = spans[direction]
+        hyps = gens.texts[first:last]
         srcs = [ex.src for ex in examples]
         refs = [ex.tgt for ex in examples]
-        gens = generate(model, tokenizer, make_prompts(cfg, direction, examples, tokenizer),
-                        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=progress,
-                        desc=direction)
-        scores = metrics.corpus_scores(gens.texts, refs, tgt_lang, [m for m in cfg.metrics if m != "comet"])
+        scores = metrics.corpus_scores(hyps, refs, tgt_lang, [m for m in cfg.metrics if m != "comet"])
         if "comet" in cfg.metrics:
             from .comet import score_comet
 
-            scores["comet"] = score_comet(srcs, gens.texts, refs, cfg.comet_checkpoint)["score"]
+            scores["comet"] = score_comet(srcs, hyps, refs, cfg.comet_checkpoint)["score"]
         scores["n"] = len(examples)
-        scores["new_tokens"] = gens.total_new_tokens
-        scores["seconds"] = gens.seconds
+        scores["new_tokens"] = int(sum(gens.new_tokens[first:last]))
         result.metrics[direction] = scores
-        result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": gens.texts}
-        result.seconds += gens.seconds
-        result.new_tokens += gens.total_new_tokens
+        result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": hyps}
+    result.seconds = gens.seconds
+    result.new_tokens = gens.total_new_tokens
     return result
 
 

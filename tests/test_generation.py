@@ -41,3 +41,25 @@ def test_bad_arguments(tiny):
             generate(model, tok, PROMPTS)
     finally:
         tok.padding_side = "left"
+
+
+def test_evaluation_decodes_all_directions_together_and_scores_each_on_its_own(tiny, data_root):
+    """One pool of prompts across directions (wide batches on a GPU); each direction's hypotheses are exactly what
+    decoding that direction alone gives, and its scores are computed on them."""
+    from studylib import evaluation, metrics
+    from studylib.params import EvalParams
+
+    model, tok = tiny
+    cfg = EvalParams(data_dir=str(data_root), directions=["de-en", "en-zh", "is-en"], n_test=3, batch_size=4,
+                     max_new_tokens=6)
+    test_sets = evaluation.load_test_sets(cfg)
+    ev = evaluation.evaluate(model, tok, cfg, test_sets, progress=False)
+    for direction, examples in test_sets.items():
+        alone = generate(model, tok, evaluation.make_prompts(cfg, direction, examples, tok), batch_size=4,
+                         max_new_tokens=6, progress=False)
+        assert ev.outputs[direction]["hyp"] == alone.texts
+        assert ev.metrics[direction]["new_tokens"] == alone.total_new_tokens
+        tgt = direction.split("-")[1]
+        assert ev.metrics[direction]["chrf++"] == metrics.corpus_scores(alone.texts, [e.tgt for e in examples], tgt,
+                                                                        ["chrf++"])["chrf++"]
+    assert ev.new_tokens == sum(m["new_tokens"] for m in ev.metrics.values())
