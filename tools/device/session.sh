@@ -51,7 +51,7 @@ cd $W
 export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
-  TOKENIZERS_PARALLELISM=false
+  TOKENIZERS_PARALLELISM=false STUDYLIB_GPU_LOCK=/tmp/gpulock  # one lock for every pipeline of the session
 if [ -n "$after" ]; then while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
 if [ -n "$warm" ]; then
   while [ ! -f $GGUF ]; do sleep 5; done
