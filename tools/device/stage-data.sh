@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Here: copy the part of the study's data that the GPU runs read into .carry/data (ignored; carried with a call).
-# ALMA's human-written data: train text, valid and test JSON, HW-5-shot (≈ 20 MiB; not the duplicate train JSON).
+# ALMA's human-written data: train text, valid and test JSON, HW-5-shot (≈ 20 MiB; not the duplicate train JSON),
+# and the Tatoeba out-of-domain pool (≈ 5 MiB; the distillation notebooks 31-33 read it).
 # With --small: .carry/data-small, the same but only the first 400 train lines per pair (≈ 7 MiB), for GPU checks
 # that must travel with both wheel bundles.
 set -euo pipefail
@@ -15,5 +16,6 @@ rm -rf "$TOP" && mkdir -p "$DST"
     mkdir -p "$DST/$(dirname "$f")"
     case "$SMALL:$f" in 1:*/train.*) head -n 400 "$SRC/alma/human_written_data/$f" > "$DST/$f" ;; *) cp "$SRC/alma/human_written_data/$f" "$DST/$f" ;; esac
   done
+[ $SMALL = 1 ] || cp -r "$SRC/tatoeba" "$TOP/tatoeba"
 grep -qx '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >> .git/info/exclude
 du -sh "$TOP"
