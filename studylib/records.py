@@ -4,7 +4,7 @@ A record lives at ``<results>/runs/<notebook>/<run>.json`` and holds: the run's 
 so a pipeline can tell a stale record from a current one), per-direction metrics (``"de-en": {"bleu",
 "chrf", "chrf++", "comet"?}``), averages over xx->en and en->xx, efficiency, the environment (git sha,
 package versions, device, date), the profile (``smoke`` or ``full``) and, optionally, the system outputs
-per direction (for paired bootstrap later).
+per direction (for paired bootstrap later), stored beside it compressed (:func:`write_record`, :func:`read_record`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def comparable_params(params: dict) -> dict:
 
 
 def load_record(notebook: str, run: str, results: str | Path | None = None) -> dict:
-    return json.loads(record_path(notebook, run, results).read_text(encoding="utf-8"))
+    return read_record(record_path(notebook, run, results))
 
 
 def record_matches(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
@@ -167,8 +167,76 @@ def write_json_atomic(obj, path: Path) -> Path:
     return path
 
 
+OUTPUTS_SUFFIX = ".outputs.json.gz"
+
+
+def outputs_path(path: Path) -> Path:
+    """Where a record's system outputs live: beside it, gzip-compressed (``<run>.outputs.json.gz``)."""
+    path = Path(path)
+    return path.with_name(path.stem + OUTPUTS_SUFFIX)
+
+
+def _write_gzip_json_atomic(obj, path: Path) -> Path:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+            gz.write(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _testset_key(outputs: dict) -> str:
+    blob = json.dumps({d: [o.get("src"), o.get("ref")] for d, o in sorted(outputs.items())}, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def testset_path(results_root: Path, key: str) -> Path:
+    """Sources and references shared by every record of one test selection: ``<results>/testsets/<key>.json.gz``."""
+    return results_root / "testsets" / f"{key}.json.gz"
+
+
 def write_record(record: dict, results: str | Path | None = None) -> Path:
-    return write_json_atomic(record, record_path(record["notebook"], record["run"], results))
+    """Write a record atomically. Its system outputs go beside it, gzip-compressed: the hypotheses in
+    ``<run>.outputs.json.gz``, the sources and references once per test selection in ``<results>/testsets/`` (every
+    run of the study translates the same segments). Those are written first: the record itself, written last, is
+    what makes a run done."""
+    path = record_path(record["notebook"], record["run"], results)
+    outputs = record.get("outputs")
+    if outputs:
+        key = _testset_key(outputs)
+        shared = testset_path(results_dir(results), key)
+        if not shared.is_file():
+            _write_gzip_json_atomic({d: {"src": o.get("src"), "ref": o.get("ref")} for d, o in outputs.items()}, shared)
+        side = _write_gzip_json_atomic({"testset": key, "hyp": {d: o.get("hyp") for d, o in outputs.items()}},
+                                       outputs_path(path))
+        record = {k: v for k, v in record.items() if k != "outputs"} | {"outputs_file": side.name}
+    return write_json_atomic(record, path)
+
+
+def _read_gzip_json(path: Path):
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_record(path: str | Path) -> dict:
+    """A record as written, with its outputs (``{direction: {"src", "ref", "hyp"}}``, from the files beside it)
+    under ``outputs`` when it has any. ``path`` is ``<results>/runs/<notebook>/<run>.json``."""
+    path = Path(path)
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    if rec.get("outputs_file"):
+        side = _read_gzip_json(path.parent / rec["outputs_file"])
+        shared = _read_gzip_json(testset_path(path.parent.parent.parent, side["testset"]))
+        rec["outputs"] = {d: {"src": shared[d]["src"], "ref": shared[d]["ref"], "hyp": hyp}
+                          for d, hyp in side["hyp"].items()}
+    return rec
 
 
 ERRATA_FIELDS = ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s")
@@ -204,7 +272,7 @@ def load_records(results: str | Path | None = None, profile: str | None = None) 
     errata = load_errata(results)
     records = []
     for path in sorted(root.glob("*/*.json")):
-        rec = json.loads(path.read_text(encoding="utf-8"))
+        rec = read_record(path)
         key = f"{path.parent.name}/{path.stem}"
         if key in errata:
             rec["errata"] = errata[key]

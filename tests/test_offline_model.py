@@ -5,7 +5,7 @@ About a minute on 2 CPU cores the first time (dequantizing and saving the dense 
 
 import pytest
 
-from studylib import data, generation, metrics, models, prompts
+from studylib import data, generation, metrics, models, prompts, records
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_committed_lora_adapter_rebuilds_the_teacher(data_root):
 
     root = Path(__file__).resolve().parent.parent
     adapter = root / "results/artifacts/01_teacher/gemma3-270m-lora"
-    record = json.loads((root / "results/runs/01_teacher/gemma3-270m-lora.json").read_text())
+    record = records.read_record(root / "results/runs/01_teacher/gemma3-270m-lora.json")
     model, tok = models.load_model(str(adapter), dtype="float32", device="cpu")
     out = record["outputs"]["de-en"]
     examples = [data.Example(s, r, "de-en") for s, r in zip(out["src"][:8], out["ref"][:8])]

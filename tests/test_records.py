@@ -92,3 +92,17 @@ def test_errata_withdraw_fields_from_the_summary_and_the_main_table(tmp_path):
     (tmp_path / "errata.yaml").write_text("- record: 12_gptq/gone\n  fields: [params]\n  reason: x\n")
     with pytest.raises(ValueError, match="do not exist"):
         records.load_records(tmp_path)
+
+
+def test_outputs_are_stored_beside_the_record_and_read_back_whole(tmp_path):
+    """Hypotheses per run, sources and references once per test selection; reading gives the record as made."""
+    outputs = {"de-en": {"src": ["Hallo", "Welt"], "ref": ["Hello", "World"], "hyp": ["Hi", "World"]}}
+    recs = [records.make_record(notebook="12_gptq", run=run, params={"run_name": run}, profile="full",
+                                metrics={"de-en": {"chrf++": 50.0}}, outputs={"de-en": {**outputs["de-en"], "hyp": h}})
+            for run, h in (("a", ["Hi", "World"]), ("b", ["Hey", "Earth"]))]
+    for rec in recs:
+        path = records.write_record(rec, tmp_path)
+        assert "outputs" not in json.loads(path.read_text()) and records.read_record(path) == {
+            **rec, "outputs_file": f"{rec['run']}.outputs.json.gz"}
+    assert len(list((tmp_path / "testsets").iterdir())) == 1  # the shared sources and references, once
+    assert [r["outputs"]["de-en"]["hyp"] for r in records.load_records(tmp_path)] == [["Hi", "World"], ["Hey", "Earth"]]

@@ -73,7 +73,7 @@ wait)
   ;;
 collect)
   mkdir -p "$OUT"
-  (cd /tmp/results && find runs -name '*.json' -newer .kit-stamp | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
+  (cd /tmp/results && find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
   for name in "$@"; do
     W=/tmp/work-$name; cp /tmp/$name.log "$OUT/$name.log"
     tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed 2>/dev/null)
