@@ -246,8 +246,9 @@ def load_errata(results: str | Path | None = None) -> dict:
     """``<results>/errata.yaml``: known flaws in committed records, as ``{"<notebook>/<run>": {"fields", "reason"}}``.
 
     A record stays as its run wrote it; an erratum withdraws some of its efficiency fields (a measurement found
-    wrong after the run) so that no table or figure shows them. Each entry needs ``record``, ``fields`` (from
-    ``ERRATA_FIELDS``) and ``reason``."""
+    wrong after the run) so that no table or figure shows them. Each entry needs ``record``, ``made_at`` (the git
+    sha, or its start, the flawed record names), ``fields`` (from ``ERRATA_FIELDS``) and ``reason``. A record redone
+    since (another sha) makes its entry stale, and reading the records fails until the entry is removed."""
     import yaml
 
     path = results_dir(results) / "errata.yaml"
@@ -256,13 +257,14 @@ def load_errata(results: str | Path | None = None) -> dict:
     entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     out = {}
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"record", "fields", "reason"}:
-            raise ValueError(f"{path}: entry {i} must have exactly the keys record, fields, reason")
+        if not isinstance(entry, dict) or set(entry) != {"record", "made_at", "fields", "reason"}:
+            raise ValueError(f"{path}: entry {i} must have exactly the keys record, made_at, fields, reason")
         bad = [f for f in entry["fields"] if f not in ERRATA_FIELDS]
         if bad or not entry["fields"] or not str(entry["reason"]).strip():
             raise ValueError(f"{path}: entry {i} ({entry['record']}): fields must be some of {ERRATA_FIELDS} "
                              f"(got {bad or 'none'}) and the reason must be given")
-        out[str(entry["record"])] = {"fields": list(entry["fields"]), "reason": str(entry["reason"]).strip()}
+        out[str(entry["record"])] = {"fields": list(entry["fields"]), "reason": str(entry["reason"]).strip(),
+                                     "made_at": str(entry["made_at"])}
     return out
 
 
@@ -275,6 +277,10 @@ def load_records(results: str | Path | None = None, profile: str | None = None) 
         rec = read_record(path)
         key = f"{path.parent.name}/{path.stem}"
         if key in errata:
+            sha = str((rec.get("environment") or {}).get("git_sha") or "")
+            if len(errata[key]["made_at"]) < 7 or not sha.startswith(errata[key]["made_at"]):
+                raise ValueError(f"errata.yaml: the entry for {key} is for the record made at {errata[key]['made_at']}, "
+                                 f"but the record now names {sha or 'no sha'} (redone?): remove the entry")
             rec["errata"] = errata[key]
         if profile is None or rec.get("profile") == profile:
             records.append(rec)

@@ -79,18 +79,25 @@ def test_errata_withdraw_fields_from_the_summary_and_the_main_table(tmp_path):
                               efficiency={"params": 181e6, "peak_memory_gb": 1.37, "storage_gb": 0.39,
                                           "time_per_token_ms": 26.1})
     records.write_record(rec, tmp_path)
-    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/w4\n  fields: [params, peak_memory_gb]\n"
-                                          "  reason: model kept alive\n")
+    sha = rec["environment"]["git_sha"] or "0000000"
+    rec["environment"]["git_sha"] = sha
+    records.write_record(rec, tmp_path)
+    (tmp_path / "errata.yaml").write_text(f"- record: 12_gptq/w4\n  made_at: {sha[:7]}\n"
+                                          "  fields: [params, peak_memory_gb]\n  reason: model kept alive\n")
     summary = records.summary_table(records.load_records(tmp_path))
     assert summary["peak_memory_gb"].isna().all() and summary["params"].isna().all()
     assert (summary["storage_gb"] == 0.39).all() and (summary["errata"] == "model kept alive").all()
     _, md = tables.main_table(summary, reference="01_teacher/none")
     assert "‡ w4: withdrawn (model kept alive)." in md and "1.37" not in md and "0.39" in md
-    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/w4\n  fields: [bleu]\n  reason: x\n")
+    (tmp_path / "errata.yaml").write_text(f"- record: 12_gptq/w4\n  made_at: {sha[:7]}\n  fields: [bleu]\n  reason: x\n")
     with pytest.raises(ValueError, match="fields must be some of"):
         records.load_records(tmp_path)
-    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/gone\n  fields: [params]\n  reason: x\n")
+    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/gone\n  made_at: 1234567\n  fields: [params]\n  reason: x\n")
     with pytest.raises(ValueError, match="do not exist"):
+        records.load_records(tmp_path)
+    # the run redone (another sha): the entry is stale and must go
+    (tmp_path / "errata.yaml").write_text("- record: 12_gptq/w4\n  made_at: fedcba9\n  fields: [params]\n  reason: x\n")
+    with pytest.raises(ValueError, match="redone"):
         records.load_records(tmp_path)
 
 
