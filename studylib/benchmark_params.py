@@ -9,18 +9,17 @@ the full profile's file validates on any machine.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 
 from .benchmark import ARCHITECTURES, REFERENCE
 from .benchmark_variants import SPARSE_KERNELS, VARIANTS
-from .params import ParamsError, _check, _positive_int
+from .params import NotebookParams, ParamsError, _check, _positive_int
 from .records import PROFILES
 
 
 @dataclass
-class BenchmarkParams:
+class BenchmarkParams(NotebookParams):
     """40_efficiency_7b: every compressed format on a random-weight architecture, timed in one process."""
 
     profile: str = "smoke"
@@ -100,17 +99,6 @@ class BenchmarkParams:
         s = self.wanda_sparsity
         _check(isinstance(s, float) and 0 < s < 1, f"wanda_sparsity must be a fraction in (0, 1), got {s!r}")
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_namespace(cls, namespace: dict):
-        """Build from a notebook's globals (the names its parameters cell declared)."""
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 __all__ = ["BenchmarkParams", "ParamsError"]

@@ -42,51 +42,42 @@ def _open(directory: Path, name: str):
 
 
 @contextlib.contextmanager
-def shared():
-    """Hold the GPU together with other shared holders (translation batches, training steps)."""
+def _hold(mode: str):
     directory = lock_dir()
-    if directory is None or _held:
-        yield
-        return
-    gate, gpu = _open(directory, "gate"), _open(directory, "gpu")
-    try:
-        fcntl.flock(gate, fcntl.LOCK_SH)  # blocks while a writer waits
-        fcntl.flock(gpu, fcntl.LOCK_SH)
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        _held.append("shared")
-        try:
-            yield
-        finally:
-            _held.pop()
-            fcntl.flock(gpu, fcntl.LOCK_UN)
-    finally:
-        gate.close()
-        gpu.close()
-
-
-@contextlib.contextmanager
-def exclusive():
-    """Have the GPU alone (timed sections); waits for current shared holders to finish their step."""
-    directory = lock_dir()
-    if directory is None or "exclusive" in _held:
-        yield
+    if directory is None or "exclusive" in _held or (mode == "shared" and _held):
+        yield  # no lock in use, or this process already holds what it needs
         return
     if _held:
         raise RuntimeError("gpulock.exclusive() requested while this process holds gpulock.shared()")
+    alone = mode == "exclusive"
     gate, gpu = _open(directory, "gate"), _open(directory, "gpu")
     try:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(gpu, fcntl.LOCK_EX)
-        _held.append("exclusive")
+        # a writer keeps the gate while it waits, so new readers queue behind it; a reader passes the gate at once
+        fcntl.flock(gate, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(gpu, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        _held.append(mode)
         try:
             yield
         finally:
             _held.pop()
             fcntl.flock(gpu, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
     finally:
         gate.close()
         gpu.close()
+
+
+def shared():
+    """Hold the GPU together with other shared holders (translation batches, training steps)."""
+    return _hold("shared")
+
+
+def exclusive():
+    """Have the GPU alone (timed sections); waits for current shared holders to finish their step."""
+    return _hold("exclusive")
 
 
 def describe() -> dict | None:

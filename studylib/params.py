@@ -65,8 +65,25 @@ def normalize_directions(value) -> list[str]:
     return list(value)
 
 
+class NotebookParams:
+    """What every notebook's parameter dataclass shares: its field names, building it from a notebook's globals,
+    and its values as a plain dict (what a record stores)."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_namespace(cls, namespace: dict):
+        """Build from a notebook's globals (the names its parameters cell declared)."""
+        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class EvalParams:
+class EvalParams(NotebookParams):
     """What every evaluating notebook shares: the run, the model, the test data, decoding and metrics."""
 
     profile: str = "smoke"
@@ -119,17 +136,6 @@ class EvalParams:
         except (ValueError, RuntimeError) as err:
             raise ParamsError(str(err)) from err
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_namespace(cls, namespace: dict):
-        """Build from a notebook's globals (the names its parameters cell declared)."""
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
