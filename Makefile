@@ -5,6 +5,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= full
+JOBS    ?= 1
 PARAMS  ?= $(sort $(wildcard params/*.yaml))
 STAMP   := $(VENV)/.installed-$(shell cksum < environment.yml | cut -d' ' -f1)
 
@@ -54,7 +55,7 @@ reproduce: pipeline
 	$(MAKE) --no-print-directory paper PROFILE=$(PROFILE)
 
 pipeline: env
-	$(PY) -m studylib.pipeline --profile $(PROFILE) --results $(RESULTS_DIR) $(PARAMS)
+	$(PY) -m studylib.pipeline --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS_DIR) $(PARAMS)
 
 reproduce-smoke:
 	$(MAKE) --no-print-directory reproduce PROFILE=smoke
