@@ -155,6 +155,22 @@ def test_sparsegpt_backends_prune_the_model(tiny, backend):
     assert out.shape[1] > 0
 
 
+def test_llmcompressor_sparsegpt_leaves_a_plain_model(tiny):
+    """oneshot wraps every module in compressed-tensors offloading (and save_pretrained in its own saver); left in
+    place, each forward pays that Python overhead, which the decode speed recorded for the model would include."""
+    from compressed_tensors.offload import OffloadCache
+
+    model, tokenizer = copy.deepcopy(tiny[0]), tiny[1]
+    model = methods.build("sparsegpt", sparsity=0.5, backend="llmcompressor", block_size=32).apply(model, tokenizer,
+                                                                                                  TEXTS)
+    wrapped = [name for name, mod in model.named_modules()
+               if isinstance(mod._parameters, OffloadCache) or hasattr(mod, "_original_forward_func")]
+    assert not wrapped, wrapped[:3]
+    assert "save_pretrained" not in vars(model)  # the class's own saver: a dense checkpoint, nothing re-wrapped
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    assert pruning.sparsity_report(model)["linear_sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
 # ------------------------------------------------------------------------------------------------ DSnoT
 
 

@@ -108,6 +108,17 @@ def sparsegpt_prune(weight, H, *, sparsity: float, n: int | None = None, m: int 
     return W.to(weight.dtype), {"damp": used_damp, "loss": float(loss.sum())}
 
 
+def _undo_oneshot_wrapping(model):
+    """Make the model a plain transformers model again after ``oneshot``: it leaves every module wrapped in
+    compressed-tensors offloading (parameters behind an ``OffloadCache``, a forward that moves its inputs) and
+    replaces ``save_pretrained`` with its own saver (which wraps the modules again). Left in place, every forward
+    pays that Python overhead, and the decode speed recorded for the pruned model would include it."""
+    from compressed_tensors.offload import remove_dispatch
+
+    remove_dispatch(model, onload_tensors=True)
+    vars(model).pop("save_pretrained", None)  # the class's own method again
+
+
 @register
 class SparseGPT(Method):
     name = "sparsegpt"
@@ -188,6 +199,7 @@ class SparseGPT(Method):
                     max_seq_length=max_length, pipeline="sequential")
         finally:
             logger.remove(handler)
+        _undo_oneshot_wrapping(model)
         if seen["failed"]:
             raise MethodError(f"llm-compressor could not invert the Hessian of {', '.join(map(str, seen['failed']))} "
                               f"and fell back to magnitude pruning there; raise damp (now {self.params['damp']}) "
