@@ -249,6 +249,22 @@ def test_gptq_quantizes_tiny_gemma3_and_records_the_kernel_and_the_fallback(cali
     assert {p.device.type for p in model.parameters()} == {"meta"}
 
 
+def test_gptq_measures_the_zeros_of_its_checkpoint_whatever_kernel_loads_it(calib):
+    """On the H200 Marlin loads the checkpoint and cannot dequantize; the zeros a pruning mask leaves after GPTQ are
+    read from the checkpoint instead, and agree with dequantizing the CPU kernel's layers."""
+    from studylib import pruning
+
+    model, tok = fresh_tiny()
+    model = build("wanda", sparsity=0.5, batch_size=2).apply(model, tok, calib)
+    method = build("gptq", bits=4, group_size=32)
+    q = method.apply(model, tok, calib)
+    from_checkpoint = method.describe()["checkpoint_sparsity"]
+    from_layers = pruning.dequantized_sparsity(q)
+    assert from_layers is not None and from_checkpoint["modules"] == from_layers["modules"]
+    assert from_checkpoint["zero_fraction_dequantized"] == pytest.approx(from_layers["zero_fraction_dequantized"])
+    assert from_checkpoint["zero_fraction_dequantized"] > 0.1  # much of the 50 % mask survives 4-bit GPTQ
+
+
 def test_gptq_quant_log_names_raised_damping_and_fallbacks():
     from studylib.methods.gptq import summarize_quant_log
 

@@ -135,6 +135,7 @@ class GPTQ(Method):
             _restore_rope(gm.model.config, rope)
             gm.save(str(work / "q"))
             info["checkpoint_bytes"] = sum(f.stat().st_size for f in (work / "q").glob("*.safetensors"))
+            info["checkpoint_sparsity"] = checkpoint_sparsity(work / "q", self.params["bits"])
             # GPTQModel 7.6 keeps frames of its quantize call alive after it returns (seen on CPU: the caller's
             # model and the quantization-time copy stay referenced), which on the H200 added ~0.8 GB to the peak
             # memory measured later. Both are consumed here: their tensors go to the meta device.
@@ -250,6 +251,57 @@ def quantized_weight_count(model) -> int:
     from gptqmodel.nn_modules.qlinear import BaseQuantLinear
 
     return sum(int(m.in_features) * int(m.out_features) for m in model.modules() if isinstance(m, BaseQuantLinear))
+
+
+def _unpack(packed, bits: int, dim: int):
+    """The ``bits``-bit codes packed into int32 words along ``dim`` (GPTQ's layout: lowest bits first)."""
+    import torch
+
+    per = 32 // bits
+    shifts = torch.arange(per, dtype=torch.int32) * bits
+    if dim == 0:  # qweight (in / per, out) -> (in, out)
+        codes = (packed.unsqueeze(1) >> shifts.view(1, -1, 1)) & (2 ** bits - 1)
+        return codes.reshape(-1, packed.shape[1])
+    codes = (packed.unsqueeze(2) >> shifts.view(1, 1, -1)) & (2 ** bits - 1)  # qzeros (groups, out / per)
+    return codes.reshape(packed.shape[0], -1)
+
+
+def checkpoint_sparsity(path, bits: int) -> dict | None:
+    """Zeros of the dequantized weights, read from the GPTQ checkpoint itself (format ``gptq``: zero points stored
+    minus one). Measured here because the kernel that loads it on CUDA (Marlin) repacks the weights and cannot
+    dequantize them, so :func:`studylib.pruning.dequantized_sparsity` finds nothing there. Same result as dequantizing
+    the loaded torch-kernel layers (tested). None for 3 bits (codes straddle words) or another checkpoint format."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = json.loads((path / "quantize_config.json").read_text(encoding="utf-8"))
+    if 32 % bits or config.get("checkpoint_format", config.get("format")) != "gptq":
+        return None
+    state = {}
+    for f in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    zeros = total = modules = 0
+    for key in state:
+        if not key.endswith(".qweight"):
+            continue
+        prefix = key[: -len("qweight")]
+        codes = _unpack(state[key], bits, 0)
+        zero_points = _unpack(state[prefix + "qzeros"], bits, 1) + 1
+        group = state[prefix + "g_idx"].long()
+        weight = state[prefix + "scales"][group].float() * (codes - zero_points[group]).float()
+        zeros += int((weight == 0).sum())
+        total += weight.numel()
+        modules += 1
+    if not modules:
+        return None
+    return {"modules": modules, "zero_fraction_dequantized": zeros / total,
+            "note": "zeros of the dequantized weights of the GPTQ checkpoint (whatever kernel runs it); GPTQ does not "
+                    "keep a pruning mask exactly (its error compensation moves pruned weights, most round back to "
+                    "zero), and the packed low-bit storage holds zeros like any other value: sparsity saves nothing "
+                    "more here"}
 
 
 def _plain(value):
