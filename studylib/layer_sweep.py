@@ -14,7 +14,6 @@ selection parameters match.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 
@@ -55,14 +54,9 @@ def _same(a: dict, b: dict) -> bool:
 
 def done_record(notebook: str, scfg) -> dict | None:
     """The existing record of a setting when its params are identical (else None: the setting runs)."""
-    path = records.record_path(notebook, scfg.run_name, scfg.results_dir)
-    if not path.is_file():
+    if not records.record_matches(notebook, scfg.run_name, scfg.as_dict(), scfg.results_dir):
         return None
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    return rec if rec.get("profile") == scfg.profile and _same(rec.get("params", {}), scfg.as_dict()) else None
+    return records.load_record(notebook, scfg.run_name, scfg.results_dir)
 
 
 def selection_params(cfg) -> dict:

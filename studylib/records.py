@@ -150,14 +150,21 @@ def make_record(*, notebook: str, run: str, params: dict, profile: str, metrics:
     }
 
 
-def write_json_atomic(obj, path: Path) -> Path:
-    """Write JSON through a temporary file and an atomic rename: a reader sees the old file or the new, never half."""
+def write_json_atomic(obj, path: Path, *, compressed: bool = False) -> Path:
+    """Write JSON through a temporary file and an atomic rename: a reader sees the old file or the new, never half.
+    ``compressed``: gzip (no timestamp, so the same object gives the same bytes), without indentation."""
+    import gzip
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if compressed:
+        payload = gzip.compress(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8"), mtime=0)
+    else:
+        payload = json.dumps(obj, ensure_ascii=False, indent=1, default=str).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False, indent=1, default=str)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -175,20 +182,6 @@ def outputs_path(path: Path) -> Path:
     path = Path(path)
     return path.with_name(path.stem + OUTPUTS_SUFFIX)
 
-
-def _write_gzip_json_atomic(obj, path: Path) -> Path:
-    import gzip
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-            gz.write(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _testset_key(outputs: dict) -> str:
@@ -212,9 +205,10 @@ def write_record(record: dict, results: str | Path | None = None) -> Path:
         key = _testset_key(outputs)
         shared = testset_path(results_dir(results), key)
         if not shared.is_file():
-            _write_gzip_json_atomic({d: {"src": o.get("src"), "ref": o.get("ref")} for d, o in outputs.items()}, shared)
-        side = _write_gzip_json_atomic({"testset": key, "hyp": {d: o.get("hyp") for d, o in outputs.items()}},
-                                       outputs_path(path))
+            write_json_atomic({d: {"src": o.get("src"), "ref": o.get("ref")} for d, o in outputs.items()}, shared,
+                              compressed=True)
+        side = write_json_atomic({"testset": key, "hyp": {d: o.get("hyp") for d, o in outputs.items()}},
+                                 outputs_path(path), compressed=True)
         record = {k: v for k, v in record.items() if k != "outputs"} | {"outputs_file": side.name}
     return write_json_atomic(record, path)
 
