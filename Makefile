@@ -6,6 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= full
 JOBS    ?= 1
+GPUS    ?=
 PARAMS  ?= $(sort $(wildcard params/*.yaml))
 STAMP   := $(VENV)/.installed-$(shell cksum < environment.yml | cut -d' ' -f1)
 
@@ -55,7 +56,7 @@ reproduce: pipeline
 	$(MAKE) --no-print-directory paper PROFILE=$(PROFILE)
 
 pipeline: env
-	$(PY) -m studylib.pipeline --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS_DIR) $(PARAMS)
+	$(PY) -m studylib.pipeline --profile $(PROFILE) --jobs $(JOBS) $(if $(GPUS),--gpus $(GPUS)) --results $(RESULTS_DIR) $(PARAMS)
 
 reproduce-smoke:
 	$(MAKE) --no-print-directory reproduce PROFILE=smoke

@@ -22,6 +22,10 @@ GPU alone through :mod:`studylib.gpulock`, so their numbers mean the same as in 
 every job it refers to (a parameter naming another run's notebook, e.g. ``teacher_record: 01_teacher/...``),
 a failed job does not stop the others (only those that refer to it), and the exit status says whether all
 succeeded.
+
+``--gpus 0,1,2,3`` spreads those jobs over several GPUs of one machine: each job starts on the GPU running the
+fewest (``CUDA_VISIBLE_DEVICES`` set to that one id) and shares a lock with that GPU's jobs only
+(``$STUDYLIB_GPU_LOCK/gpu<id>``). Jobs run in the order the files are given, so put the long ones first.
 """
 
 from __future__ import annotations
@@ -153,26 +157,47 @@ def refers_to(job: Job, other: Job) -> bool:
     return any(other.notebook in text for text in _strings(job.parameters))
 
 
+def parse_gpus(text: str | None) -> list[str] | None:
+    """``"0,1,3"`` -> ``["0", "1", "3"]`` (device ids as ``CUDA_VISIBLE_DEVICES`` takes them); None or "" -> None."""
+    if not text:
+        return None
+    ids = [part.strip() for part in text.split(",")]
+    if not all(i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise ParamsError(f"--gpus takes distinct device ids separated by commas (e.g. 0,1,2,3), not {text!r}")
+    return ids
+
+
 def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_dir: Path = Path("build/logs"),
-                 command=None) -> int:
+                 command=None, gpus: list[str] | None = None) -> int:
     """Run ``todo`` with up to ``jobs`` at once, each as ``python -m studylib.pipeline FILE`` in its own process
     (``command(job)`` gives another argv, for tests).
 
-    A job starts once every job it refers to has succeeded; one that refers to a failed job is not run.
+    A job starts once every job it refers to has succeeded; one that refers to a failed job is not run. With
+    ``gpus``, each job is started on the GPU with the fewest running jobs and sees that one alone.
     Returns the number of jobs that failed or were not run.
     """
     lock = Path(os.environ.get("STUDYLIB_GPU_LOCK") or tempfile.mkdtemp(prefix="studylib-gpulock-"))
-    env = dict(os.environ, STUDYLIB_GPU_LOCK=str(lock), STUDYLIB_JOBS=str(jobs))
+    per_gpu = -(-jobs // len(gpus)) if gpus else jobs
+    env = dict(os.environ, STUDYLIB_GPU_LOCK=str(lock), STUDYLIB_JOBS=str(per_gpu))
     pending, running, failed, succeeded = list(todo), {}, [], []
+    on_gpu: dict[int, str] = {}  # id(job) -> GPU id
 
-    def launch(job: Job):
+    def place(job: Job) -> dict:
+        if not gpus:
+            return env
+        busy = {g: sum(1 for j in running.values() if on_gpu.get(id(j)) == g) for g in gpus}
+        gpu = min(gpus, key=lambda g: busy[g])  # ties: the first listed
+        on_gpu[id(job)] = gpu
+        return dict(env, CUDA_VISIBLE_DEVICES=gpu, STUDYLIB_GPU_LOCK=str(lock / f"gpu{gpu}"))
+
+    def launch(job: Job, job_env: dict):
         log = log_dir / job.notebook / f"{job.run}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = command(job) if command else [sys.executable, "-m", "studylib.pipeline", "--profile", profile,
                                             "--results", str(results), "--no-summary", "--force", str(job.source)]
         start = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=job_env).returncode
         return rc, time.perf_counter() - start, log
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -185,8 +210,10 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
                     print(f"[not run] {job.notebook} / {job.run}: a run it refers to failed", flush=True)
                 elif not blockers and len(running) < jobs:
                     pending.remove(job)
-                    running[pool.submit(launch, job)] = job
-                    print(f"[start] {job.notebook} / {job.run}", flush=True)
+                    job_env = place(job)
+                    running[pool.submit(launch, job, job_env)] = job
+                    where = f" on GPU {on_gpu[id(job)]}" if gpus else ""
+                    print(f"[start] {job.notebook} / {job.run}{where}", flush=True)
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -204,19 +231,22 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.pipeline", description=__doc__.split("\n\n")[0])
-    ap.add_argument("params", nargs="+", help="params/*.yaml files, run in the order given")
+    ap.add_argument("params", nargs="+", help="params/*.yaml files, run in the order given (a file named twice runs once)")
     ap.add_argument("--profile", choices=records.PROFILES, default="full")
     ap.add_argument("--results", type=Path, default=None, help="results root (default: $STUDYLIB_RESULTS or results)")
     ap.add_argument("--force", action="store_true", help="re-run even when a matching record exists")
     ap.add_argument("--dry-run", action="store_true", help="validate and list what would run")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1); see the module help")
+    ap.add_argument("--gpus", default=os.environ.get("STUDYLIB_GPUS") or None,
+                    help="spread the --jobs over these GPU ids, e.g. 0,1,2,3 (default $STUDYLIB_GPUS; unset: as CUDA sees)")
     ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.jobs < 1:
         print("error: --jobs must be >= 1", file=sys.stderr)
         return 2
     try:
-        jobs = [load_job(p, args.profile) for p in sorted(args.params, key=lambda p: Path(p).name)]
+        gpus = parse_gpus(args.gpus)
+        jobs = [load_job(p, args.profile) for p in dict.fromkeys(args.params)]
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -229,7 +259,7 @@ def main(argv=None) -> int:
             todo.append(job)
     failures = 0
     if args.jobs > 1 and len(todo) > 1:
-        failures = run_parallel(todo, results, args.profile, args.jobs)
+        failures = run_parallel(todo, results, args.profile, args.jobs, gpus=gpus)
     else:
         for job in todo:
             execute(job, results)

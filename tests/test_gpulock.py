@@ -98,3 +98,29 @@ def test_parallel_runs_respect_references_and_failures(tmp_path):
     assert "b" not in ran and set(ran) == {"t", "a", "kd", "q"}
     assert ran.index("t") < ran.index("a")  # the student waited for its teacher
     assert (tmp_path / "logs" / "01_teacher" / "t.log").is_file()
+
+
+def test_jobs_spread_over_gpus_each_with_its_own_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDYLIB_GPU_LOCK", str(tmp_path / "lock"))
+    seen = tmp_path / "seen"
+    jobs = [_job(tmp_path, f"1{i}_x", f"r{i}") for i in range(4)]
+
+    def command(job):
+        code = ("import os, time; time.sleep(0.3)\n"
+                f"open({str(seen)!r}, 'a').write(' '.join([{job.run!r}, os.environ['CUDA_VISIBLE_DEVICES'], "
+                "os.environ['STUDYLIB_GPU_LOCK'], os.environ['STUDYLIB_JOBS']]) + '\\n')")
+        return [sys.executable, "-c", code]
+
+    failed = pipeline.run_parallel(jobs, tmp_path / "results", "smoke", jobs=4, log_dir=tmp_path / "logs",
+                                   command=command, gpus=["2", "5"])
+    assert failed == 0
+    rows = {run: (gpu, lock, per_gpu) for run, gpu, lock, per_gpu in (line.split() for line in seen.read_text().splitlines())}
+    assert sorted(gpu for gpu, _, _ in rows.values()) == ["2", "2", "5", "5"]  # two a GPU: the least busy first
+    assert all(lock == str(tmp_path / "lock" / f"gpu{gpu}") and per_gpu == "2" for gpu, lock, per_gpu in rows.values())
+
+
+def test_gpus_option_is_checked():
+    assert pipeline.parse_gpus("0, 1,3") == ["0", "1", "3"] and pipeline.parse_gpus("") is None
+    for bad in ("0,0", "a,b", "1;2"):
+        with pytest.raises(pipeline.ParamsError, match="--gpus"):
+            pipeline.parse_gpus(bad)

@@ -3,11 +3,12 @@
 # given back after ~30 s idle, so the calls go back to back). Prepared here by tools/device/stage-kit.sh.
 #   session.sh kit                       (carry .carry/kit) wheels -> /tmp/site, data -> /tmp/data, results -> /tmp/results
 #   session.sh piece N                   (carry .carry/gN, N = 1..6) GGUF piece -> /tmp/stage; the 6th assembles and checks
-#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] -- PIPELINE_ARGS...
+#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- PIPELINE_ARGS...
 #                                        snapshot studylib/notebooks/params/results into /tmp/work-NAME and run
 #                                        `python -m studylib.pipeline --results /tmp/results PIPELINE_ARGS` there in the
 #                                        background (setsid); --after waits for OTHER to end first; --warm materializes a
-#                                        model into the shared cache before the pipeline starts (no race between jobs)
+#                                        model into the shared cache before the pipeline starts (no race between jobs);
+#                                        --gpu runs it on that GPU alone (its lock: /tmp/gpulock/gpuID, as `--gpus` uses)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
@@ -36,9 +37,10 @@ piece)
   fi
   ;;
 start)
-  name=${1:?name}; shift; after=""; warm=""
+  name=${1:?name}; shift; after=""; warm=""; gpu=""
   while [ "${1:-}" != "--" ] && [ $# -gt 0 ]; do
-    case "$1" in --after) after=$2; shift 2 ;; --warm) warm=$2; shift 2 ;; *) echo "unknown option $1" >&2; exit 2 ;; esac
+    case "$1" in --after) after=$2; shift 2 ;; --warm) warm=$2; shift 2 ;; --gpu) gpu=$2; shift 2 ;;
+      *) echo "unknown option $1" >&2; exit 2 ;; esac
   done
   shift
   # code from .carry/snap when carried (`git archive` of a commit: edits in progress here do not travel), else the tree
@@ -51,7 +53,8 @@ cd $W
 export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
-  TOKENIZERS_PARALLELISM=false STUDYLIB_GPU_LOCK=/tmp/gpulock  # one lock for every pipeline of the session
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4 STUDYLIB_GPU_LOCK=/tmp/gpulock  # one lock per GPU for the session
+[ -n "$gpu" ] && export CUDA_VISIBLE_DEVICES=$gpu STUDYLIB_GPU_LOCK=/tmp/gpulock/gpu$gpu
 if [ -n "$after" ]; then while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
 if [ -n "$warm" ]; then
   while [ ! -f $GGUF ]; do sleep 5; done
@@ -61,7 +64,7 @@ echo "pipeline start \$(date -u +%T)"
 python3 -m studylib.pipeline --results /tmp/results $*
 SCRIPT
   setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
-  sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}): $*"
+  sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}, gpu: ${gpu:-all}): $*"
   ;;
 wait)
   name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
