@@ -208,6 +208,18 @@ class KDParams(EvalParams):
     kd_directions: list | str = "all"
     kd_out: str | None = None
 
+    def kd_path(self) -> Path:
+        """Where the KD pairs go: ``kd_out``, else ``<results>/artifacts/30_kd_data/<run_name>.jsonl.gz``."""
+        from .records import in_results, results_dir
+
+        if self.kd_out:
+            return in_results(self.kd_out, self.results_dir)
+        return results_dir(self.results_dir) / "artifacts" / "30_kd_data" / f"{self.run_name}.jsonl.gz"
+
+    def required_outputs(self) -> list[Path]:
+        """Files the run makes for other runs: without them its record alone does not make it done."""
+        return [self.kd_path()]
+
     def __post_init__(self):
         super().__post_init__()
         _positive_int("kd_per_direction", self.kd_per_direction, allow_none=True)
@@ -278,6 +290,7 @@ class OODSweepParams(ModelBParams):
     """33_ood_size: Model B recovered with 0, 1k, 5k, ... out-of-domain pairs added; one record per size."""
 
     ood_sizes: list = field(default_factory=lambda: [0, 4])
+    SPLIT_AXES = ("ood_sizes",)  # the pipeline may run one setting a job (``--jobs``): each record is the same
 
     def __post_init__(self):
         super().__post_init__()

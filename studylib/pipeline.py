@@ -26,11 +26,14 @@ succeeded.
 ``--gpus 0,1,2,3`` spreads those jobs over several GPUs of one machine: each job starts on the GPU running the
 fewest (``CUDA_VISIBLE_DEVICES`` set to that one id) and shares a lock with that GPU's jobs only
 (``$STUDYLIB_GPU_LOCK/gpu<id>``). Jobs run in the order the files are given, so put the long ones first.
+With ``--jobs`` > 1 a sweep notebook runs as one job per setting where its params class allows it
+(``SPLIT_AXES``: 15/16 per value, 33 per out-of-domain size, 27 per strategy); the records are the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -38,7 +41,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -52,10 +55,16 @@ class Job:
     source: Path
     notebook: str
     parameters: dict
+    part: str = ""  # one share of a split sweep (see split_job), e.g. "1000"; "" for a whole file
+    overrides: dict = field(default_factory=dict)  # what the share sets over the file, e.g. {"ood_sizes": [1000]}
 
     @property
     def run(self) -> str:
         return self.parameters["run_name"]
+
+    @property
+    def label(self) -> str:
+        return f"{self.run}[{self.part}]" if self.part else self.run
 
 
 def load_job(path: str | Path, profile: str = "full", notebooks: Path = NOTEBOOK_DIR) -> Job:
@@ -85,6 +94,41 @@ def load_job(path: str | Path, profile: str = "full", notebooks: Path = NOTEBOOK
     return Job(path, notebook, parameters)
 
 
+def _part_name(values) -> str:
+    return "-".join(v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values)
+
+
+def split_job(job: Job, notebooks: Path = NOTEBOOK_DIR) -> list[Job]:
+    """A sweep as one job per value of its params class's ``SPLIT_AXES`` (each a one-element list), so that
+    parallel jobs share it out; every setting's record is the same as the whole sweep would write. Other jobs,
+    and sweeps of one setting, come back as they are."""
+    try:
+        cls = params_class(job.notebook, notebooks)
+    except ParamsError:
+        return [job]
+    axes = tuple(getattr(cls, "SPLIT_AXES", ()))
+    if not axes:
+        return [job]
+    full = normalized_params(job, notebooks)
+    combos = list(itertools.product(*(full[axis] for axis in axes)))
+    if len(combos) <= 1:
+        return [job]
+    shares = [{a: [v] for a, v in zip(axes, combo)} for combo in combos]
+    return [Job(job.source, job.notebook, {**job.parameters, **share}, part=_part_name(combo), overrides=share)
+            for combo, share in zip(combos, shares)]
+
+
+def share(job: Job, overrides: dict, notebooks: Path = NOTEBOOK_DIR) -> Job:
+    """``job`` with ``overrides`` set (one share of a split sweep), checked like the file's own values."""
+    parameters = {**job.parameters, **overrides}
+    try:
+        check_overrides(job.notebook, parameters, notebooks)
+    except ParamsError as err:
+        raise ParamsError(f"{job.source}: {err}") from None
+    part = _part_name(v[0] if isinstance(v, list) and len(v) == 1 else v for v in overrides.values())
+    return Job(job.source, job.notebook, parameters, part=part, overrides=dict(overrides))
+
+
 def expected_records(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list | None:
     """The (run, params) records a sweep notebook writes, or None for a notebook that writes one record."""
     try:
@@ -96,11 +140,25 @@ def expected_records(job: Job, results: Path | None = None, notebooks: Path = NO
     return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))}).expected_records()
 
 
+def required_outputs(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list:
+    """Files a run makes for other runs (its params class's ``required_outputs``, e.g. 30_kd_data's pairs)."""
+    try:
+        cls = params_class(job.notebook, notebooks)
+    except ParamsError:
+        return []
+    if not hasattr(cls, "required_outputs"):
+        return []
+    return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))}).required_outputs()
+
+
 def is_done(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> bool:
-    """A record exists for this run with the same value for every parameter the file sets.
+    """A record exists for this run with the same value for every parameter the file sets, and the files it
+    makes for other runs exist (``required_outputs``: a record alone cannot feed a student).
 
     A sweep notebook writes one record per setting (its params class lists them, ``expected_records``): it is
     done when every one exists with exactly its params."""
+    if not all(Path(p).exists() for p in required_outputs(job, results, notebooks)):
+        return False
     expected = expected_records(job, results, notebooks)
     if expected is not None:
         return all(records.record_matches(job.notebook, run, params, results) for run, params in expected)
@@ -132,7 +190,7 @@ def execute(job: Job, results: Path | None = None, executed_dir: Path = Path("bu
     parameters = dict(job.parameters)
     if results is not None:
         parameters["results_dir"] = str(results)
-    out = executed_dir / job.notebook / f"{job.run}.ipynb"
+    out = executed_dir / job.notebook / f"{job.label}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebooks / f"{job.notebook}.ipynb"), str(out), parameters=parameters,
                         kernel_name="python3", progress_bar=True, log_output=True, cwd=str(notebooks.parent))
@@ -191,10 +249,12 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
         return dict(env, CUDA_VISIBLE_DEVICES=gpu, STUDYLIB_GPU_LOCK=str(lock / f"gpu{gpu}"))
 
     def launch(job: Job, job_env: dict):
-        log = log_dir / job.notebook / f"{job.run}.log"
+        log = log_dir / job.notebook / f"{job.label}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = command(job) if command else [sys.executable, "-m", "studylib.pipeline", "--profile", profile,
                                             "--results", str(results), "--no-summary", "--force", str(job.source)]
+        if job.overrides and not command:
+            cmd += ["--overrides", json.dumps(job.overrides)]
         start = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=job_env).returncode
@@ -207,13 +267,13 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
                 if any(refers_to(job, f) for f in failed):
                     pending.remove(job)
                     failed.append(job)
-                    print(f"[not run] {job.notebook} / {job.run}: a run it refers to failed", flush=True)
+                    print(f"[not run] {job.notebook} / {job.label}: a run it refers to failed", flush=True)
                 elif not blockers and len(running) < jobs:
                     pending.remove(job)
                     job_env = place(job)
                     running[pool.submit(launch, job, job_env)] = job
                     where = f" on GPU {on_gpu[id(job)]}" if gpus else ""
-                    print(f"[start] {job.notebook} / {job.run}{where}", flush=True)
+                    print(f"[start] {job.notebook} / {job.label}{where}", flush=True)
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -222,10 +282,10 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
                 rc, seconds, log = future.result()
                 (succeeded if rc == 0 else failed).append(job)
                 status = "done" if rc == 0 else f"FAILED (exit {rc})"
-                print(f"[{status}] {job.notebook} / {job.run} in {seconds / 60:.1f} min; log {log}", flush=True)
+                print(f"[{status}] {job.notebook} / {job.label} in {seconds / 60:.1f} min; log {log}", flush=True)
     for job in pending:  # blocked for good (a cycle of references)
         failed.append(job)
-        print(f"[not run] {job.notebook} / {job.run}: waits on itself through its references", flush=True)
+        print(f"[not run] {job.notebook} / {job.label}: waits on itself through its references", flush=True)
     return len(failed)
 
 
@@ -240,6 +300,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", default=os.environ.get("STUDYLIB_GPUS") or None,
                     help="spread the --jobs over these GPU ids, e.g. 0,1,2,3 (default $STUDYLIB_GPUS; unset: as CUDA sees)")
     ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--overrides", default=None, help=argparse.SUPPRESS)  # one share of a split sweep (JSON)
     args = ap.parse_args(argv)
     if args.jobs < 1:
         print("error: --jobs must be >= 1", file=sys.stderr)
@@ -247,6 +308,10 @@ def main(argv=None) -> int:
     try:
         gpus = parse_gpus(args.gpus)
         jobs = [load_job(p, args.profile) for p in dict.fromkeys(args.params)]
+        if args.overrides:
+            jobs = [share(job, json.loads(args.overrides)) for job in jobs]
+        elif args.jobs > 1:  # a sweep's settings can then run side by side
+            jobs = [part for job in jobs for part in split_job(job)]
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -254,7 +319,7 @@ def main(argv=None) -> int:
     todo = []
     for job in jobs:
         done = is_done(job, results)
-        print(f"[{'skip' if done and not args.force else 'run '}] {job.notebook} / {job.run}  ({job.source})", flush=True)
+        print(f"[{'skip' if done and not args.force else 'run '}] {job.notebook} / {job.label}  ({job.source})", flush=True)
         if not (args.dry_run or (done and not args.force)):
             todo.append(job)
     failures = 0

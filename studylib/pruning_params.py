@@ -166,6 +166,9 @@ class PruneDepthParams(LayerSelectionParams):
     depths: list = field(default_factory=lambda: [1])
     strategies: list = field(default_factory=lambda: ["iterative", "middle"])
     recovery: str = "full"
+    # the pipeline may run one strategy a job (same records); not one depth a job: the iterative depths share one
+    # greedy order, computed once to the deepest
+    SPLIT_AXES = ("strategies",)
 
     def __post_init__(self):
         super().__post_init__()

@@ -35,6 +35,21 @@ def results_dir(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("STUDYLIB_RESULTS") or "results")
 
 
+def in_results(path: str | Path, results: str | Path | None = None) -> Path:
+    """A path that params files write as ``results/...``, found under the results root wherever it is.
+
+    Params name other runs' outputs relative to the repository (``results/artifacts/30_kd_data/x.jsonl.gz``); a
+    run writing to another root (``$STUDYLIB_RESULTS``, ``--results``) puts them there. The copy under the root is
+    preferred, and named when neither exists; the repository's copy is used when only it exists. A path not under
+    ``results/``, or absolute, is returned as it is."""
+    path = Path(path)
+    parts = path.parts
+    if path.is_absolute() or not parts or parts[0] != "results":
+        return path
+    moved = results_dir(results).joinpath(*parts[1:])
+    return moved if moved.exists() or not path.exists() else path
+
+
 def record_path(notebook: str, run: str, results: str | Path | None = None) -> Path:
     for name, value in (("notebook", notebook), ("run", run)):
         if not value or "/" in value or value.startswith("."):

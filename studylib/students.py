@@ -29,7 +29,8 @@ def training_set(cfg, root) -> tuple[list, dict, dict]:
     human, dropped = data.drop_test_overlap(human, wmt_test)
     kd = []
     if cfg.kd_data:
-        kd = [ex for ex in distillation.load_examples(cfg.kd_data) if ex.direction in cfg.train_directions]
+        kd_path = records.in_results(cfg.kd_data, cfg.results_dir)
+        kd = [ex for ex in distillation.load_examples(kd_path) if ex.direction in cfg.train_directions]
         kd, more = data.drop_test_overlap(kd, wmt_test)
         dropped += more
     pool, ood_test = distillation.ood_split(cfg.directions, n_test_per_direction=cfg.ood_test_per_direction,

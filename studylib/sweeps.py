@@ -29,6 +29,7 @@ class SweepParams(CompressParams):
 
     sweep: str = "bits"
     values: list = field(default_factory=lambda: [4, 8])
+    SPLIT_AXES = ("values",)  # the pipeline may run one value a job (a setting's params hold ``values: [v]``)
 
     def __post_init__(self):
         super().__post_init__()

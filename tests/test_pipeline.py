@@ -78,3 +78,70 @@ def test_main_refuses_bad_files_before_running_anything(tmp_path, capsys):
     bad = _write(tmp_path, "notebook: 00_baseline\nparameters: {run_name: r, shots: 9}\n")
     assert pipeline.main([str(bad)]) == 2
     assert "shots" in capsys.readouterr().err
+
+
+PARAMS_DIR = NOTEBOOK_DIR.parent / "params"
+
+
+def test_sweeps_split_into_one_job_per_setting_with_the_same_records(tmp_path):
+    """--jobs > 1 runs a sweep's settings side by side; each share expects exactly its setting's record."""
+    ood = pipeline.load_job(PARAMS_DIR / "33_ood_size_middle8-nf4-qlora.yaml")
+    parts = pipeline.split_job(ood)
+    sizes = ood.parameters["ood_sizes"]
+    assert [p.overrides for p in parts] == [{"ood_sizes": [n]} for n in sizes]
+    assert [p.label for p in parts] == [f"{ood.run}[{n}]" for n in sizes]
+    whole = pipeline.expected_records(ood, tmp_path)
+    assert [r for p in parts for r in pipeline.expected_records(p, tmp_path)] == whole
+    depth = pipeline.load_job(PARAMS_DIR / "27_prune_depth_teacher-lora.yaml")
+    assert [p.overrides for p in pipeline.split_job(depth)] == [{"strategies": ["iterative"]}, {"strategies": ["middle"]}]
+    calib = pipeline.load_job(next(PARAMS_DIR.glob("16_calibration_size_*gptq*.yaml")))
+    assert len(pipeline.split_job(calib)) == len(calib.parameters["values"]) > 1
+    single = pipeline.load_job(next(PARAMS_DIR.glob("12_gptq_*.yaml")))
+    assert pipeline.split_job(single) == [single]
+    # a share as the child process rebuilds it from --overrides is the same job, checked like a file
+    again = pipeline.share(ood, parts[1].overrides)
+    assert again.parameters == parts[1].parameters and again.label == parts[1].label
+    with pytest.raises(ParamsError, match="ood_sizes"):
+        pipeline.share(ood, {"ood_sizes": [-1]})
+
+
+def test_main_splits_sweeps_only_for_parallel_runs(tmp_path, capsys):
+    path = str(PARAMS_DIR / "33_ood_size_middle8-nf4-qlora.yaml")
+    results = str(tmp_path / "results")
+    assert pipeline.main(["--dry-run", "--results", results, path]) == 0
+    assert capsys.readouterr().out.count("33_ood_size /") == 1
+    assert pipeline.main(["--dry-run", "--jobs", "3", "--results", results, path]) == 0
+    assert capsys.readouterr().out.count("33_ood_size /") == 5
+    assert pipeline.main(["--dry-run", "--results", results, "--overrides", '{"ood_sizes": [5000]}', path]) == 0
+    assert "middle8-nf4-qlora[5000]" in capsys.readouterr().out
+
+
+def test_kd_data_is_done_only_with_its_pairs(tmp_path):
+    """30_kd_data feeds the students: its record without the pairs file (left on another machine) means redo."""
+    job = pipeline.load_job(PARAMS_DIR / "30_kd_data_teacher-lora-2k.yaml")
+    results = tmp_path / "results"
+    params = pipeline.normalized_params(job)
+    records.write_record(records.make_record(notebook="30_kd_data", run=job.run, profile="full", metrics={},
+                                             params=params), results)
+    assert not pipeline.is_done(job, results)
+    pairs = results / "artifacts" / "30_kd_data" / f"{job.run}.jsonl.gz"
+    assert pipeline.required_outputs(job, results) == [pairs]
+    pairs.parent.mkdir(parents=True)
+    pairs.write_bytes(b"")
+    assert pipeline.is_done(job, results)
+
+
+def test_paths_under_results_follow_the_results_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    name = "results/artifacts/30_kd_data/x.jsonl.gz"
+    moved = elsewhere / "artifacts" / "30_kd_data" / "x.jsonl.gz"
+    assert records.in_results(name, elsewhere) == moved  # nowhere yet: under the root (where a run writes it)
+    (tmp_path / "results/artifacts/30_kd_data").mkdir(parents=True)
+    (tmp_path / name).write_bytes(b"")
+    assert records.in_results(name, elsewhere) == records.Path(name)  # only the repository's copy: that one
+    (elsewhere / "artifacts" / "30_kd_data").mkdir(parents=True)
+    (elsewhere / "artifacts" / "30_kd_data" / "x.jsonl.gz").write_bytes(b"")
+    assert records.in_results(name, elsewhere) == elsewhere / "artifacts" / "30_kd_data" / "x.jsonl.gz"
+    assert records.in_results("data/x.jsonl", elsewhere) == records.Path("data/x.jsonl")
+    assert records.in_results(tmp_path / name, elsewhere) == tmp_path / name
