@@ -98,6 +98,17 @@ def _git_sha() -> str | None:
     return (sha + ("-dirty" if dirty else "")) or None
 
 
+def host_load() -> dict:
+    """The host's CPUs and their load when the record is made: launch-bound timings (small batches) slow down when
+    other jobs (on other GPUs of the machine, say) keep the CPUs busy."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not on every platform
+        load = None
+    return {"cpus": os.cpu_count(), "load_average_1_5_15_min": load,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 def environment() -> dict:
     """Where and with what a run was made."""
     versions = {}
@@ -122,6 +133,7 @@ def environment() -> dict:
         "packages": versions,
         "device": device,
         "gpu_sharing": gpulock.describe(),
+        "host": host_load(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

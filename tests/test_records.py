@@ -113,3 +113,10 @@ def test_outputs_are_stored_beside_the_record_and_read_back_whole(tmp_path):
             **rec, "outputs_file": f"{rec['run']}.outputs.json.gz"}
     assert len(list((tmp_path / "testsets").iterdir())) == 1  # the shared sources and references, once
     assert [r["outputs"]["de-en"]["hyp"] for r in records.load_records(tmp_path)] == [["Hi", "World"], ["Hey", "Earth"]]
+
+
+def test_environment_says_how_busy_the_host_was(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    host = records.environment()["host"]
+    assert host["cpus"] >= 1 and host["cuda_visible_devices"] == "2"
+    assert host["load_average_1_5_15_min"] is None or len(host["load_average_1_5_15_min"]) == 3
