@@ -66,6 +66,11 @@ class Job:
     def label(self) -> str:
         return f"{self.run}[{self.part}]" if self.part else self.run
 
+    @property
+    def file_stem(self) -> str:
+        """The label as a file name (logs, executed notebooks): ``<run>.<part>``."""
+        return f"{self.run}.{self.part}" if self.part else self.run
+
 
 def load_job(path: str | Path, profile: str = "full", notebooks: Path = NOTEBOOK_DIR) -> Job:
     """Read and validate one params file (no model, no kernel)."""
@@ -190,7 +195,7 @@ def execute(job: Job, results: Path | None = None, executed_dir: Path = Path("bu
     parameters = dict(job.parameters)
     if results is not None:
         parameters["results_dir"] = str(results)
-    out = executed_dir / job.notebook / f"{job.label}.ipynb"
+    out = executed_dir / job.notebook / f"{job.file_stem}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebooks / f"{job.notebook}.ipynb"), str(out), parameters=parameters,
                         kernel_name="python3", progress_bar=True, log_output=True, cwd=str(notebooks.parent))
@@ -249,7 +254,7 @@ def run_parallel(todo: list[Job], results: Path, profile: str, jobs: int, log_di
         return dict(env, CUDA_VISIBLE_DEVICES=gpu, STUDYLIB_GPU_LOCK=str(lock / f"gpu{gpu}"))
 
     def launch(job: Job, job_env: dict):
-        log = log_dir / job.notebook / f"{job.label}.log"
+        log = log_dir / job.notebook / f"{job.file_stem}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = command(job) if command else [sys.executable, "-m", "studylib.pipeline", "--profile", profile,
                                             "--results", str(results), "--no-summary", "--force", str(job.source)]

@@ -90,6 +90,7 @@ def test_sweeps_split_into_one_job_per_setting_with_the_same_records(tmp_path):
     sizes = ood.parameters["ood_sizes"]
     assert [p.overrides for p in parts] == [{"ood_sizes": [n]} for n in sizes]
     assert [p.label for p in parts] == [f"{ood.run}[{n}]" for n in sizes]
+    assert [p.file_stem for p in parts] == [f"{ood.run}.{n}" for n in sizes]
     whole = pipeline.expected_records(ood, tmp_path)
     assert [r for p in parts for r in pipeline.expected_records(p, tmp_path)] == whole
     depth = pipeline.load_job(PARAMS_DIR / "27_prune_depth_teacher-lora.yaml")
