@@ -8,6 +8,15 @@ runs after warm-up; the report gives ratios to the fp16 model and each format's 
 against its physical floor (the bytes a decoding step must read / the device copy bandwidth measured in the same
 run).
 
+Batch-1 decoding through ``model.generate`` (eager PyTorch) is launch-bound at this scale: the CPU's launch of each
+small kernel, not the weight bytes, sets the time, so faster kernels barely show. Each format's decode is therefore
+also timed a second way (``graph_decode``, :func:`graph_decode_time_per_token`): greedy decoding through a
+transformers ``StaticCache``, each step (forward, argmax, next input written in place) captured once as a CUDA graph
+and replayed; on the CPU the same steps run uncaptured, and the record says which (``graph_mode``). Both figures are
+reported; a format whose step cannot be captured keeps its eager figures, with the capture's error. The host's load
+averages are recorded around each format's timings (``host_load``): other jobs on the same CPUs slow launch-bound
+timings.
+
 The formats and how each is built (by the study's own method code) are in :mod:`studylib.benchmark_variants`;
 the notebook's parameters in :mod:`studylib.benchmark_params`. A notebook runs::
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import statistics
 import sys
 import time
@@ -187,6 +197,185 @@ def decode_time_per_token(model, *, batch_size: int, prompt_tokens: int = 32, ne
     return max(full - one, 0.0) / (new_tokens - 1)
 
 
+# ----------------------------------------------------------------------------------------------- static cache + graph
+
+GRAPH_MODE_CUDA = "cuda-graph"
+GRAPH_OFF = "off (graph_decode false)"
+CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
+GRAPH_DECODE = ("(prefill + new_tokens steps - (prefill + 1 step)) / (new_tokens - 1), greedy, EOS ignored, "
+                "synchronized wall clock, through a transformers StaticCache; on CUDA each step (forward, argmax, "
+                "next input written in place) captured once as a CUDA graph and replayed, elsewhere the same step "
+                "uncaptured; each variant's graph_mode says which, or why it failed (its eager figures stand)")
+GRAPH_CHECK_STEPS = 8  # steps decoded both replayed and uncaptured after capture, tokens compared (recorded)
+
+
+def static_mode(device) -> str:
+    """The label of a static-cache decode on ``device``: captured on CUDA, plain steps elsewhere."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    return GRAPH_MODE_CUDA if kind == "cuda" else f"static-cache eager ({kind})"
+
+
+class StaticDecoder:
+    """Greedy decoding of ``input_ids`` (batch x prompt) through a transformers ``StaticCache``, one token per step.
+
+    Every tensor a step reads or writes has a fixed address: the cache (its keys, values and its own write position,
+    ``StaticLayer.cumulative_length``, all advanced in place by the forward), ``ids`` (the last token of each row,
+    overwritten by the step's argmax) and ``position`` (the position of that token, advanced in place). A step is
+    therefore the same sequence of kernels every time, which is what a CUDA graph needs: :meth:`capture` records one
+    step (after warm-up steps on a side stream) and :meth:`step` then replays it. Without a capture (the CPU) the
+    same step runs as plain PyTorch calls.
+
+    :meth:`prefill` empties the cache in place (``StaticCache.reset``), runs the prompt through it and writes the
+    first greedy token into ``ids``; it is how every decode starts, captured or not. transformers 5.x's Llama forward
+    takes ``position_ids`` (there is no ``cache_position`` argument any more); the cache slot a step writes is the
+    cache's own device-side counter, so nothing a step needs comes from the host.
+    """
+
+    def __init__(self, model, input_ids, max_new_tokens: int):
+        import torch
+        from transformers import StaticCache
+
+        self.model = model
+        self.prompt = input_ids
+        self.device = input_ids.device
+        batch, length = input_ids.shape
+        self.prompt_len = length
+        # room for the prompt and every step a decode or the capture's warm-up writes
+        self.max_cache_len = length + max(max_new_tokens, CAPTURE_WARMUP_STEPS, GRAPH_CHECK_STEPS)
+        self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
+        self.prompt_positions = torch.arange(length, device=self.device).unsqueeze(0)
+        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=self.device)
+        self.position = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self.graph = None
+
+    def _forward(self, ids, positions):
+        return self.model(input_ids=ids, position_ids=positions, past_key_values=self.cache, use_cache=True,
+                          logits_to_keep=1)
+
+    def prefill(self):
+        """Reset the cache (in place), run the prompt, write the first greedy token into ``ids``; returns ``ids``."""
+        import torch
+
+        with torch.no_grad():
+            self.cache.reset()
+            out = self._forward(self.prompt, self.prompt_positions)
+            self.ids.copy_(out.logits[:, -1].argmax(-1, keepdim=True))
+            self.position.fill_(self.prompt_len)
+        return self.ids
+
+    def _step(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            out = self._forward(self.ids, self.position)
+            self.ids.copy_(out.logits[:, -1].argmax(-1, keepdim=True))
+            self.position.add_(1)
+
+    def step(self):
+        """One greedy token: the captured graph replayed, else the step itself. ``ids`` holds the new token."""
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+        return self.ids
+
+    def capture(self, warmup_steps: int = CAPTURE_WARMUP_STEPS) -> None:
+        """Record one step as a CUDA graph (after ``warmup_steps`` eager steps on a side stream, which settle lazy
+        initialisations and the allocator). Raises what the capture raises: a kernel that synchronizes with the host
+        or allocates outside the graph's pool cannot be captured."""
+        import torch
+
+        self.prefill()  # the cache's tensors exist (allocated at the first update) before the capture
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):
+                self._step()
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        self.graph = graph
+
+    def tokens(self, new_tokens: int, captured: bool = True):
+        """Greedy decode of ``new_tokens`` tokens from the prompt (batch x new_tokens, on the CPU); ``captured``
+        False runs the steps uncaptured even when a graph exists (to compare the two)."""
+        import torch
+
+        out = [self.prefill().clone()]
+        for _ in range(new_tokens - 1):
+            if captured:
+                self.step()
+            else:
+                self._step()
+            out.append(self.ids.clone())
+        return torch.cat(out, dim=1).cpu()
+
+    def close(self) -> None:
+        self.graph = None
+        self.cache = None
+
+
+def greedy_static(model, input_ids, new_tokens: int):
+    """``new_tokens`` greedy tokens after ``input_ids`` through :class:`StaticDecoder`, uncaptured (what
+    ``model.generate(do_sample=False)`` gives, without EOS stopping)."""
+    decoder = StaticDecoder(model, input_ids, new_tokens)
+    try:
+        return decoder.tokens(new_tokens, captured=False)
+    finally:
+        decoder.close()
+
+
+def graph_decode_time_per_token(model, *, batch_size: int, prompt_tokens: int = 32, new_tokens: int = 64,
+                                warmup: int = 2, repeats: int = 5) -> dict:
+    """Seconds per decoded token through a static KV cache, each step replayed from one CUDA graph (on CUDA) or run
+    as plain static-cache steps (elsewhere): (prefill + N steps - (prefill + 1 step)) / (N - 1), medians,
+    synchronized, EOS ignored -- as :func:`decode_time_per_token`, with the launch overhead of each step gone.
+
+    Returns ``{"seconds": ..., "mode": "cuda-graph" | "static-cache eager (cpu)", "check": ...}``; ``check`` (CUDA
+    only) compares :data:`GRAPH_CHECK_STEPS` tokens decoded by replaying the graph with the same steps uncaptured
+    (recorded, not asserted: a graph that replays stale inputs would show here). A capture that fails raises.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    mode = static_mode(device)
+    ids = torch.randint(3, model.config.vocab_size, (batch_size, prompt_tokens), device=device)
+    within = torch.cuda.device(device) if mode == GRAPH_MODE_CUDA else contextlib.nullcontext()
+    decoder = StaticDecoder(model, ids, new_tokens)
+    try:
+        with within:
+            check = None
+            if mode == GRAPH_MODE_CUDA:
+                decoder.capture()
+                steps = min(GRAPH_CHECK_STEPS, new_tokens)
+                replayed, plain = decoder.tokens(steps), decoder.tokens(steps, captured=False)
+                check = {"steps": steps, "same_tokens_as_uncaptured": bool(torch.equal(replayed, plain)),
+                         "token_agreement": float((replayed == plain).float().mean())}
+
+            def run(n):
+                decoder.prefill()
+                for _ in range(n):
+                    decoder.step()
+
+            full = median_seconds(lambda: run(new_tokens), warmup=warmup, repeats=repeats, device=device)
+            one = median_seconds(lambda: run(1), warmup=warmup, repeats=repeats, device=device)
+    finally:
+        decoder.close()
+    return {"seconds": max(full - one, 0.0) / (new_tokens - 1), "mode": mode, "check": check}
+
+
+def host_load() -> dict:
+    """The host's CPU count and load averages (1, 5, 15 min) now: launch-bound timings slow down when other jobs
+    keep the CPUs busy."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not on every platform
+        load = None
+    return {"cpus": os.cpu_count(), "load_average_1_5_15_min": load}
+
+
 def prefill_seconds(model, *, tokens: int = 512, batch_size: int = 1, warmup: int = 2, repeats: int = 5) -> float:
     """Median seconds of one forward pass over ``tokens`` tokens (no cache)."""
     import torch
@@ -218,15 +407,57 @@ class Measurement:
     layers: int
     floor_ms: float | None = None
     storage_note: str = ""
+    # decode through a static KV cache, each step one CUDA graph replayed (:func:`graph_decode_time_per_token`)
+    graph_b1_ms: float | None = None
+    graph_large_ms: float | None = None  # per token, at batch ``large_batch``
+    graph_floor_ratio: float | None = None  # graph_b1_ms / floor_ms
+    graph_mode: str = GRAPH_OFF  # "cuda-graph", "static-cache eager (cpu)", "failed: ...", or off
+    graph_error: str | None = None  # what failed, per batch size (the eager figures above are kept)
+    graph_check: dict | None = None  # replayed tokens against the same steps uncaptured (CUDA only)
+    host_load: dict | None = None  # CPUs and load averages before and after the eager and the graph timings
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+def _graph_decode(model, *, large_batch: int, timing: dict) -> dict:
+    """The graph figures of :class:`Measurement` (batch 1 and ``large_batch``); a batch whose capture or run fails
+    leaves its error and no figure, never an exception."""
+    import torch
+
+    out = {"graph_b1_ms": None, "graph_large_ms": None, "graph_check": None}
+    modes, errors = [], []
+    for key, batch in (("graph_b1_ms", 1), ("graph_large_ms", large_batch)):
+        try:
+            got = graph_decode_time_per_token(model, batch_size=batch, **timing)
+            out[key] = 1000 * got["seconds"]
+            modes.append(got["mode"])
+            if got["check"] is not None:
+                out["graph_check"] = {**(out["graph_check"] or {}), f"batch_{batch}": got["check"]}
+        except Exception as err:  # noqa: BLE001 -- a step that cannot be captured is a result; eager figures stay
+            errors.append(f"batch {batch}: {type(err).__name__}: {str(err)[:400]}")
+            if torch.cuda.is_available():
+                try:  # a failed capture has ended; the device must still answer before anything else runs
+                    torch.cuda.synchronize()
+                except Exception as again:  # noqa: BLE001 -- said, with the capture's error
+                    errors.append(f"device after the failure: {type(again).__name__}: {str(again)[:200]}")
+        free()
+    out["graph_error"] = "; ".join(errors) or None
+    out["graph_mode"] = modes[0] if modes else f"failed: {out['graph_error'][:200]}"
+    return out
+
+
 def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_tokens: int = 64, repeats: int = 5,
             warmup: int = 2, prompt_tokens: int = 32, large_batch: int = 16, prefill_tokens: int = 512,
-            storage: bool = True, storage_bytes: int | None = None, storage_note: str = "") -> Measurement:
+            storage: bool = True, storage_bytes: int | None = None, storage_note: str = "",
+            graph_decode: bool = True) -> Measurement:
     """All timings of one model, in one process; the floor is :func:`floor_bytes` over the measured bandwidth.
+
+    Eager decode (``model.generate``), prefill and peak memory first; then storage; then (``graph_decode``) decode
+    through a static KV cache replayed as a CUDA graph, at batch 1 and ``large_batch``
+    (:func:`graph_decode_time_per_token`): a capture that fails leaves its error in ``graph_mode`` /
+    ``graph_error`` and every other figure as measured. Peak memory is the eager section's. The host's load
+    averages are taken before and after each timed section (``host_load``).
 
     Storage: ``storage_bytes`` when the variant knows it (a checkpoint written while building it), else the model
     saved as it is now (``storage``), else None.
@@ -237,25 +468,34 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
 
     device = next(model.parameters()).device
     timing = dict(new_tokens=new_tokens, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens)
+    load = {"cpus": os.cpu_count(), "eager": {"before": host_load()["load_average_1_5_15_min"]}}
     with PeakMemory(device) as peak:
         b1 = decode_time_per_token(model, batch_size=1, **timing)
         big = decode_time_per_token(model, batch_size=large_batch, **timing)
         pre = prefill_seconds(model, tokens=prefill_tokens, warmup=warmup, repeats=repeats)
+    load["eager"]["after"] = host_load()["load_average_1_5_15_min"]
     if storage_bytes is None and storage:
         try:
             storage_bytes = saved_storage_bytes(model)
             storage_note = storage_note or "the model saved as it runs (save_pretrained, safetensors)"
         except Exception as err:  # noqa: BLE001 -- a format that cannot be saved is reported, not hidden
             storage_note = f"not saved: {type(err).__name__}: {str(err)[:160]}"
+    graph = {}
+    if graph_decode:
+        load["graph"] = {"before": host_load()["load_average_1_5_15_min"]}
+        graph = _graph_decode(model, large_batch=large_batch, timing=timing)
+        load["graph"]["after"] = host_load()["load_average_1_5_15_min"]
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()
     fbytes = floor_bytes(model)
+    floor_ms = None if not bandwidth else 1000 * fbytes / bandwidth
     return Measurement(
         variant=variant, kernel=kernel, decode_b1_ms=1000 * b1, decode_large_ms=1000 * big, large_batch=large_batch,
         prefill_ms=1000 * pre, prefill_tokens=prefill_tokens, peak_memory_bytes=peak.bytes,
         weight_bytes=weight_bytes(model), floor_bytes=fbytes, storage_bytes=storage_bytes,
         params=count_params(model), layers=model.config.num_hidden_layers,
-        floor_ms=None if not bandwidth else 1000 * fbytes / bandwidth, storage_note=storage_note,
+        floor_ms=floor_ms, storage_note=storage_note, **graph,
+        graph_floor_ratio=_ratio(graph.get("graph_b1_ms"), floor_ms), host_load=load,
     )
 
 
@@ -266,7 +506,9 @@ def _ratio(a, b):
 def ratios(rows: list, reference: str = REFERENCE) -> list[dict]:
     """Each row (a :class:`Measurement` or its dict) with its ratios to the reference format. Times: the ratio
     of the times (below 1 is faster); prefill also as a speed-up (above 1 is faster). Rows of variants that did
-    not run, or a missing reference, give None."""
+    not run, or a missing reference, give None. The graph decode figures are compared with the reference's graph
+    figures (``graph_b1_ratio``, ``graph_large_ratio``) and the batch-1 one with the row's floor
+    (``graph_floor_ratio``); None where either side has none."""
     rows = [r.as_dict() if isinstance(r, Measurement) else dict(r) for r in rows]
     ok = lambda r: r.get("status", "ok") == "ok"  # noqa: E731
     ref = next((r for r in rows if r["variant"] == reference and ok(r)), None)
@@ -281,6 +523,9 @@ def ratios(rows: list, reference: str = REFERENCE) -> list[dict]:
         row["memory_ratio"] = _ratio(pick("peak_memory_bytes"), base("peak_memory_bytes"))
         row["storage_ratio"] = _ratio(pick("storage_bytes"), base("storage_bytes"))
         row["floor_ratio"] = _ratio(row.get("decode_b1_ms"), row.get("floor_ms")) if ok(row) else None
+        row["graph_b1_ratio"] = _ratio(pick("graph_b1_ms"), base("graph_b1_ms"))
+        row["graph_large_ratio"] = _ratio(pick("graph_large_ms"), base("graph_large_ms"))
+        row["graph_floor_ratio"] = _ratio(row.get("graph_b1_ms"), row.get("floor_ms")) if ok(row) else None
     return rows
 
 
@@ -356,6 +601,7 @@ def plan(cfg) -> dict:
     return {"device": cfg.device, "device_name": name, "architecture": cfg.architecture,
             "config": ARCHITECTURES[cfg.architecture], "variants": {v: VARIANTS[v] for v in cfg.variants},
             "compression_timing": {"gptq-w4": cfg.time_gptq, "wanda": cfg.time_wanda},
+            "graph_decode": static_mode(cfg.device) if cfg.graph_decode else GRAPH_OFF,
             "time_budget_s": cfg.time_budget_s}
 
 
@@ -377,6 +623,10 @@ def _not_run(name: str, status: str, why: str, trace: str | None = None) -> dict
 
 def _failure(err: BaseException) -> tuple[str, str]:
     return f"{type(err).__name__}: {str(err)[:600]}", "".join(traceback.format_exception(err))[-3000:]
+
+
+def _ms(value) -> str:
+    return "not measured" if value is None else f"{value:.3f} ms/token"
 
 
 def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
@@ -404,13 +654,19 @@ def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
                             new_tokens=cfg.new_tokens, repeats=cfg.repeats, warmup=cfg.warmup,
                             prompt_tokens=cfg.prompt_tokens, large_batch=cfg.large_batch,
                             prefill_tokens=cfg.prefill_tokens, storage=cfg.storage,
-                            storage_bytes=built.storage_bytes, storage_note=built.storage_note)
+                            storage_bytes=built.storage_bytes, storage_note=built.storage_note,
+                            graph_decode=cfg.graph_decode)
             row = {**m.as_dict(), "status": "ok", "error": None, "build_seconds": build_s,
                    "measure_seconds": time.perf_counter() - start, "compress_seconds": built.compress_seconds,
                    "info": built.info}
             floor = f", {m.decode_b1_ms / m.floor_ms:.2f}x its floor" if m.floor_ms else ""
             say(budget, f"{name}: batch 1 {m.decode_b1_ms:.3f} ms/token{floor}; batch {m.large_batch} "
                         f"{m.decode_large_ms:.3f} ms/token; prefill {m.prefill_ms:.2f} ms")
+            if cfg.graph_decode:
+                say(budget, f"{name}: static cache ({m.graph_mode[:300]}): batch 1 {_ms(m.graph_b1_ms)}"
+                            + (f", {m.graph_floor_ratio:.2f}x its floor" if m.graph_floor_ratio else "")
+                            + f"; batch {m.large_batch} {_ms(m.graph_large_ms)}"
+                            + (f" ({m.graph_error[:300]})" if m.graph_error and m.graph_mode[:6] != "failed" else ""))
         except Exception as err:  # noqa: BLE001 -- a variant that fails is a result, recorded; the next one runs
             why, trace = _failure(err)
             row = _not_run(name, "failed", why, trace)
@@ -478,8 +734,23 @@ def _gptq_timing(route_seconds: float, info: dict) -> dict:
                     "includes the kernel's JIT build the first time)"}
 
 
+# the decode targets' fields and the graph figures that replace them where a row has them
+GRAPH_FIELDS = {"decode_b1_ratio": "graph_b1_ratio", "floor_ratio": "graph_floor_ratio"}
+EAGER_FIGURE = "eager decode (model.generate)"
+
+
+def _figure(field: str) -> str:
+    if field in GRAPH_FIELDS:
+        return EAGER_FIGURE
+    return "prefill" if field.startswith("prefill") else "compression wall time" if field == "seconds" else field
+
+
 def targets(bench: dict) -> list[dict]:
-    """The issue's targets next to what was measured (``met`` None where nothing was measured)."""
+    """The issue's targets next to what was measured (``met`` None where nothing was measured).
+
+    The batch-1 decode targets use the graph decode figure (static KV cache, CUDA graph replayed) of a row that has
+    one -- the eager ``generate`` figure is launch-bound -- and the eager figure otherwise; ``figure`` says which
+    (with the graph's mode), and ``eager`` keeps the eager value where the graph one was used."""
     rows = {r["variant"]: r for r in bench.get("variants", [])}
     out = []
     for key, field, op, goal, what in TARGETS:
@@ -487,9 +758,18 @@ def targets(bench: dict) -> list[dict]:
             entry = (bench.get("compression") or {}).get(key.split(":", 1)[1]) or {}
         else:
             entry = rows.get(key) or {}
-        value = entry.get(field) if entry.get("status", "ok") == "ok" else None
+        ok = entry.get("status", "ok") == "ok"
+        value = entry.get(field) if ok else None
+        figure, eager = _figure(field), None
+        graph_value = entry.get(GRAPH_FIELDS.get(field, "")) if ok else None
+        if graph_value is not None:
+            value, eager = graph_value, value
+            figure = f"static-cache decode ({entry.get('graph_mode')})"
         met = None if value is None else (value <= goal if op == "<=" else value >= goal)
-        out.append({"target": what, "goal": f"{op} {goal:g}", "measured": value, "met": met})
+        row = {"target": what, "goal": f"{op} {goal:g}", "measured": value, "met": met, "figure": figure}
+        if eager is not None:
+            row["eager"] = eager
+        out.append(row)
     return out
 
 
@@ -510,7 +790,10 @@ def make_benchmark_record(cfg, bandwidth: dict | None, rows: list[dict], compres
                    "decode": "(time to generate new_tokens - time to generate 1) / (new_tokens - 1), greedy, EOS "
                              "ignored; synchronized wall clock",
                    "floor": "floor_bytes (all weights but the input embedding table, which a step reads one row of) "
-                            "/ bandwidth"},
+                            "/ bandwidth",
+                   "graph_decode": GRAPH_DECODE if cfg.graph_decode else GRAPH_OFF,
+                   "host_load": "per variant (host_load): the CPU count and the 1/5/15-minute load averages before "
+                                "and after the eager and the graph timings"},
         "calibration": RANDOM_CALIBRATION,
         "variants": rows,
         "compression": compression,
@@ -533,12 +816,23 @@ def check_record(record: dict, cfg) -> None:
             assert r["kernel"] and r["kernel"] != UNAVAILABLE, name
             for key in ("decode_b1_ms", "decode_large_ms", "prefill_ms", "weight_bytes", "floor_ms", "params"):
                 assert r[key] and r[key] > 0, (name, key, r[key])
+            assert r["host_load"]["cpus"] and "before" in r["host_load"]["eager"], name
+            mode = r["graph_mode"]
+            if not cfg.graph_decode:
+                assert mode == GRAPH_OFF and r["graph_b1_ms"] is None, (name, mode)
+                continue
+            assert mode == static_mode(cfg.device) or mode.startswith("failed: "), (name, mode)
+            for key in ("graph_b1_ms", "graph_large_ms"):  # a figure, or the reason there is none
+                assert (r[key] is not None and r[key] > 0) or r["graph_error"], (name, key, r[key])
+            measured = r["graph_b1_ms"] is not None or r["graph_large_ms"] is not None
+            assert measured != mode.startswith("failed: "), (name, mode)  # failed: neither batch measured
         else:
             assert r["error"], name  # why it did not run, said
             assert r["status"] != "failed" or r["kernel"] == UNAVAILABLE, name
     ref = rows.get(REFERENCE)
     if ref and ref["status"] == "ok":
         assert abs(ref["decode_b1_ratio"] - 1) < 1e-9 and abs(ref["prefill_speedup"] - 1) < 1e-9
+        assert ref.get("graph_b1_ms") is None or abs(ref["graph_b1_ratio"] - 1) < 1e-9
     for key, wanted in (("gptq-w4", cfg.time_gptq), ("wanda", cfg.time_wanda)):
         entry = bench["compression"].get(key)
         assert (entry is not None) == bool(wanted), key
@@ -548,11 +842,22 @@ def check_record(record: dict, cfg) -> None:
             assert entry["status"] == "ok" or entry["error"], key
 
 
+GRAPH_KEYS = ("graph_b1_ms", "graph_b1_ratio", "graph_floor_ratio", "graph_large_ms", "graph_large_ratio",
+              "graph_mode", "graph_error", "graph_check", "host_load")
+
+
+def has_graph(rows) -> bool:
+    """Whether a record's rows carry the graph decode fields (records made before they existed do not)."""
+    return any("graph_mode" in r for r in rows or [])
+
+
 def report_rows(record: dict) -> list[dict]:
-    """The benchmark record's rows as the tables and figures use them (plain values, variant order kept)."""
+    """The benchmark record's rows as the tables and figures use them (plain values, variant order kept). The graph
+    decode fields (:data:`GRAPH_KEYS`) are added only when the record has them, so an older record reads as it did."""
     from .benchmark_variants import LABELS
 
     bench = record.get("benchmark") or {}
+    graph = has_graph(bench.get("variants"))
     out = []
     for r in bench.get("variants", []):
         row = {"variant": r["variant"], "label": LABELS.get(r["variant"], r["variant"]), "status": r["status"],
@@ -562,5 +867,8 @@ def report_rows(record: dict) -> list[dict]:
                     "prefill_tokens", "peak_memory_bytes", "memory_ratio", "storage_bytes", "storage_ratio",
                     "storage_note", "weight_bytes", "floor_bytes", "params", "layers"):
             row[key] = r.get(key)
+        if graph:
+            for key in GRAPH_KEYS:
+                row[key] = r.get(key)
         out.append(row)
     return out

@@ -36,6 +36,7 @@ class BenchmarkParams(NotebookParams):
     prefill_tokens: int = 64
     bandwidth_mib: int = 64
     storage: bool = True
+    graph_decode: bool = True
     gptq_backend: str = "marlin"
     gptq_group_size: int = 128
     gptq_calib_samples: int = 4
@@ -85,7 +86,7 @@ class BenchmarkParams(NotebookParams):
         _check(longest <= arch["max_position_embeddings"],
                f"sequences of {longest} tokens exceed {self.architecture}'s "
                f"{arch['max_position_embeddings']} positions")
-        for name in ("storage", "time_gptq", "time_wanda"):
+        for name in ("storage", "graph_decode", "time_gptq", "time_wanda"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         _check(self.gptq_backend in BACKENDS,
                f"gptq_backend must be one of {', '.join(BACKENDS)}, got {self.gptq_backend!r}")

@@ -444,11 +444,20 @@ def ood_size(table, sig, reference, metric=QUALITY):
     return fig, caption, {"groups": [label for label, _ in groups]}
 
 
+# a decode panel's graph figure and the eager reference time it is divided by
+GRAPH_PANELS = {"decode_b1_ratio": ("graph_b1_ms", "decode_b1_ms"),
+                "decode_large_ratio": ("graph_large_ms", "decode_large_ms")}
+
+
 def efficiency_7b(bench):
     """Each format's time per token (batch 1, batch N), prefill time and peak memory relative to fp16, on the 7B
-    architecture with random weights; the batch-1 panel marks each format's floor."""
+    architecture with random weights; the batch-1 panel marks each format's floor. A record with graph decode figures
+    (static KV cache + CUDA graph) gets them as hatched bars beside the eager ones, on the same scale (relative to
+    the reference's eager time); a missing graph figure is labelled, never drawn."""
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from .benchmark import describe_architecture, has_graph, runs_text
 
     runs = (bench or {}).get("runs") or []
     if not runs:
@@ -467,23 +476,43 @@ def efficiency_7b(bench):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 0.9 + 0.36 * len(rows)), sharey=True)
     colours = ["#1f77b4" if r["variant"] in (ref_name, "bf16")  # dense, quantized, pruned
                else "#ff7f0e" if r["variant"].startswith(("bnb", "gptq")) else "#2ca02c" for r in rows]
+    graph = has_graph(rows)
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] if r["status"] == "ok" and not _missing(r.get(key)) else np.nan for r in rows]
-        ax.barh(y, values, color=colours, height=0.62, zorder=2)
-        top = np.nanmax(values + [1.0])
+        if graph and key in GRAPH_PANELS:  # eager bar above, graph bar (hatched) below, both / the eager reference
+            ms_key, ref_key = GRAPH_PANELS[key]
+            base = ref.get(ref_key)
+            graph_values = [r[ms_key] / base if r["status"] == "ok" and not _missing(r.get(ms_key)) and base
+                            else np.nan for r in rows]
+            series = [(values, -0.19, 0.36, None), (graph_values, 0.19, 0.36, "////")]
+        else:
+            series = [(values, 0.0, 0.62, None)]
+        top = np.nanmax([v for vals, *_ in series for v in vals] + [1.0])
+        for vals, offset, height, hatch in series:
+            ax.barh(y + offset, vals, color=colours, height=height, zorder=2,
+                    **(dict(hatch=hatch, edgecolor="white", linewidth=0) if hatch else {}))
         if all(_missing(v) or np.isnan(v) for v in values):
             ax.text(0.5, 0.5, "not measured here", transform=ax.transAxes, ha="center", fontsize=8, color="#555555")
-        for i, (r, v) in enumerate(zip(rows, values)):
+        for i, r in enumerate(rows):
             if r["status"] != "ok":
                 ax.text(0.03 * top, i, "unavailable" if r["status"] == "failed" else "not run", va="center",
                         fontsize=7, color="#b22222", style="italic")
-            elif not _missing(v):
-                ax.text(v + 0.02 * top, i, f"{v:.2f}", va="center", fontsize=7)
+                continue
+            for n, (vals, offset, _, hatch) in enumerate(series):
+                v = vals[i]
+                if not _missing(v) and not np.isnan(v):
+                    ax.text(v + 0.02 * top, i + offset, f"{v:.2f}", va="center", fontsize=6 if graph else 7)
+                elif n:  # a graph figure that is missing: say why, never a bar
+                    why = "graph failed" if r.get("graph_error") or str(r.get("graph_mode")).startswith("failed") \
+                        else "graph not measured"
+                    ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
             floors = [r["floor_ms"] / ref["decode_b1_ms"] if r["status"] == "ok" and r.get("floor_ms") else np.nan
                       for r in rows]
             ax.scatter(floors, y, marker="|", s=160, color="black", linewidths=2, zorder=3)
             title += " (black ticks: floor)"
+        if graph and key in GRAPH_PANELS:
+            title += "\nplain: generate; hatched: static cache"
         ax.axvline(1.0, color="#555555", ls="--", lw=0.9, zorder=1)
         ax.set_xlim(0, top * 1.22)
         ax.set_title(title, fontsize=9)
@@ -495,7 +524,6 @@ def efficiency_7b(bench):
                  fontsize=10)
     fig.tight_layout()
     failed = [r["label"] for r in rows if r["status"] != "ok"]
-    from .benchmark import describe_architecture, runs_text
 
     caption = (f"Every format on {describe_architecture(run['architecture'])}, built from its config with "
                "random weights: speed, memory and storage depend on the shapes and the kernels, not on the weights' "
@@ -505,11 +533,27 @@ def efficiency_7b(bench):
                "Black ticks (batch 1): the floor, "
                "the bytes a decoding step must read over the copy bandwidth measured in the same run "
                f"({run['bandwidth_gb_s']:.0f} GB/s), relative to {ref_name}'s time.")
+    graph_failed = [r["label"] for r in rows if r["status"] == "ok" and r.get("graph_error")]
+    if graph:
+        modes = sorted({str(r.get("graph_mode")) for r in rows if r["status"] == "ok" and r.get("graph_mode")
+                        and not str(r.get("graph_mode")).startswith(("failed", "off"))})
+        how = ("with each step captured once as a CUDA graph and replayed (no per-kernel launch cost)"
+               if modes in ([], ["cuda-graph"]) else
+               f"each step run as {', '.join(modes)} (a CUDA graph replayed only where that says cuda-graph)")
+        caption += (f" Hatched bars (decode panels): the same decoding through a static KV cache, {how}, also "
+                    f"relative to {ref_name}'s eager time, so the floor ticks and both bars share one scale; the "
+                    f"table gives the graph times relative to {ref_name}'s graph time.")
+        if graph_failed:
+            caption += (" Graph decode failed at one batch size or both (the eager bars stand; the table says why): "
+                        + ", ".join(graph_failed) + ".")
     if failed:
         caption += " Formats that did not run (their reason is in the table): " + ", ".join(failed) + "."
     if len(runs) > 1:
         caption += f" Record {run['record']} (of {len(runs)} benchmark records)."
-    return fig, caption, {"record": run["record"], "formats": names, "not_run": failed}
+    data = {"record": run["record"], "formats": names, "not_run": failed}
+    if graph:
+        data["graph_failed"] = graph_failed
+    return fig, caption, data
 
 
 FIGURES = (

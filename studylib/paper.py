@@ -293,9 +293,39 @@ def text_teachers_setup(ctx: Context) -> str:
     return lead + "; ".join(parts) + "."
 
 
+def _benchmark_graph_text(run: dict, ok: list[dict], ref_name: str) -> list[str]:
+    """The graph decode figures of a benchmark run (static KV cache, each step one CUDA graph replayed) beside the
+    eager ones; nothing is said of a format whose graph figure is missing but that it failed."""
+    from .tables import fmt_sig
+
+    ref = next((r for r in ok if r["variant"] == ref_name), None)
+    out = []
+    if ref is not None and ref.get("graph_b1_ms"):
+        mode = ref.get("graph_mode")
+        how = ("with each decoding step captured once as a CUDA graph and replayed" if mode == "cuda-graph"
+               else f"with the same steps run uncaptured ({mode})")
+        floor = (f", {fmt_sig(ref['graph_floor_ratio'])}× its floor" if ref.get("graph_floor_ratio") else "")
+        out.append(f"Through a static KV cache {how}, {ref_name} decodes at {fmt_sig(ref['graph_b1_ms'])} ms per "
+                   f"token at batch size one{floor} ({fmt_sig(ref['decode_b1_ms'] / ref['graph_b1_ms'])}× the speed "
+                   "of `generate`).")
+        others = sorted((r for r in ok if r["variant"] != ref_name and r.get("graph_b1_ratio")),
+                        key=lambda r: r["graph_b1_ratio"])
+        if others:
+            out.append(f"Decoded the same way, relative to {ref_name}: "
+                       + join([f"{r['label']} {fmt_sig(r['graph_b1_ratio'])}×" for r in others]) + ".")
+    elif ref is not None and ref.get("graph_error"):
+        out.append(f"The static-cache graph decode of {ref_name} failed, so no format is compared with it that way.")
+    failed = [r["label"] for r in ok if r["variant"] != ref_name and r.get("graph_error") and not r.get("graph_b1_ms")]
+    if failed:
+        out.append(f"The graph decode at batch size one failed for {join(failed)} (the eager figures stand; the table "
+                   "gives the error).")
+    return out
+
+
 def text_benchmark(ctx: Context) -> str:
-    """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured."""
-    from .benchmark import describe_architecture
+    """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured.
+    A record with graph decode figures (static KV cache + CUDA graph) is described with them too."""
+    from .benchmark import describe_architecture, has_graph
     from .tables import _kernel_label, fmt_sig, load_benchmark
 
     runs = (load_benchmark(ctx.tables) or {}).get("runs") or []
@@ -306,10 +336,12 @@ def text_benchmark(ctx: Context) -> str:
     ref_name = run.get("reference") or "fp16"
     ok = [r for r in run["rows"] if r["status"] == "ok"]
     ref = next((r for r in ok if r["variant"] == ref_name), None)
+    graph = has_graph(run["rows"])
+    gen = " through `generate`" if graph else ""  # said only where the graph figures stand beside these
     out = []
     if ref is not None and ref.get("floor_ms"):
         out.append(f"On {run['device']}, {describe_architecture(run['architecture'])} in {ref_name} decodes at "
-                   f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one, "
+                   f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one{gen}, "
                    f"{fmt_sig(ref['floor_ratio'])}× its "
                    f"floor of {fmt_sig(ref['floor_ms'])} ms (its weights over the measured copy bandwidth of "
                    f"{fmt_sig(run['bandwidth_gb_s'])} GB/s).")
@@ -318,16 +350,19 @@ def text_benchmark(ctx: Context) -> str:
     faster = [r for r in others if r["decode_b1_ratio"] < 1]
     if faster:
         best = faster[0]
-        out.append(f"The fastest format at batch size one is {best['label']} ({fmt_sig(best['decode_b1_ratio'])}× "
+        out.append(f"The fastest format at batch size one{gen} is {best['label']} "
+                   f"({fmt_sig(best['decode_b1_ratio'])}× "
                    f"the time of {ref_name}, {_kernel_label(best['kernel'])}).")
         also = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in faster[1:]]
         if also:
             out.append(f"Also faster than {ref_name}: {join(also)}.")
     elif others:
-        out.append(f"No format decodes faster than {ref_name} at batch size one.")
+        out.append(f"No format decodes faster than {ref_name} at batch size one{gen}.")
     slower = [f"{r['label']} ({fmt_sig(r['decode_b1_ratio'])}×)" for r in others if r["decode_b1_ratio"] > 1]
     if slower:
-        out.append(f"Slower than {ref_name} at batch size one: {join(slower)}.")
+        out.append(f"Slower than {ref_name} at batch size one{gen}: {join(slower)}.")
+    if graph:
+        out += _benchmark_graph_text(run, ok, ref_name)
     sparse = next((r for r in ok if r["variant"] == "sparse-2of4"), None)
     if sparse is not None and sparse.get("prefill_speedup"):
         out.append(f"The `2:4` sparse model prefills at {fmt_sig(sparse['prefill_speedup'])}× the speed of {ref_name} "

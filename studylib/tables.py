@@ -371,10 +371,68 @@ def _x(v) -> str:
     return "—" if missing(v) else f"{fmt_sig(v)}×"
 
 
+def _graph_ms(row: dict, key: str) -> str:
+    """A graph decode time, or why there is none ("failed", "not measured"); never a number that was not measured."""
+    if not missing(row.get(key)):
+        return fmt_sig(row[key])
+    mode = str(row.get("graph_mode") or "")
+    return "failed" if mode.startswith("failed") or row.get("graph_error") else "not measured"
+
+
+def _graph_x(row: dict, key: str, ms_key: str) -> str:
+    return _x(row.get(key)) if not missing(row.get(ms_key)) else "—"
+
+
+def _load_range(rows: list[dict]) -> tuple | None:
+    """The lowest and highest 1-minute load average taken around the rows' timings, and the CPU count."""
+    loads, cpus = [], set()
+    for r in rows:
+        host = r.get("host_load") or {}
+        cpus.add(host.get("cpus"))
+        for section in ("eager", "graph"):
+            for when in ("before", "after"):
+                value = (host.get(section) or {}).get(when)
+                if value:
+                    loads.append(value[0])
+    cpus.discard(None)
+    return (min(loads), max(loads), sorted(cpus)) if loads else None
+
+
+def _graph_text(rows: list[dict], ref: str) -> list[str]:
+    """What the graph columns are, per mode found, and which formats' capture failed (and why)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    modes = {str(r.get("graph_mode") or "") for r in ok}
+    how = []
+    if "cuda-graph" in modes:
+        how.append("each decoding step (forward, argmax, next input written in place) captured once as a CUDA graph "
+                   "and replayed")
+    if any(m.startswith("static-cache eager") for m in modes):
+        how.append("the same steps run uncaptured (no CUDA graph on this device)")
+    text = []
+    if how:
+        text.append("Graph columns: decode through a static KV cache, " + "; ".join(how) + f"; × {ref}: relative "
+                    f"to {ref}'s graph figure; × floor: the graph batch-1 time over the floor. The eager columns are "
+                    "`model.generate`'s.")
+    failed = [f"{r['label']} ({md_escape(' '.join(str(r['graph_error']).split())[:120])})" for r in ok
+              if r.get("graph_error")]
+    if failed:
+        text.append("Graph decode failed (the eager figures stand): " + "; ".join(failed) + ".")
+    off = [r["label"] for r in ok if not r.get("graph_mode") or str(r["graph_mode"]).startswith("off")]
+    if off:
+        text.append("Graph decode not measured: " + ", ".join(off) + ".")
+    load = _load_range(ok)
+    if load:
+        low, high, cpus = load
+        text.append(f"Host: {'/'.join(str(c) for c in cpus)} CPUs, 1-minute load average {fmt_sig(low)}–"
+                    f"{fmt_sig(high)} around the timings.")
+    return text
+
+
 def benchmark_table(data: dict) -> str:
     """Markdown: per format, batch-1 and batch-N time per token, floor, prefill, peak memory, storage; ratios to
-    the reference; the compression times below. Formats that did not run say why."""
-    from .benchmark import describe_architecture, runs_text
+    the reference; the compression times below. Formats that did not run say why. A record with graph decode
+    figures (static KV cache + CUDA graph) gets them beside the eager ones; an older record reads as before."""
+    from .benchmark import describe_architecture, has_graph, runs_text
 
     runs = (data or {}).get("runs") or []
     if not runs:
@@ -385,10 +443,16 @@ def benchmark_table(data: dict) -> str:
         t = run["timing"]
         ref = run.get("reference") or "fp16"
         head = "" if len(runs) == 1 else f"**{run['record']}** ({run['device']}, {run['date']})\n\n"
+        graph = has_graph(run["rows"])
+        large = t.get('large_batch', '—')
         header = ["Format", "Kernel", "Layers", "Batch 1 ms/token", f"× {ref}", "× floor",
-                  f"Batch {t.get('large_batch', '—')} ms/token", f"× {ref}",
+                  f"Batch {large} ms/token", f"× {ref}",
                   f"Prefill {t.get('prefill_tokens', '—')} ms",
                   "Speed-up", "Peak mem. (GB)", "Storage (GB)"]
+        if graph:  # beside each eager decode figure, the graph one
+            header[3:8] = ["Batch 1 ms/token (eager)", f"× {ref}", "× floor", "Batch 1 ms/token (graph)", f"× {ref}",
+                           "× floor", f"Batch {large} ms/token (eager)", f"× {ref}",
+                           f"Batch {large} ms/token (graph)", f"× {ref}"]
         body, notes = [], []
         for r in run["rows"]:
             if r["status"] != "ok":
@@ -396,10 +460,15 @@ def benchmark_table(data: dict) -> str:
                 body.append([r["label"], f"{'unavailable' if r['status'] == 'failed' else 'not run'}: {why}"]
                             + ["—"] * (len(header) - 2))
                 continue
-            body.append([r["label"], _kernel_label(r["kernel"]), str(r["layers"]), fmt_sig(r["decode_b1_ms"]),
-                         _x(r["decode_b1_ratio"]), _x(r["floor_ratio"]), fmt_sig(r["decode_large_ms"]),
-                         _x(r["decode_large_ratio"]), fmt_sig(r["prefill_ms"]), _x(r["prefill_speedup"]),
-                         fmt_sig(_gb(r["peak_memory_bytes"])), fmt_sig(_gb(r["storage_bytes"]))])
+            cells = [r["label"], _kernel_label(r["kernel"]), str(r["layers"]), fmt_sig(r["decode_b1_ms"]),
+                     _x(r["decode_b1_ratio"]), _x(r["floor_ratio"]), fmt_sig(r["decode_large_ms"]),
+                     _x(r["decode_large_ratio"]), fmt_sig(r["prefill_ms"]), _x(r["prefill_speedup"]),
+                     fmt_sig(_gb(r["peak_memory_bytes"])), fmt_sig(_gb(r["storage_bytes"]))]
+            if graph:
+                cells[6:6] = [_graph_ms(r, "graph_b1_ms"), _graph_x(r, "graph_b1_ratio", "graph_b1_ms"),
+                              _graph_x(r, "graph_floor_ratio", "graph_b1_ms")]
+                cells[11:11] = [_graph_ms(r, "graph_large_ms"), _graph_x(r, "graph_large_ratio", "graph_large_ms")]
+            body.append(cells)
             note = r.get("storage_note") or ""
             if note and not note.startswith("the model saved as it runs"):
                 notes.append(f"{r['label']}: {note}")
@@ -413,6 +482,8 @@ def benchmark_table(data: dict) -> str:
                 f"× {ref}: time relative to {ref} (below 1 is faster); speed-up: {ref}'s prefill time over the "
                 "format's. × floor: batch-1 time per token over the floor (the bytes a decoding step must read, "
                 "over the copy bandwidth)."]
+        if graph:
+            text += _graph_text(run["rows"], ref)
         if notes:
             text.append("Storage: " + "; ".join(notes) + ".")
         comp = []

@@ -37,6 +37,8 @@ def cfg(**kw):
     ("prefill_tokens", 4096, "exceed"),
     ("time_budget_s", 0, "time_budget_s"),
     ("storage", "yes", "storage must be true or false"),
+    ("graph_decode", "yes", "graph_decode must be true or false"),
+    ("graph_decode", 1, "graph_decode must be true or false"),
 ])
 def test_bad_params_fail_before_any_model_is_built(monkeypatch, key, value, message):
     def no_model(*a, **k):
@@ -254,3 +256,209 @@ def test_gptq_compression_time_leaves_out_loading_the_inference_kernel():
     t = benchmark._gptq_timing(420.0, info)
     assert t["seconds"] == 330.0 and t["route_seconds"] == 420.0 and t["quantize_seconds"] == 300.0
     assert "JIT" in t["what"] and t["calibration"]["samples"] == 128
+
+
+# ----------------------------------------------------------------------------------------------- static cache + graph
+
+
+def _sharp_tiny(dtype="float32"):
+    """The tiny Llama with weights of std 0.1 instead of 0.02: its attention then depends on the positions and the
+    cached keys, so a decode loop that gets either wrong gives other tokens (at std 0.02 it would not notice)."""
+    model = benchmark.build_random("tiny-llama", dtype, "cpu", seed=0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _generate(model, ids, n):
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                         min_new_tokens=n, pad_token_id=0, temperature=None, top_p=None, top_k=None)
+    return out[:, ids.shape[1]:]
+
+
+def test_the_static_cache_greedy_loop_gives_generates_tokens():
+    ids = torch.randint(3, 512, (2, 5), generator=torch.Generator().manual_seed(1))
+    model = _sharp_tiny()
+    expected = _generate(model, ids, 12)
+    assert len(set(expected.flatten().tolist())) > 8  # varied tokens: a wrong loop has room to differ
+    assert torch.equal(benchmark.greedy_static(model, ids, 12), expected)
+
+    # the same loop with the position not advanced: other tokens, so the comparison above can fail
+    decoder = benchmark.StaticDecoder(model, ids, 12)
+
+    def stuck():
+        with torch.no_grad():
+            out = decoder._forward(decoder.ids, decoder.position)
+            decoder.ids.copy_(out.logits[:, -1].argmax(-1, keepdim=True))
+
+    decoder._step = stuck
+    assert not torch.equal(decoder.tokens(12, captured=False), expected)
+
+    fp16 = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)  # the benchmark's own model, as built
+    assert torch.equal(benchmark.greedy_static(fp16, ids[:1], 8), _generate(fp16, ids[:1], 8))
+
+
+def test_graph_decode_on_the_cpu_is_the_uncaptured_static_step_and_says_so():
+    model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
+    got = benchmark.graph_decode_time_per_token(model, batch_size=2, prompt_tokens=4, new_tokens=5, warmup=0,
+                                                repeats=2)
+    assert got["mode"] == "static-cache eager (cpu)" and got["seconds"] > 0 and got["check"] is None
+    assert benchmark.static_mode(torch.device("cuda", 1)) == benchmark.GRAPH_MODE_CUDA == "cuda-graph"
+    assert benchmark.static_mode("cpu") == "static-cache eager (cpu)"
+
+
+def _measure(model, **kw):
+    return benchmark.measure("fp16", model, kernel="dense", bandwidth=1e9, new_tokens=4, repeats=1, warmup=0,
+                             prompt_tokens=4, large_batch=2, prefill_tokens=8, storage=False, **kw)
+
+
+def test_a_measurement_has_the_graph_figures_their_floor_ratio_and_the_host_load():
+    model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
+    m = _measure(model)
+    assert m.graph_mode == "static-cache eager (cpu)" and m.graph_error is None
+    assert m.graph_b1_ms > 0 and m.graph_large_ms > 0 and m.decode_b1_ms > 0
+    assert m.graph_floor_ratio == pytest.approx(m.graph_b1_ms / m.floor_ms)
+    assert m.peak_memory_bytes is None  # CPU
+    load = m.host_load
+    assert load["cpus"] >= 1 and set(load) == {"cpus", "eager", "graph"}
+    assert all(len(load[s][w]) == 3 for s in ("eager", "graph") for w in ("before", "after"))
+    row = benchmark.ratios([m])[0]
+    assert row["graph_b1_ratio"] == 1 and row["graph_large_ratio"] == 1
+    assert row["graph_floor_ratio"] == pytest.approx(m.graph_b1_ms / m.floor_ms)
+
+    off = _measure(model, graph_decode=False)
+    assert off.graph_mode == benchmark.GRAPH_OFF and off.graph_b1_ms is None and off.graph_large_ms is None
+    assert off.decode_b1_ms > 0 and "graph" not in off.host_load
+
+
+def test_a_step_that_cannot_be_captured_leaves_the_eager_figures_and_its_error(monkeypatch):
+    def refuse(self):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(benchmark.StaticDecoder, "_step", refuse)
+    model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
+    m = _measure(model)
+    assert m.decode_b1_ms > 0 and m.decode_large_ms > 0 and m.prefill_ms > 0 and m.floor_ms > 0  # kept
+    assert m.graph_b1_ms is None and m.graph_large_ms is None and m.graph_floor_ratio is None
+    assert m.graph_mode.startswith("failed: batch 1: RuntimeError: CUDA error: operation not permitted")
+    assert "batch 2: RuntimeError" in m.graph_error
+
+    # only the larger batch fails: batch 1 is kept, the error names batch 2
+    monkeypatch.undo()
+    original_step = benchmark.StaticDecoder._step
+
+    def refuse_large(self):
+        if self.ids.shape[0] > 1:
+            raise RuntimeError("out of memory")
+        original_step(self)
+
+    monkeypatch.setattr(benchmark.StaticDecoder, "_step", refuse_large)
+    m = _measure(model)
+    assert m.graph_mode == "static-cache eager (cpu)" and m.graph_b1_ms > 0 and m.graph_large_ms is None
+    assert m.graph_error == "batch 2: RuntimeError: out of memory"
+
+
+def test_a_failed_capture_in_a_run_is_recorded_and_the_record_still_checks(monkeypatch):
+    def refuse(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(benchmark.StaticDecoder, "_step", refuse)
+    c = cfg(variants=["fp16", "layers-50"], storage=False)
+    budget = benchmark.Budget()
+    rows = benchmark.run_variants(c, {"bytes_per_s": 1e9}, budget)
+    record = benchmark.make_benchmark_record(c, {"bytes_per_s": 1e9}, rows, {}, budget)
+    benchmark.check_record(record, c)
+    by = {r["variant"]: r for r in record["benchmark"]["variants"]}
+    assert all(r["status"] == "ok" and r["decode_b1_ms"] > 0 and r["decode_b1_ratio"] for r in by.values())
+    assert by["layers-50"]["graph_mode"].startswith("failed: ") and by["layers-50"]["graph_b1_ratio"] is None
+    targets = {t["target"]: t for t in record["benchmark"]["targets"]}
+    floor = targets["fp16 batch-1 time per token, x its floor"]
+    assert floor["figure"] == benchmark.EAGER_FIGURE and floor["measured"] == by["fp16"]["floor_ratio"]
+
+
+def test_targets_use_the_graph_figure_where_a_row_has_one():
+    bench = {"variants": [
+        {"variant": "fp16", "status": "ok", "floor_ratio": 5.7, "graph_floor_ratio": 1.2, "graph_mode": "cuda-graph"},
+        {"variant": "gptq-w4", "status": "ok", "decode_b1_ratio": 1.34, "graph_b1_ratio": 0.3,
+         "graph_mode": "cuda-graph"},
+        {"variant": "bnb-nf4", "status": "ok", "decode_b1_ratio": 0.5, "graph_b1_ratio": None,
+         "graph_mode": "failed: batch 1: RuntimeError: no capture"},
+        {"variant": "bnb-int8", "status": "failed", "graph_b1_ratio": 0.1}],
+        "compression": {}}
+    got = {key: t for (key, *_), t in zip(benchmark.TARGETS, benchmark.targets(bench))}
+    w4 = got["gptq-w4"]
+    assert (w4["measured"], w4["met"], w4["eager"]) == (0.3, True, 1.34)
+    assert w4["figure"] == "static-cache decode (cuda-graph)"
+    nf4 = got["bnb-nf4"]  # no graph figure: the eager one, said
+    assert (nf4["measured"], nf4["met"], nf4["figure"]) == (0.5, True, benchmark.EAGER_FIGURE) and "eager" not in nf4
+    assert got["bnb-int8"]["measured"] is None and got["bnb-int8"]["met"] is None  # a failed variant: nothing measured
+    fp16 = got["fp16"]
+    assert (fp16["measured"], fp16["met"], fp16["eager"]) == (1.2, True, 5.7)
+    assert got["sparse-2of4"]["figure"] == "prefill" and got["sparse-2of4"]["met"] is None
+
+
+def _graph_record():
+    from tests.synthetic import benchmark_record
+
+    rec = benchmark_record()
+    rows = rec["benchmark"]["variants"]
+    graph = {"fp16": (4.0, 4.5), "gptq-w4": (1.2, 2.0), "layers-50": (2.1, None)}
+    for r in rows:
+        if r["variant"] in graph:
+            r["graph_b1_ms"], r["graph_large_ms"] = graph[r["variant"]]
+            r["graph_mode"] = "cuda-graph"
+            r["graph_error"] = None if r["graph_large_ms"] else "batch 16: RuntimeError: capture refused"
+            r["host_load"] = {"cpus": 128, "eager": {"before": [15.0, 14.0, 12.0], "after": [16.5, 14.2, 12.1]},
+                              "graph": {"before": [16.0, 14.1, 12.1], "after": [15.2, 14.0, 12.0]}}
+    rec["benchmark"]["variants"] = benchmark.ratios(rows)
+    return rec
+
+
+def test_reports_show_graph_figures_beside_the_eager_ones_and_never_invent_one(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from studylib import figures, paper, tables
+    from tests.synthetic import benchmark_record
+
+    old = benchmark_record()  # a record from before the graph figures: read as it always was
+    assert not any(k.startswith("graph") for r in benchmark.report_rows(old) for k in r)
+    assert "(graph)" not in tables.benchmark_table(tables.benchmark_data([old]))
+
+    data = tables.benchmark_data([_graph_record()])
+    text = tables.benchmark_table(data)
+    lines = text.splitlines()
+    assert lines[0].startswith("| Format | Kernel | Layers | Batch 1 ms/token (eager) | × fp16 | × floor | "
+                               "Batch 1 ms/token (graph) | × fp16 | × floor | Batch 16 ms/token (eager) | × fp16 | "
+                               "Batch 16 ms/token (graph) | × fp16 |")
+    gptq = next(line for line in lines if line.startswith("| GPTQ W4"))
+    assert "| 2.50 | 0.357× | 1.47× | 1.20 | 0.300× | 0.706× | 3.50 | 0.438× | 2.00 | 0.444× |" in gptq
+    half = next(line for line in lines if line.startswith("| 50% layers"))
+    assert "| 2.10 | 0.525× |" in half and "| 4.10 | 0.512× | failed | — |" in half  # no batch-16 graph figure
+    assert "capture refused" in text and "128 CPUs, 1-minute load average 15.0–16.5" in text
+    assert all(line.count("|") == lines[0].count("|") for line in lines if line.startswith("|"))
+
+    (tmp_path / "benchmark.json").write_text(json.dumps(data, default=str))
+    said = paper.text_benchmark(SimpleNamespace(tables=tmp_path))
+    assert "through `generate`" in said and "captured once as a CUDA graph" in said
+    assert "4.00 ms per token" in said and "GPTQ W4 0.300×" in said and "the graph decode failed" not in said.lower()
+    fig, caption, meta = figures.efficiency_7b(json.loads((tmp_path / "benchmark.json").read_text()))
+    assert "Hatched bars" in caption and meta["graph_failed"] == ["50% layers"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+    rec = _graph_record()  # GPTQ W4's capture failed at both batch sizes: said, never a number
+    w4 = next(r for r in rec["benchmark"]["variants"] if r["variant"] == "gptq-w4")
+    w4.update(graph_b1_ms=None, graph_large_ms=None, graph_mode="failed: batch 1: RuntimeError: marlin refused",
+              graph_error="batch 1: RuntimeError: marlin refused; batch 16: RuntimeError: marlin refused")
+    rec["benchmark"]["variants"] = benchmark.ratios(rec["benchmark"]["variants"])
+    data = tables.benchmark_data([rec])
+    gptq = next(line for line in tables.benchmark_table(data).splitlines() if line.startswith("| GPTQ W4"))
+    assert "| 1.47× | failed | — | — | 3.50 | 0.438× | failed | — |" in gptq
+    (tmp_path / "benchmark.json").write_text(json.dumps(data, default=str))
+    said = paper.text_benchmark(SimpleNamespace(tables=tmp_path))
+    assert "The graph decode at batch size one failed for GPTQ W4" in said and "GPTQ W4 0.300×" not in said
