@@ -24,7 +24,8 @@ PARAMS = sorted(str(p) for p in (REPO / "params").glob("*.yaml"))
 
 @pytest.fixture
 def fake_execute(monkeypatch):
-    """pipeline.execute replaced by one that writes the record a notebook would (its params), and counts."""
+    """pipeline.execute replaced by one that writes the record a notebook would (its params) and the files it
+    makes for other runs, and counts."""
     calls = []
 
     def execute(job, results=None, **kwargs):
@@ -34,6 +35,9 @@ def fake_execute(monkeypatch):
             rec = records.make_record(notebook=job.notebook, run=run, params=params,
                                       profile=job.parameters["profile"], metrics={})
             records.write_record(rec, results)
+        for path in pipeline.required_outputs(job, results):  # files made for other runs (30's KD pairs)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"")
 
     monkeypatch.setattr(pipeline, "execute", execute)
     return calls
