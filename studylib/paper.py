@@ -242,10 +242,12 @@ def text_speed(ctx: Context) -> str:
         parts.append(f"slower: {join(slower)}")
     out.append("; ".join(parts) + ".")
     sessions = {str(_run_value(ctx, k, "device") or "") for k, _ in timed} | {str(_run_value(ctx, ref, "device") or "")}
-    out.append(f" Every time was measured with the GPU to itself ({join(sorted(s for s in sessions if s))}), "
-               "but not all in one session: pruned runs that keep dense bf16 weights decode with the reference's own "
-               "kernels, so their ratio shows how far two sessions differ. The 7B-scale benchmark below compares "
-               "formats within one run.")
+    out.append(f" Every time was measured with the GPU to itself ({join(sorted(s for s in sessions if s))}; runs "
+               "made side by side wait for one another's timed sections), but not all in one session, nor always with "
+               "the host's CPUs to itself (runs on the machine's other GPUs), which matters for launch-bound batch-one "
+               "decoding: pruned runs that keep dense bf16 weights decode with the reference's own kernels, so their "
+               "ratio shows how far such conditions move a time. The 7B-scale benchmark below compares formats within "
+               "one run.")
     return "".join(out)
 
 
