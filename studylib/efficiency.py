@@ -2,7 +2,9 @@
 
 Conventions: storage in decimal GB (1e9 bytes) of the safetensors files as saved; time per token from
 synchronized wall-clock timings after a warm-up run; peak memory from the CUDA allocator (``None`` on CPU,
-where it is not measured).
+where it is not measured) as the model's own footprint: the bytes of its tensors on the device plus the most its
+decoding allocated beyond what was already allocated (:func:`footprint`), so that whatever else the process holds
+(another copy of the model, leftovers of compression) does not count.
 """
 
 from __future__ import annotations
@@ -103,11 +105,13 @@ def _sync(device):
 
 
 class PeakMemory:
-    """Peak CUDA memory allocated inside a ``with`` block (``bytes`` is None on CPU)."""
+    """Peak CUDA memory allocated inside a ``with`` block (``bytes``; ``before``: allocated when it began; both None
+    on CPU)."""
 
     def __init__(self, device):
         self.device = device
         self.bytes: int | None = None
+        self.before: int | None = None
 
     def __enter__(self):
         import torch
@@ -115,6 +119,7 @@ class PeakMemory:
         if _is_cuda(self.device):
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = int(torch.cuda.memory_allocated(self.device))
         return self
 
     def __exit__(self, *exc):
@@ -124,6 +129,63 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.bytes = int(torch.cuda.max_memory_allocated(self.device))
         return False
+
+
+def _storage_key_and_bytes(t) -> tuple:
+    try:
+        storage = t.untyped_storage()
+        return (storage.data_ptr(), storage.nbytes())
+    except (RuntimeError, NotImplementedError, TypeError):  # tensor subclasses without one storage (2:4 sparse)
+        return (id(t), t.numel() * t.element_size())
+
+
+def resident_bytes(model, device=None) -> int:
+    """Bytes of the model's own tensors on ``device`` (default: its first parameter's): parameters, buffers, tensors
+    kept as module attributes (kernel workspaces) and those that quantized weights carry (bitsandbytes' absmax and
+    quantization state, LLM.int8's scales). Each storage once (tied embeddings, views)."""
+    import torch
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    seen, total = set(), 0
+
+    def add(value, depth=0):
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if value.device.type == device.type and (device.index is None or value.device.index == device.index):
+                key, nbytes = _storage_key_and_bytes(value)
+                if key not in seen:
+                    seen.add(key)
+                    total += nbytes
+            if depth == 0:  # what a parameter carries (quant_state, SCB ...)
+                for extra in list(vars(value).values()):
+                    add(extra, depth + 1)
+        elif depth and depth < 3 and hasattr(value, "__dict__") and not isinstance(value, type):
+            for extra in list(vars(value).values()):  # a quantization state object (and its nested state2)
+                add(extra, depth + 1)
+
+    for module in model.modules():
+        for t in list(module._parameters.values()) + list(module._buffers.values()):
+            if t is not None:
+                add(t)
+        for value in list(vars(module).values()):
+            if isinstance(value, torch.Tensor):
+                add(value, 1)
+    return total
+
+
+def footprint(resident: int | None, before: int | None, peak: int | None) -> dict:
+    """The model's peak memory: its resident bytes plus the most its decoding allocated beyond what the process held
+    when it began (``before``; ``peak`` is the allocator's maximum meanwhile). What else the process held is reported
+    beside it, not counted."""
+    if resident is None or before is None or peak is None:
+        return {"peak_memory_bytes": None, "memory": None}
+    extra = max(peak - before, 0)
+    return {"peak_memory_bytes": resident + extra,
+            "memory": {"model_resident_bytes": resident, "decode_extra_bytes": extra, "process_peak_bytes": peak,
+                       "other_allocated_bytes": max(before - resident, 0),
+                       "definition": "model_resident_bytes + decode_extra_bytes: the model's tensors on the device "
+                                     "plus what decoding allocated beyond what was already allocated; what else the "
+                                     "process held (other_allocated_bytes) is not counted"}}
 
 
 @contextmanager
@@ -207,6 +269,6 @@ def efficiency_report(model, tokenizer, *, prompt: str, batch_sizes=(1,), new_to
     first = speed[f"batch{batch_sizes[0]}"]
     report["time_per_token_ms"] = first["time_per_token_ms"]
     report["tokens_per_s"] = first["tokens_per_s"]
-    report["peak_memory_bytes"] = peak.bytes
-    report["peak_memory_gb"] = gb(peak.bytes)
+    report.update(footprint(resident_bytes(model, device) if peak.bytes is not None else None, peak.before, peak.bytes))
+    report["peak_memory_gb"] = gb(report["peak_memory_bytes"])
     return report

@@ -69,3 +69,30 @@ def test_packed_weights_held_as_parameters_are_counted_once_unpacked():
     model = torch.nn.Sequential(MarlinLike(), torch.nn.Linear(4, 4, bias=False))
     assert efficiency.count_params(model) == 64 * 32 + 32 + 16
     assert efficiency.count_nonzero_params(model) == 64 * 32 + 32 + 16
+
+
+def test_resident_bytes_count_the_models_own_tensors_once(tiny):
+    model, _ = tiny
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    storages.update({b.untyped_storage().data_ptr(): b.untyped_storage().nbytes() for b in model.buffers()})
+    assert efficiency.resident_bytes(model) == sum(storages.values())  # tied embeddings once
+
+    class State:  # the shape of bitsandbytes' QuantState: tensors on an object the weight carries, one nested
+        def __init__(self, n, nested=None):
+            self.absmax, self.state2 = torch.ones(n), nested
+
+    layer = torch.nn.Linear(8, 8, bias=False)
+    layer.weight.quant_state = State(4, State(2))
+    layer.workspace = torch.zeros(16, dtype=torch.uint8)  # a kernel's workspace kept as a plain attribute
+    assert efficiency.resident_bytes(layer) == 8 * 8 * 4 + 4 * 4 + 2 * 4 + 16
+    assert efficiency.resident_bytes(layer, "meta") == 0  # only what is on the device asked for
+
+
+def test_peak_memory_is_the_models_footprint_not_the_processes():
+    """Another copy of the model or leftovers of compression held by the process do not count (27_prune_depth kept
+    the unpruned teacher on the GPU; GPTQ runs held calibration-sized leftovers)."""
+    alone = efficiency.footprint(resident=500, before=500, peak=800)
+    crowded = efficiency.footprint(resident=500, before=1500, peak=1800)
+    assert alone["peak_memory_bytes"] == crowded["peak_memory_bytes"] == 800
+    assert crowded["memory"]["other_allocated_bytes"] == 1000 and crowded["memory"]["process_peak_bytes"] == 1800
+    assert efficiency.footprint(None, None, None) == {"peak_memory_bytes": None, "memory": None}
