@@ -415,6 +415,7 @@ class Measurement:
     graph_error: str | None = None  # what failed, per batch size (the eager figures above are kept)
     graph_check: dict | None = None  # replayed tokens against the same steps uncaptured (CUDA only)
     host_load: dict | None = None  # CPUs and load averages before and after the eager and the graph timings
+    memory: dict | None = None  # peak_memory_bytes' parts (efficiency.footprint): the model's, decoding's, the rest
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -456,7 +457,8 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
     Eager decode (``model.generate``), prefill and peak memory first; then storage; then (``graph_decode``) decode
     through a static KV cache replayed as a CUDA graph, at batch 1 and ``large_batch``
     (:func:`graph_decode_time_per_token`): a capture that fails leaves its error in ``graph_mode`` /
-    ``graph_error`` and every other figure as measured. Peak memory is the eager section's. The host's load
+    ``graph_error`` and every other figure as measured. Peak memory is the eager section's, as the format's own
+    footprint (:func:`studylib.efficiency.footprint`: leftovers of an earlier build do not count). The host's load
     averages are taken before and after each timed section (``host_load``).
 
     Storage: ``storage_bytes`` when the variant knows it (a checkpoint written while building it), else the model
@@ -464,7 +466,7 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
     """
     import torch
 
-    from .efficiency import PeakMemory, count_params, saved_storage_bytes
+    from .efficiency import PeakMemory, count_params, footprint, resident_bytes, saved_storage_bytes
 
     device = next(model.parameters()).device
     timing = dict(new_tokens=new_tokens, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens)
@@ -474,6 +476,8 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
         big = decode_time_per_token(model, batch_size=large_batch, **timing)
         pre = prefill_seconds(model, tokens=prefill_tokens, warmup=warmup, repeats=repeats)
     load["eager"]["after"] = host_load()["load_average_1_5_15_min"]
+    # the format's footprint: its tensors + what decoding allocated; not what an earlier build left in the process
+    memory = footprint(resident_bytes(model, device) if peak.bytes is not None else None, peak.before, peak.bytes)
     if storage_bytes is None and storage:
         try:
             storage_bytes = saved_storage_bytes(model)
@@ -491,11 +495,11 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
     floor_ms = None if not bandwidth else 1000 * fbytes / bandwidth
     return Measurement(
         variant=variant, kernel=kernel, decode_b1_ms=1000 * b1, decode_large_ms=1000 * big, large_batch=large_batch,
-        prefill_ms=1000 * pre, prefill_tokens=prefill_tokens, peak_memory_bytes=peak.bytes,
+        prefill_ms=1000 * pre, prefill_tokens=prefill_tokens, peak_memory_bytes=memory["peak_memory_bytes"],
         weight_bytes=weight_bytes(model), floor_bytes=fbytes, storage_bytes=storage_bytes,
         params=count_params(model), layers=model.config.num_hidden_layers,
         floor_ms=floor_ms, storage_note=storage_note, **graph,
-        graph_floor_ratio=_ratio(graph.get("graph_b1_ms"), floor_ms), host_load=load,
+        graph_floor_ratio=_ratio(graph.get("graph_b1_ms"), floor_ms), host_load=load, memory=memory["memory"],
     )
 
 
@@ -858,10 +862,16 @@ def report_rows(record: dict) -> list[dict]:
 
     bench = record.get("benchmark") or {}
     graph = has_graph(bench.get("variants"))
+    errata = record.get("errata") or {}
+    withdrawn = {}  # variant -> fields an erratum withdraws (results/errata.yaml: "<variant>:peak_memory")
+    for field in errata.get("fields", []):
+        variant, _, name = str(field).partition(":")
+        withdrawn.setdefault(variant, []).append(name)
     out = []
     for r in bench.get("variants", []):
         row = {"variant": r["variant"], "label": LABELS.get(r["variant"], r["variant"]), "status": r["status"],
-               "kernel": r.get("kernel"), "error": r.get("error")}
+               "kernel": r.get("kernel"), "error": r.get("error"), "withdrawn": withdrawn.get(r["variant"], []),
+               "errata": errata.get("reason") if r["variant"] in withdrawn else None}
         for key in ("decode_b1_ms", "decode_b1_ratio", "floor_ms", "floor_ratio", "decode_large_ms",
                     "decode_large_ratio", "large_batch", "prefill_ms", "prefill_ratio", "prefill_speedup",
                     "prefill_tokens", "peak_memory_bytes", "memory_ratio", "storage_bytes", "storage_ratio",
@@ -870,5 +880,7 @@ def report_rows(record: dict) -> list[dict]:
         if graph:
             for key in GRAPH_KEYS:
                 row[key] = r.get(key)
+        if "peak_memory" in row["withdrawn"]:
+            row["peak_memory_bytes"] = row["memory_ratio"] = None
         out.append(row)
     return out

@@ -498,6 +498,9 @@ def efficiency_7b(bench):
                 ax.text(0.03 * top, i, "unavailable" if r["status"] == "failed" else "not run", va="center",
                         fontsize=7, color="#b22222", style="italic")
                 continue
+            if key == "memory_ratio" and "peak_memory" in r.get("withdrawn", []):
+                ax.text(0.03 * top, i, "withdrawn ‡", va="center", fontsize=7, color="#b22222", style="italic")
+                continue
             for n, (vals, offset, _, hatch) in enumerate(series):
                 v = vals[i]
                 if not _missing(v) and not np.isnan(v):
@@ -548,6 +551,10 @@ def efficiency_7b(bench):
                         + ", ".join(graph_failed) + ".")
     if failed:
         caption += " Formats that did not run (their reason is in the table): " + ", ".join(failed) + "."
+    pulled = [r["label"] for r in rows if "peak_memory" in r.get("withdrawn", [])]
+    if pulled:
+        caption += (" Peak memory withdrawn (‡, results/errata.yaml; the table says why): " + ", ".join(pulled)
+                    + ".")
     if len(runs) > 1:
         caption += f" Record {run['record']} (of {len(runs)} benchmark records)."
     data = {"record": run["record"], "formats": names, "not_run": failed}

@@ -261,6 +261,13 @@ def read_record(path: str | Path) -> dict:
 
 
 ERRATA_FIELDS = ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s")
+# a benchmark record (notebook 40) holds one row per format: its errata name ``<variant>:<field>``
+BENCHMARK_ERRATA_FIELDS = ("peak_memory",)
+
+
+def _errata_field_ok(field: str) -> bool:
+    variant, sep, name = str(field).partition(":")
+    return field in ERRATA_FIELDS or bool(sep and variant and name in BENCHMARK_ERRATA_FIELDS)
 
 
 def load_errata(results: str | Path | None = None) -> dict:
@@ -268,7 +275,8 @@ def load_errata(results: str | Path | None = None) -> dict:
 
     A record stays as its run wrote it; an erratum withdraws some of its efficiency fields (a measurement found
     wrong after the run) so that no table or figure shows them. Each entry needs ``record``, ``made_at`` (the git
-    sha, or its start, the flawed record names), ``fields`` (from ``ERRATA_FIELDS``) and ``reason``. A record redone
+    sha, or its start, the flawed record names), ``fields`` (from ``ERRATA_FIELDS``; for a benchmark record,
+    ``<variant>:peak_memory``) and ``reason``. A record redone
     since (another sha) makes its entry stale, and reading the records fails until the entry is removed."""
     import yaml
 
@@ -280,10 +288,11 @@ def load_errata(results: str | Path | None = None) -> dict:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"record", "made_at", "fields", "reason"}:
             raise ValueError(f"{path}: entry {i} must have exactly the keys record, made_at, fields, reason")
-        bad = [f for f in entry["fields"] if f not in ERRATA_FIELDS]
+        bad = [f for f in entry["fields"] if not _errata_field_ok(f)]
         if bad or not entry["fields"] or not str(entry["reason"]).strip():
             raise ValueError(f"{path}: entry {i} ({entry['record']}): fields must be some of {ERRATA_FIELDS} "
-                             f"(got {bad or 'none'}) and the reason must be given")
+                             f"(or <variant>:{'|'.join(BENCHMARK_ERRATA_FIELDS)} for a benchmark's format; got "
+                             f"{bad or 'none'}) and the reason must be given")
         out[str(entry["record"])] = {"fields": list(entry["fields"]), "reason": str(entry["reason"]).strip(),
                                      "made_at": str(entry["made_at"])}
     return out

