@@ -61,18 +61,21 @@ def combine(*parts: tuple[str, list[data.Example]]) -> tuple[list[data.Example],
 def ood_split(directions, *, n_test_per_direction: int, seed: int = 0, root=None):
     """Tatoeba per direction, split into a held-out out-of-domain test slice and the training pool.
 
-    Pairs sharing a sentence with any WMT test set are dropped first; the two parts are disjoint (asserted).
+    Pairs sharing a sentence with any WMT test set are dropped first. A direction and its reverse are the same
+    Tatoeba pairs, so a pool leaves out every sentence held out in *any* direction (else en-cs training would hold
+    cs-en's test pairs, reversed); pools and test slices are disjoint across all directions (asserted).
     Returns (pool: {direction: [Example]}, test: {direction: [Example]}).
     """
     wmt_test = data.test_sentences(root=root)
-    pool, test = {}, {}
+    examples, test = {}, {}
     for d in directions:
-        examples, _ = data.drop_test_overlap(data.load_split("tatoeba", d, "train", root=root), wmt_test)
-        held = data.subsample(examples, n_test_per_direction, data.direction_seed(seed, d))
-        held_keys = {data.normalize(e.src) for e in held} | {data.normalize(e.tgt) for e in held}
-        rest = [e for e in examples if data.normalize(e.src) not in held_keys and data.normalize(e.tgt) not in held_keys]
-        data.assert_no_test_overlap(rest, held, purpose="out-of-domain training pool")
-        pool[d], test[d] = rest, held
+        examples[d], _ = data.drop_test_overlap(data.load_split("tatoeba", d, "train", root=root), wmt_test)
+        test[d] = data.subsample(examples[d], n_test_per_direction, data.direction_seed(seed, d))
+    held = [e for d in directions for e in test[d]]
+    held_keys = {data.normalize(e.src) for e in held} | {data.normalize(e.tgt) for e in held}
+    pool = {d: [e for e in examples[d] if data.normalize(e.src) not in held_keys
+                and data.normalize(e.tgt) not in held_keys] for d in directions}
+    data.assert_no_test_overlap([e for d in directions for e in pool[d]], held, purpose="out-of-domain training pool")
     return pool, test
 
 

@@ -44,3 +44,10 @@ def test_ood_split_holds_out_a_disjoint_test_slice(data_root):
     assert len(sample) == 11 and {e.direction for e in sample} == {"de-en", "en-is"}
     assert distillation.sample_ood(pool, 0) == []
     assert len(distillation.sample_ood(pool, 1)) == 1  # fewer pairs than directions
+
+
+def test_ood_pools_hold_no_test_pair_of_the_reverse_direction(data_root):
+    """A direction and its reverse are the same Tatoeba pairs: en-cs's pool must not hold cs-en's test pairs."""
+    pool, test = distillation.ood_split(["cs-en", "en-cs"], n_test_per_direction=200, root=data_root)
+    assert len(test["cs-en"]) == len(test["en-cs"]) == 200 and pool["cs-en"] and pool["en-cs"]
+    data.assert_no_test_overlap(pool["en-cs"] + pool["cs-en"], test["cs-en"] + test["en-cs"], purpose="check")
