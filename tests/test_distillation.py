@@ -51,3 +51,21 @@ def test_ood_pools_hold_no_test_pair_of_the_reverse_direction(data_root):
     pool, test = distillation.ood_split(["cs-en", "en-cs"], n_test_per_direction=200, root=data_root)
     assert len(test["cs-en"]) == len(test["en-cs"]) == 200 and pool["cs-en"] and pool["en-cs"]
     data.assert_no_test_overlap(pool["en-cs"] + pool["cs-en"], test["cs-en"] + test["en-cs"], purpose="check")
+
+
+@pytest.mark.parametrize("params_file, share", [("31_model_a_teacher-nf4-qlora.yaml", None),
+                                                ("33_ood_size_middle8-nf4-qlora.yaml", {"ood_sizes": [20000]})])
+def test_full_size_student_training_sets_pass_the_leak_checks(data_root, params_file, share):
+    """The students' data at the committed params' full size (without the KD pairs, made on the GPU): human +
+    out-of-domain pairs disjoint from the WMT and held-out Tatoeba tests, sizes as the params say."""
+    from studylib import pipeline, students
+    from studylib.params import params_class
+
+    job = pipeline.load_job(pipeline.NOTEBOOK_DIR.parent / "params" / params_file)
+    job = pipeline.share(job, share) if share else job
+    cfg = params_class(job.notebook)(**{**job.parameters, "kd_data": None})
+    run = cfg.settings()[0] if hasattr(cfg, "settings") else cfg
+    examples, counts, ood_test = students.training_set(run, data_root)
+    assert run.ood_total - 10 <= counts["ood"] <= run.ood_total  # a few duplicates may go
+    assert counts["human"] > 30_000 and len(examples) == counts["total"]
+    assert all(len(v) == run.ood_test_per_direction for v in ood_test.values())
