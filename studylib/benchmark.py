@@ -366,16 +366,6 @@ def graph_decode_time_per_token(model, *, batch_size: int, prompt_tokens: int = 
     return {"seconds": max(full - one, 0.0) / (new_tokens - 1), "mode": mode, "check": check}
 
 
-def host_load() -> dict:
-    """The host's CPU count and load averages (1, 5, 15 min) now: launch-bound timings slow down when other jobs
-    keep the CPUs busy."""
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # not on every platform
-        load = None
-    return {"cpus": os.cpu_count(), "load_average_1_5_15_min": load}
-
-
 def prefill_seconds(model, *, tokens: int = 512, batch_size: int = 1, warmup: int = 2, repeats: int = 5) -> float:
     """Median seconds of one forward pass over ``tokens`` tokens (no cache)."""
     import torch
@@ -470,6 +460,8 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
 
     device = next(model.parameters()).device
     timing = dict(new_tokens=new_tokens, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens)
+    from .records import host_load
+
     load = {"cpus": os.cpu_count(), "eager": {"before": host_load()["load_average_1_5_15_min"]}}
     with PeakMemory(device) as peak:
         b1 = decode_time_per_token(model, batch_size=1, **timing)

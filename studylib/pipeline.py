@@ -118,9 +118,7 @@ def split_job(job: Job, notebooks: Path = NOTEBOOK_DIR) -> list[Job]:
     combos = list(itertools.product(*(full[axis] for axis in axes)))
     if len(combos) <= 1:
         return [job]
-    shares = [{a: [v] for a, v in zip(axes, combo)} for combo in combos]
-    return [Job(job.source, job.notebook, {**job.parameters, **share}, part=_part_name(combo), overrides=share)
-            for combo, share in zip(combos, shares)]
+    return [share(job, {a: [v] for a, v in zip(axes, combo)}, notebooks) for combo in combos]
 
 
 def share(job: Job, overrides: dict, notebooks: Path = NOTEBOOK_DIR) -> Job:
@@ -134,26 +132,27 @@ def share(job: Job, overrides: dict, notebooks: Path = NOTEBOOK_DIR) -> Job:
     return Job(job.source, job.notebook, parameters, part=part, overrides=dict(overrides))
 
 
-def expected_records(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list | None:
-    """The (run, params) records a sweep notebook writes, or None for a notebook that writes one record."""
+def _params_with(job: Job, method: str, results: Path | None, notebooks: Path):
+    """``job``'s params instance (results where the run writes them) if its class has ``method``, else None."""
     try:
         cls = params_class(job.notebook, notebooks)
     except ParamsError:  # a notebook without a params class (load_job refuses those; tests use such)
         return None
-    if not hasattr(cls, "expected_records"):
+    if not hasattr(cls, method):
         return None
-    return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))}).expected_records()
+    return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))})
+
+
+def expected_records(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list | None:
+    """The (run, params) records a sweep notebook writes, or None for a notebook that writes one record."""
+    cfg = _params_with(job, "expected_records", results, notebooks)
+    return None if cfg is None else cfg.expected_records()
 
 
 def required_outputs(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> list:
     """Files a run makes for other runs (its params class's ``required_outputs``, e.g. 30_kd_data's pairs)."""
-    try:
-        cls = params_class(job.notebook, notebooks)
-    except ParamsError:
-        return []
-    if not hasattr(cls, "required_outputs"):
-        return []
-    return cls(**{**job.parameters, "results_dir": str(records.results_dir(results))}).required_outputs()
+    cfg = _params_with(job, "required_outputs", results, notebooks)
+    return [] if cfg is None else cfg.required_outputs()
 
 
 def is_done(job: Job, results: Path | None = None, notebooks: Path = NOTEBOOK_DIR) -> bool:

@@ -300,12 +300,17 @@ def dequantized_sparsity(model) -> dict | None:
                     zeros += int((w == 0).sum())
                     total += w.numel()
                     modules += 1
+    return zero_fraction_report(zeros, total, modules, "after quantization")
+
+
+def zero_fraction_report(zeros: int, total: int, modules: int, where: str) -> dict | None:
+    """How many dequantized weights are zero (``where`` they were read), as records keep it; None without modules."""
     if not modules:
         return None
     return {"modules": modules, "zero_fraction_dequantized": zeros / total,
-            "note": "zeros of the dequantized weights after quantization; GPTQ does not keep a pruning mask exactly "
-                    "(its error compensation moves pruned weights, most round back to zero), and the packed "
-                    "low-bit storage holds zeros like any other value: sparsity saves nothing more here"}
+            "note": f"zeros of the dequantized weights {where}; GPTQ does not keep a pruning mask exactly (its error "
+                    "compensation moves pruned weights, most round back to zero), and the packed low-bit storage "
+                    "holds zeros like any other value: sparsity saves nothing more here"}
 
 
 # ----------------------------------------------------------------------------------------- dev data

@@ -310,13 +310,9 @@ def checkpoint_sparsity(path, bits: int) -> dict | None:
         zeros += int((weight == 0).sum())
         total += weight.numel()
         modules += 1
-    if not modules:
-        return None
-    return {"modules": modules, "zero_fraction_dequantized": zeros / total,
-            "note": "zeros of the dequantized weights of the GPTQ checkpoint (whatever kernel runs it); GPTQ does not "
-                    "keep a pruning mask exactly (its error compensation moves pruned weights, most round back to "
-                    "zero), and the packed low-bit storage holds zeros like any other value: sparsity saves nothing "
-                    "more here"}
+    from ..pruning import zero_fraction_report
+
+    return zero_fraction_report(zeros, total, modules, "of the GPTQ checkpoint (whatever kernel runs it)")
 
 
 def _plain(value):
