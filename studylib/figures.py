@@ -449,6 +449,26 @@ GRAPH_PANELS = {"decode_b1_ratio": ("graph_b1_ms", "decode_b1_ms"),
                 "decode_large_ratio": ("graph_large_ms", "decode_large_ms")}
 
 
+def _graph_vs_ref(row: dict, ref: dict, key: str) -> float:
+    """A row's graph decode time over the eager time of the reference of its own record (nan: none measured)."""
+    import numpy as np
+
+    field = {"decode_b1_ratio": "graph_b1_vs_ref", "decode_large_ratio": "graph_large_vs_ref"}[key]
+    if field in row:  # benchmark.json written since the rows carry it (rows of several records shown together)
+        return np.nan if _missing(row[field]) else row[field]
+    ms_key, ref_key = GRAPH_PANELS[key]
+    base = ref.get(ref_key)
+    return row[ms_key] / base if row["status"] == "ok" and not _missing(row.get(ms_key)) and base else np.nan
+
+
+def _floor_vs_ref(row: dict, ref: dict) -> float:
+    import numpy as np
+
+    if "floor_vs_ref" in row:
+        return np.nan if _missing(row["floor_vs_ref"]) else row["floor_vs_ref"]
+    return row["floor_ms"] / ref["decode_b1_ms"] if row["status"] == "ok" and row.get("floor_ms") else np.nan
+
+
 def efficiency_7b(bench):
     """Each format's time per token (batch 1, batch N), prefill time and peak memory relative to fp16, on the 7B
     architecture with random weights; the batch-1 panel marks each format's floor. A record with graph decode figures
@@ -462,7 +482,7 @@ def efficiency_7b(bench):
     runs = (bench or {}).get("runs") or []
     if not runs:
         raise Skip("the 7B-architecture benchmark is not measured yet (no record of notebook 40_efficiency_7b)")
-    run = runs[0]
+    run = bench.get("combined") or runs[0]  # formats that failed in one record taken from another (each own fp16)
     rows = run["rows"]
     ref_name = run.get("reference") or "fp16"
     ref = next((r for r in rows if r["variant"] == ref_name and r["status"] == "ok"), None)
@@ -480,10 +500,7 @@ def efficiency_7b(bench):
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] if r["status"] == "ok" and not _missing(r.get(key)) else np.nan for r in rows]
         if graph and key in GRAPH_PANELS:  # eager bar above, graph bar (hatched) below, both / the eager reference
-            ms_key, ref_key = GRAPH_PANELS[key]
-            base = ref.get(ref_key)
-            graph_values = [r[ms_key] / base if r["status"] == "ok" and not _missing(r.get(ms_key)) and base
-                            else np.nan for r in rows]
+            graph_values = [_graph_vs_ref(r, ref, key) for r in rows]
             series = [(values, -0.19, 0.36, None), (graph_values, 0.19, 0.36, "////")]
         else:
             series = [(values, 0.0, 0.62, None)]
@@ -510,8 +527,7 @@ def efficiency_7b(bench):
                         else "graph not measured"
                     ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
-            floors = [r["floor_ms"] / ref["decode_b1_ms"] if r["status"] == "ok" and r.get("floor_ms") else np.nan
-                      for r in rows]
+            floors = [_floor_vs_ref(r, ref) for r in rows]
             ax.scatter(floors, y, marker="|", s=160, color="black", linewidths=2, zorder=3)
             title += " (black ticks: floor)"
         if graph and key in GRAPH_PANELS:
@@ -555,9 +571,16 @@ def efficiency_7b(bench):
     if pulled:
         caption += (" Peak memory withdrawn (‡, results/errata.yaml; the table says why): " + ", ".join(pulled)
                     + ".")
-    if len(runs) > 1:
+    elsewhere = [r for r in rows if r.get("from_record")]
+    if elsewhere:
+        caption += (" Measured in a process of their own, each beside its own " + ref_name + " (their bars are relative "
+                    "to that " + ref_name + "), because they did not run in " + run["record"] + ": "
+                    + ", ".join(f"{r['label']} ({r['from_record']})" for r in elsewhere) + ".")
+        caption += f" Every other bar: record {run['record']}."
+    elif len(runs) > 1:
         caption += f" Record {run['record']} (of {len(runs)} benchmark records)."
-    data = {"record": run["record"], "formats": names, "not_run": failed}
+    data = {"record": run["record"], "records": run.get("sources") or [run["record"]], "formats": names,
+            "not_run": failed}
     if graph:
         data["graph_failed"] = graph_failed
     return fig, caption, data

@@ -265,6 +265,73 @@ def text_pareto(ctx: Context) -> str:
     return "The frontier runs are, for " + "; for ".join(out) + "."
 
 
+def text_students(ctx: Context) -> str:
+    """The distillation study from ``<tables>/students.json``: the KD data, what Model A and Model B keep of the
+    teacher and what they save, and what out-of-domain pairs do in and out of domain. Says so when nothing is there."""
+    from .tables import fmt_sig
+
+    path = Path(ctx.tables) / "students.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    students = data.get("students") or []
+    if not students:
+        return ("The distillation study has no records yet (notebooks `30_kd_data` to `33_ood_size`); its table fills "
+                "in when they land.")
+    out = []
+    kd = data.get("kd")
+    if kd and kd.get("pairs"):
+        out.append(f"The teacher's greedy translations of {kd['pairs']:,} ALMA training sources "
+                   f"(`{kd['record']}`) are the distilled data.")
+    teacher = data.get("teacher") or {}
+    settings = {json.dumps([s.get("qlora"), s.get("epochs"), s.get("learning_rate")], sort_keys=True)
+                for s in students}
+    q = students[0].get("qlora") or {}
+    if len(settings) == 1 and q.get("r"):
+        out.append(f"Every student is trained the same way: LoRA rank {q['r']}, α {q['alpha']}, dropout "
+                   f"{fmt_sig(q['dropout']) if q.get('dropout') else 0}"
+                   + (", rank-stabilized scaling" if q.get("rslora") else "")
+                   + (", double quantization" if q.get("double_quant") else "")
+                   + f", {q.get('compute_dtype')} compute, {students[0].get('epochs'):g} epoch(s) at learning "
+                   f"rate {students[0].get('learning_rate'):g}.")
+
+    def share(num, den):
+        return f"{fmt_sig(100 * num / den)} %" if num and den else None
+
+    named = {"31_model_a": "Model A (the teacher in NF4, recovered with QLoRA)",
+             "32_model_b": "Model B (the layer-pruned teacher in NF4, recovered with QLoRA)"}
+    for s in students:
+        if s["notebook"] not in named or not s.get("retention"):
+            continue
+        r = s["retention"]
+        size = share(s.get("storage_bytes"), teacher.get("storage_bytes"))
+        params = share(s.get("params"), teacher.get("params"))
+        d = s.get("training_data") or {}
+        out.append(f"{named[s['notebook']]}, {s['layers']} layers, trained on {d.get('total', 0):,} pairs, "
+                   f"keeps {fmt_sig(100 * r['mean'])} % of the teacher's chrF++ on average over the "
+                   f"{r['n']} directions ({fmt_sig(100 * r['min'])} to {fmt_sig(100 * r['max'])} %)"
+                   + (f", with {params} of its parameters and {size} of its storage" if params and size else "")
+                   + ".")
+    sweep = sorted((s for s in students if s["notebook"] == "33_ood_size" and s.get("ood_total") is not None),
+                   key=lambda s: s["ood_total"])
+    if len(sweep) > 1:
+        lo, hi = sweep[0], sweep[-1]
+
+        def span(key, group):
+            a, b = lo[key].get(group), hi[key].get(group)
+            return f"{fmt_sig(a)} to {fmt_sig(b)}" if a is not None and b is not None else "—"
+
+        out.append(f"Adding {lo['ood_total']:,} to {hi['ood_total']:,} out-of-domain Tatoeba pairs to "
+                   f"Model B's training data moves its chrF++ on held-out Tatoeba pairs from {span('ood_chrf++', 'xx-en')} "
+                   f"(xx→en) and {span('ood_chrf++', 'en-xx')} (en→xx), and on WMT22 from {span('wmt_chrf++', 'xx-en')} "
+                   f"and {span('wmt_chrf++', 'en-xx')}.")
+        twin = next((s for s in students if s["notebook"] == "32_model_b"), None)
+        zero = next((s for s in sweep if s["ood_total"] == 0), None)
+        if twin and zero and twin["retention_by_direction"] and \
+                twin["retention_by_direction"] == zero["retention_by_direction"]:
+            out.append(f"The sweep's run without out-of-domain data (`{zero['record']}`) repeats Model B's setting "
+                       "in a separate process and reproduces its scores in every direction.")
+    return " ".join(out)
+
+
 def text_pending_figures(ctx: Context) -> str:
     figs = [f for f in (ctx.manifest.get("figures") or []) if f.get("status") != "drawn"]
     if not figs:
@@ -324,6 +391,46 @@ def _benchmark_graph_text(run: dict, ok: list[dict], ref_name: str) -> list[str]
     return out
 
 
+RNG_AFTER_CAPTURE = "Offset increment outside graph capture"  # torch's error once a capture failed mid-way
+
+
+def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
+    """Which formats come from a record other than the main one, why, and how far the reference itself moved
+    between those processes (the ratios never mix processes)."""
+    from .tables import fmt_sig
+
+    elsewhere = [r for r in run["rows"] if r.get("from_record")]
+    if not elsewhere:
+        return []
+    why = sorted({" ".join(str(r.get("failed_in_main") or "").split())[:120] for r in elsewhere} - {""})
+    out = [f"{join([r['label'] for r in elsewhere])} did not run in `{run['record']}`"
+           + (f" ({'; '.join(why)})" if why else "") + "; "
+           + join([f"{r['label']} was measured in `{r['from_record']}`" for r in elsewhere])
+           + f", each in a process of its own beside its own {ref_name}, and its ratios are to that {ref_name}."]
+    culprit = None  # the last failed capture before the first format that met the generator's error
+    for r in run["rows"]:
+        if RNG_AFTER_CAPTURE in str(r.get("failed_in_main") or ""):
+            break
+        if r.get("graph_error") and not r.get("from_record"):
+            culprit = r["label"]
+    else:
+        culprit = None
+    if culprit:
+        out.append(f"That error is what a failed CUDA-graph capture leaves behind: after the capture of {culprit} "
+                   "failed, the process's CUDA random-number generator (which builds each format's random weights) "
+                   "no longer worked.")
+    refs = run.get("reference_by_record") or {}
+    spans = []
+    for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
+        values = [v[key] for v in refs.values() if v.get(key)]
+        if len(values) > 1:
+            spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
+    if spans:
+        out.append(f"Across these {len(refs)} processes, {ref_name}'s batch-one time per token ranged from "
+                   f"{join(spans)}.")
+    return out
+
+
 def text_benchmark(ctx: Context) -> str:
     """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured.
     A record with graph decode figures (static KV cache + CUDA graph) is described with them too."""
@@ -334,7 +441,8 @@ def text_benchmark(ctx: Context) -> str:
     if not runs:
         return ("The benchmark has not been measured yet (no record of notebook `40_efficiency_7b` in these records); "
                 "its table and figure fill in when the record lands.")
-    run = runs[0]
+    bench = load_benchmark(ctx.tables) or {}
+    run = bench.get("combined") or runs[0]  # formats that failed in one record taken from another (each own fp16)
     ref_name = run.get("reference") or "fp16"
     ok = [r for r in run["rows"] if r["status"] == "ok"]
     ref = next((r for r in ok if r["variant"] == ref_name), None)
@@ -372,11 +480,17 @@ def text_benchmark(ctx: Context) -> str:
     failed = [f"{r['label']} ({r['status']})" for r in run["rows"] if r["status"] != "ok"]
     if failed:
         out.append(f"Did not run: {join(failed)}; the table says why.")
+    out += _benchmark_sources_text(run, ref_name)
     comp = run.get("compression") or {}
-    done = [f"{name} {fmt_sig(comp[key]['seconds'])} s" for key, name in (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda"))
-            if (comp.get(key) or {}).get("status") == "ok"]
+    names = (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda"))
+    done = [f"{name} {fmt_sig(comp[key]['seconds'])} s"
+            + (f" (in `{comp[key]['from_record']}`)" if comp[key].get("from_record") else "")
+            for key, name in names if (comp.get(key) or {}).get("status") == "ok"]
     if done:
         out.append(f"Compressing the model at this scale took: {join(done)} (wall time on the same device).")
+    not_timed = [name for key, name in names if key in comp and comp[key].get("status") != "ok"]
+    if not_timed:
+        out.append(f"Not timed in these records: {join(not_timed)} (the table gives the error).")
     return " ".join(out)
 
 
@@ -390,6 +504,7 @@ TEXTS = {
     "pending_figures": text_pending_figures,
     "teachers_setup": text_teachers_setup,
     "benchmark": text_benchmark,
+    "students": text_students,
 }
 
 

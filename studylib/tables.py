@@ -18,6 +18,9 @@ writes into ``<results>/tables/``:
     where and with what each record was made, and the command that remakes it (the reproducibility appendix).
 ``setup.json``
     the facts of the setup section (model, test data, metrics and their signatures, decoding, devices).
+``students.md``, ``students.json``
+    the distillation study (notebooks 30-33): the KD data, and per student its layers, params, storage, training
+    data, WMT22 and held-out Tatoeba chrF++ and its chrF++ retention against the teacher.
 ``benchmark.md``, ``benchmark.json``
     the 7B-architecture efficiency benchmark (notebook ``40_efficiency_7b``): every format's times, memory and
     storage as ratios to fp16, its floor, the compression times; the JSON is what the figure and the paper's text
@@ -353,7 +356,161 @@ def benchmark_data(recs: list[dict]) -> dict:
                      "bandwidth_gb_s": (b.get("bandwidth") or {}).get("gb_per_s"), "timing": b.get("timing") or {},
                      "reference": b.get("reference"), "rows": benchmark.report_rows(rec), "compression": compression,
                      "targets": b.get("targets") or []})
-    return {"notebook": benchmark.NOTEBOOK, "status": "measured" if runs else "not measured", "runs": runs}
+    for run in runs:
+        _relative_to_own_reference(run)
+    return {"notebook": benchmark.NOTEBOOK, "status": "measured" if runs else "not measured", "runs": runs,
+            "combined": combined_run(runs)}
+
+
+def _relative_to_own_reference(run: dict) -> None:
+    """Add to each row its graph decode times and its floor relative to the eager time of the reference measured
+    in the same record (``graph_b1_vs_ref``, ``graph_large_vs_ref``, ``floor_vs_ref``): the figure's one scale,
+    which stays within one process when rows of several records are shown together."""
+    ref_name = run.get("reference") or "fp16"
+    ref = next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
+    for r in run["rows"]:
+        for key, ms_key, base_key in (("graph_b1_vs_ref", "graph_b1_ms", "decode_b1_ms"),
+                                      ("graph_large_vs_ref", "graph_large_ms", "decode_large_ms"),
+                                      ("floor_vs_ref", "floor_ms", "decode_b1_ms")):
+            base = None if ref is None else ref.get(base_key)
+            ok = r["status"] == "ok" and not missing(r.get(ms_key)) and not missing(base) and base
+            r[key] = r[ms_key] / base if ok else None
+
+
+def combined_run(runs: list[dict]) -> dict | None:
+    """One view of the benchmark records of one architecture on one device, for the figure and the paper: the
+    record with the most measured formats, where each of its formats that did not run (and each compression time
+    that failed) is taken from another record in which it did. A row taken so names its record (``from_record``)
+    and keeps its ratios to the reference measured in that record's own process; nothing is rescaled across
+    processes. ``sources`` lists the records used; ``reference_b1_ms`` / ``reference_graph_b1_ms`` the reference's
+    batch-1 times in each, which shows how much the same format moved between processes."""
+    if not runs:
+        return None
+    main = max(runs, key=lambda run: sum(r["status"] == "ok" for r in run["rows"]))  # ties: the first (by name)
+    peers = [run for run in runs if run is not main and run.get("architecture") == main.get("architecture")
+             and run.get("device") == main.get("device")]
+    rows, used = [], [main["record"]]
+    for row in main["rows"]:
+        if row["status"] != "ok":
+            other = next(((run, r) for run in peers for r in run["rows"]
+                          if r["variant"] == row["variant"] and r["status"] == "ok"), None)
+            if other is not None:
+                run, r = other
+                row = {**r, "from_record": run["record"], "failed_in_main": row.get("error")}
+                if run["record"] not in used:
+                    used.append(run["record"])
+        rows.append(row)
+    compression = {}
+    for key in sorted({k for run in [main, *peers] for k in run.get("compression") or {}}):
+        entry = (main.get("compression") or {}).get(key)
+        if not entry or entry.get("status") != "ok":
+            other = next((run for run in peers if ((run.get("compression") or {}).get(key) or {}).get("status")
+                          == "ok"), None)
+            if other is not None:
+                entry = {**other["compression"][key], "from_record": other["record"]}
+                if other["record"] not in used:
+                    used.append(other["record"])
+        if entry:
+            compression[key] = entry
+    ref_name = main.get("reference") or "fp16"
+    refs = {}
+    for run in [main, *peers]:
+        if run["record"] in used:
+            ref = next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
+            if ref is not None:
+                refs[run["record"]] = {"decode_b1_ms": ref.get("decode_b1_ms"), "graph_b1_ms": ref.get("graph_b1_ms")}
+    return {**main, "rows": rows, "compression": compression, "sources": used, "reference_by_record": refs}
+
+
+# ----------------------------------------------------------------------------------------------- students
+
+
+def _mean_range(values: dict) -> dict | None:
+    vals = [v for v in (values or {}).values() if not missing(v)]
+    if not vals:
+        return None
+    return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def students_data(recs: list[dict], reference: str = DEFAULT_REFERENCE) -> dict:
+    """The distillation study (notebooks 30-33) as the students table and the paper read it: the KD data (30),
+    the reference teacher, and one entry per student record (a record with a ``student`` section): layers, params,
+    storage (4-bit base + adapter, as saved, decimal GB), training data, trainable share, WMT22 chrF++ per direction
+    group, retention (student / teacher chrF++ per direction: mean, lowest, highest) and the held-out Tatoeba
+    chrF++. Nothing is filled in that a record does not hold."""
+    ref_nb, ref_run = parse_reference(reference)
+    teacher = next((r for r in recs if r.get("notebook") == ref_nb and r.get("run") == ref_run), None)
+    kd = next((r for r in recs if r.get("kd")), None)
+    out = {"reference": reference, "teacher": None, "kd": None, "students": []}
+    if teacher is not None:
+        eff = teacher.get("efficiency") or {}
+        out["teacher"] = {"record": reference, "layers": (teacher.get("params") or {}).get("num_layers"),
+                          "params": eff.get("params"), "storage_bytes": eff.get("storage_bytes"),
+                          "wmt_chrf++": {g: (teacher.get("averages") or {}).get(g, {}).get("chrf++") for g in GROUPS}}
+    if kd is not None:
+        k = kd["kd"]
+        out["kd"] = {"record": f"{kd['notebook']}/{kd['run']}", "pairs": k.get("pairs"), "sources": k.get("sources"),
+                     "per_direction": k.get("per_direction"), "dropped_test_overlap": k.get("dropped_test_overlap"),
+                     "model": (kd.get("params") or {}).get("model_id")}
+    for rec in sorted((r for r in recs if r.get("student")), key=lambda r: (r["notebook"], natural(r["run"]))):
+        student, train = rec["student"], rec.get("training") or {}
+        storage = student.get("storage_bytes") or {}
+        out["students"].append({
+            "record": f"{rec['notebook']}/{rec['run']}", "notebook": rec["notebook"], "run": rec["run"],
+            "layers": student.get("layers"), "prune_recipe": student.get("prune_recipe"),
+            "params": (rec.get("efficiency") or {}).get("params"),
+            "storage_bytes": sum(storage.values()) if storage else None, "storage_parts": storage,
+            "training_data": rec.get("training_data") or {},
+            "ood_total": (rec.get("params") or {}).get("ood_total"),
+            "trainable_share": (train.get("qlora") or {}).get("trainable_share"),
+            "steps": train.get("steps"), "final_loss": train.get("final_loss"),
+            "qlora": {k: (train.get("qlora") or {}).get(k) for k in ("r", "alpha", "dropout", "rslora", "double_quant",
+                                                                      "compute_dtype")},
+            "epochs": (rec.get("params") or {}).get("epochs"),
+            "learning_rate": (rec.get("params") or {}).get("learning_rate"),
+            "wmt_chrf++": {g: (rec.get("averages") or {}).get(g, {}).get("chrf++") for g in GROUPS},
+            "ood_chrf++": {g: (rec.get("ood_averages") or {}).get(g, {}).get("chrf++") for g in GROUPS},
+            "retention": _mean_range(rec.get("retention_chrf++")),
+            "retention_by_direction": rec.get("retention_chrf++") or {},
+            "teacher_record": rec.get("teacher_record")})
+    return out
+
+
+def students_table(data: dict) -> str:
+    """Markdown: the teacher and each student -- layers, params (B), storage (GB), training pairs, WMT22 and
+    held-out Tatoeba chrF++ by direction group, chrF++ retention against the teacher."""
+    students = (data or {}).get("students") or []
+    if not students:
+        return "*Not measured yet: no student record (notebooks `31_model_a`, `32_model_b`, `33_ood_size`).*\n"
+    header = ["Model", "Layers", "Params (B)", "Storage (GB)", "Training pairs (human + KD + OOD)",
+              "WMT22 chrF++ xx→en", "en→xx", "Retention (mean; range)", "Tatoeba chrF++ xx→en", "en→xx"]
+    rows = []
+    t = data.get("teacher")
+    if t:
+        rows.append([f"{t['record']} (teacher)", fmt_sig(t.get("layers")) if t.get("layers") else "—",
+                     fmt_sig((t.get("params") or math.nan) / 1e9), fmt_sig((t.get("storage_bytes") or math.nan) / 1e9),
+                     "—", fmt(t["wmt_chrf++"].get("xx-en")), fmt(t["wmt_chrf++"].get("en-xx")), "1 (reference)",
+                     "not measured", "not measured"])
+    for s in students:
+        d = s["training_data"]
+        pairs = (f"{d.get('total', 0):,} ({d.get('human', 0):,} + {d.get('kd', 0):,} + {d.get('ood', 0):,})"
+                 if d else "—")
+        ret = s["retention"]
+        rows.append([s["record"], str(s["layers"] or "—"), fmt_sig((s["params"] or math.nan) / 1e9),
+                     fmt_sig((s["storage_bytes"] or math.nan) / 1e9), pairs,
+                     fmt(s["wmt_chrf++"].get("xx-en")), fmt(s["wmt_chrf++"].get("en-xx")),
+                     f"{ret['mean']:.3f}; {ret['min']:.3f}–{ret['max']:.3f}" if ret else "—",
+                     fmt(s["ood_chrf++"].get("xx-en")), fmt(s["ood_chrf++"].get("en-xx"))])
+    notes = ["Params: the model's parameters including the LoRA adapter. Storage: the 4-bit NF4 base as saved plus "
+             "the adapter's safetensors (the teacher: its bf16 safetensors), decimal GB. Retention: the student's "
+             "chrF++ over the teacher's, per direction on WMT22, averaged over the directions (range: lowest and "
+             "highest direction). Tatoeba: held-out pairs of the out-of-domain pool, never trained on; the teacher "
+             "was not scored on them."]
+    if data.get("kd"):
+        k = data["kd"]
+        notes.append(f"KD data ({k['record']}): {fmt_sig(k.get('pairs'))} teacher translations of ALMA training "
+                     "sources, greedy, all directions.")
+    return md_table(header, rows, "llrrrrrrrr") + "\n" + " ".join(notes) + "\n"
 
 
 def load_benchmark(tables_dir) -> dict | None:
@@ -417,6 +574,10 @@ def _graph_text(rows: list[dict], ref: str) -> list[str]:
               if r.get("graph_error")]
     if failed:
         text.append("Graph decode failed (the eager figures stand): " + "; ".join(failed) + ".")
+    skipped = [f"{r['label']} ({md_escape(' '.join(str(r['graph_mode']).split())[:160])})" for r in ok
+               if str(r.get("graph_mode") or "").startswith("not attempted")]
+    if skipped:
+        text.append("Graph decode not attempted: " + "; ".join(skipped) + ".")
     off = [r["label"] for r in ok if not r.get("graph_mode") or str(r["graph_mode"]).startswith("off")]
     if off:
         text.append("Graph decode not measured: " + ", ".join(off) + ".")
@@ -617,6 +778,10 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     written.append(_write_text_atomic(benchmark_table(bench), out / "benchmark.md"))
     written.append(_write_text_atomic(json.dumps(bench, indent=1, ensure_ascii=False, default=str) + "\n",
                                       out / "benchmark.json"))
+    students = students_data(recs, reference)
+    written.append(_write_text_atomic(students_table(students), out / "students.md"))
+    written.append(_write_text_atomic(json.dumps(students, indent=1, ensure_ascii=False, default=str) + "\n",
+                                      out / "students.json"))
     facts = setup_facts(recs, reference, profile)
     written.append(_write_text_atomic(json.dumps(facts, indent=1, ensure_ascii=False, default=str) + "\n",
                                       out / "setup.json"))
