@@ -147,7 +147,9 @@ _AXIS_LABEL = {"calib_per_direction": "calib", "ood_total": "OOD", "bits": "bits
 
 def _short(v) -> str:
     if isinstance(v, float) and v.is_integer():
-        return str(int(v))
+        v = int(v)
+    if isinstance(v, int) and v >= 1000 and v % 1000 == 0:
+        return f"{v // 1000}k"
     return str(v)
 
 
@@ -296,7 +298,11 @@ def pareto(table, sig, reference, metric=QUALITY):
 def _x_ticks(ax, values, log_x=False):
     values = sorted({float(v) for v in values if not _missing(v)})
     if log_x:
-        ax.set_xscale("symlog", linthresh=1) if any(v == 0 for v in values) else ax.set_xscale("log", base=2)
+        positive = [v for v in values if v > 0]
+        if any(v == 0 for v in values):  # linear from 0 to the smallest positive value, logarithmic above it
+            ax.set_xscale("symlog", linthresh=min(positive) if positive else 1)
+        else:
+            ax.set_xscale("log", base=2)
     if values and len(values) <= 12 and all(v.is_integer() for v in values):
         ax.set_xticks(values)
         ax.set_xticklabels([_short(v) for v in values])

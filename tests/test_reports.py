@@ -179,3 +179,19 @@ def test_a_sweep_run_that_differs_from_model_b_is_not_called_a_reproduction(tmp_
     data = tables.students_data(recs, "01_teacher/teacher-lora")
     (tmp_path / "students.json").write_text(json.dumps(data, default=str))
     assert "reproduces" not in paper.text_students(SimpleNamespace(tables=tmp_path))
+
+
+def test_sweep_ticks_read_in_thousands_and_a_zero_setting_keeps_its_place():
+    import matplotlib.pyplot as plt
+
+    from studylib import figures
+
+    assert [figures._short(v) for v in (0.0, 8.0, 1000.0, 20000.0, 1500.0)] == ["0", "8", "1k", "20k", "1500"]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1000, 5000, 20000], [1, 2, 3, 4])
+    figures._x_ticks(ax, [0, 1000, 5000, 20000], log_x=True)
+    assert ax.get_xscale() == "symlog" and [t.get_text() for t in ax.get_xticklabels()] == ["0", "1k", "5k", "20k"]
+    # linear up to the smallest positive size: 0 -> 1k takes as much room as a decade above it
+    x = ax.transData.transform([(0, 0), (1000, 0), (10000, 0)])[:, 0]
+    assert x[1] - x[0] == pytest.approx(x[2] - x[1], rel=0.25)  # (symlog puts 0 -> 1 at 1.1 decades)
+    plt.close(fig)
