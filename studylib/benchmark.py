@@ -13,7 +13,10 @@ small kernel, not the weight bytes, sets the time, so faster kernels barely show
 also timed a second way (``graph_decode``, :func:`graph_decode_time_per_token`): greedy decoding through a
 transformers ``StaticCache``, each step (forward, argmax, next input written in place) captured once as a CUDA graph
 and replayed; on the CPU the same steps run uncaptured, and the record says which (``graph_mode``). Both figures are
-reported; a format whose step cannot be captured keeps its eager figures, with the capture's error. The host's load
+reported; a format whose step cannot be captured keeps its eager figures, with the capture's error. A format whose
+step is known not to be capturable (:data:`studylib.benchmark_variants.NO_GRAPH_CAPTURE`, e.g. LLM.int8()) is not
+captured at all on CUDA: a failed capture can leave the CUDA RNG unusable for the rest of the process, so after any
+failed capture the RNG is probed and, where needed, restored (:func:`recover_cuda_rng`). The host's load
 averages are recorded around each format's timings (``host_load``): other jobs on the same CPUs slow launch-bound
 timings.
 
@@ -201,11 +204,14 @@ def decode_time_per_token(model, *, batch_size: int, prompt_tokens: int = 32, ne
 
 GRAPH_MODE_CUDA = "cuda-graph"
 GRAPH_OFF = "off (graph_decode false)"
+GRAPH_NOT_ATTEMPTED = "not attempted"  # graph_mode's start for a format declared not capturable (no graph_error)
 CAPTURE_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 GRAPH_DECODE = ("(prefill + new_tokens steps - (prefill + 1 step)) / (new_tokens - 1), greedy, EOS ignored, "
                 "synchronized wall clock, through a transformers StaticCache; on CUDA each step (forward, argmax, "
                 "next input written in place) captured once as a CUDA graph and replayed, elsewhere the same step "
-                "uncaptured; each variant's graph_mode says which, or why it failed (its eager figures stand)")
+                "uncaptured; each variant's graph_mode says which, or why it failed (its eager figures stand); a format "
+                "declared not capturable (studylib.benchmark_variants.NO_GRAPH_CAPTURE) is not captured on CUDA: its "
+                "graph_mode says 'not attempted' and why")
 GRAPH_CHECK_STEPS = 8  # steps decoded both replayed and uncaptured after capture, tokens compared (recorded)
 
 
@@ -213,6 +219,96 @@ def static_mode(device) -> str:
     """The label of a static-cache decode on ``device``: captured on CUDA, plain steps elsewhere."""
     kind = getattr(device, "type", str(device).split(":")[0])
     return GRAPH_MODE_CUDA if kind == "cuda" else f"static-cache eager ({kind})"
+
+
+def capture_skip(variant: str, device) -> str | None:
+    """Why ``variant``'s decoding step is not captured on ``device`` (declared in
+    :data:`studylib.benchmark_variants.NO_GRAPH_CAPTURE`), or None. Only where a capture would happen (CUDA):
+    elsewhere the static-cache step runs uncaptured for every format, which cannot fail that way."""
+    from .benchmark_variants import NO_GRAPH_CAPTURE
+
+    if static_mode(device) != GRAPH_MODE_CUDA:
+        return None
+    return NO_GRAPH_CAPTURE.get(variant)
+
+
+def not_attempted_mode(why: str) -> str:
+    """The graph_mode of a format whose capture is not attempted (its graph figures None, its graph_error None)."""
+    return (f"{GRAPH_NOT_ATTEMPTED}: {why} [declared in studylib.benchmark_variants.NO_GRAPH_CAPTURE: no capture "
+            "tried, the eager figures stand]")
+
+
+RNG_PROBE = "torch.randn(1) on the device (a draw from its default CUDA generator), synchronized"
+RNG_RESTORE = ("the device's default CUDA generator given a fresh copy of its state (same seed and offset, not "
+               "capturing): torch.cuda.default_generators[i].graphsafe_set_state(that generator's clone_state())")
+RNG_LOST = ("the CUDA RNG of this process is still unusable: later variants (every build draws its random weights on "
+            "the GPU) and the compression timings (GPTQ, Wanda) may fail with the same error; rerun them in a process "
+            "of their own")
+
+
+def _rng_probe(device) -> str | None:
+    """None when a draw from ``device``'s default CUDA generator works, else its error."""
+    import torch
+
+    try:
+        torch.randn(1, device=device)
+        torch.cuda.synchronize(device)
+    except Exception as err:  # noqa: BLE001 -- the answer
+        return f"{type(err).__name__}: {str(err)[:200]}"
+    return None
+
+
+def recover_cuda_rng(device) -> dict | None:
+    """After a failed CUDA graph capture: whether ``device``'s default CUDA generator still works, and an attempt to
+    make it work again where it does not. None off CUDA (nothing was captured, nothing is done).
+
+    Why: ``CUDAGraph.capture_begin`` registers the default generator's state with the graph and marks it capturing
+    (``CUDAGeneratorState::capture_prologue``); ``capture_end`` clears the mark (``capture_epilogue``) only after
+    ``cudaStreamEndCapture`` succeeded. When that call fails (an invalidated capture: "operation failed due to a
+    previous error during capture") the state stays "capturing", and every later RNG draw outside a capture raises
+    "Offset increment outside graph capture encountered unexpectedly" -- re-seeding does not help (``manual_seed``
+    sets the seed and offset, not the mark). What is done (torch >= 2.5, where generators have graph-safe states):
+    the generator is pointed at a clone of its state (``Generator.clone_state`` copies seed and offset; a new state is
+    not capturing) with ``Generator.graphsafe_set_state``; the failed graph keeps the old state object.
+
+    NOT VERIFIED ON A GPU: written from torch's sources (CUDAGeneratorImpl.cpp, torch/cuda/graphs.py) without a GPU to
+    try it on. The record says what happened: the probe (:data:`RNG_PROBE`) after the failure and, where it failed,
+    after the restore (``ok``); when it still fails, ``consequence`` says what may fail next and why."""
+    import torch
+
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda" or not torch.cuda.is_available():
+        return None
+    device = torch.device(device)
+    out = {"probe": RNG_PROBE}
+    first = _rng_probe(device)
+    if first is None:
+        out.update(ok=True, restored=False)
+        return out
+    out["error_after_failure"] = first
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        generator = torch.cuda.default_generators[index]
+        generator.graphsafe_set_state(generator.clone_state())
+        out["restore"] = RNG_RESTORE
+    except Exception as err:  # noqa: BLE001 -- said; the probe below decides
+        out["restore_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    second = _rng_probe(device)
+    out["ok"] = second is None
+    out["restored"] = second is None
+    if second is not None:
+        out["error_after_restore"] = second
+        out["consequence"] = RNG_LOST
+    return out
+
+
+def _rng_text(rng: dict | None) -> str | None:
+    """What graph_error says of the RNG after a failed capture: nothing when it was never broken."""
+    if not rng or "error_after_failure" not in rng:
+        return None
+    if rng["ok"]:
+        return (f"CUDA RNG unusable after the failure ({rng['error_after_failure'][:120]}); restored (the default "
+                "generator's state replaced by a non-capturing copy), probe passed")
+    return f"CUDA RNG unusable after the failure ({rng['error_after_restore'][:120]}), restore failed: {RNG_LOST}"
 
 
 class StaticDecoder:
@@ -294,8 +390,14 @@ class StaticDecoder:
                 self._step()
         current.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step()
+        try:
+            with torch.cuda.graph(graph):
+                self._step()
+        except BaseException:
+            # torch.cuda.graph's __exit__ leaves its capture stream current when capture_end raises (it exits its
+            # stream context after capture_end): back to the stream the capture started from
+            torch.cuda.set_stream(current)
+            raise
         self.graph = graph
 
     def tokens(self, new_tokens: int, captured: bool = True):
@@ -401,9 +503,10 @@ class Measurement:
     graph_b1_ms: float | None = None
     graph_large_ms: float | None = None  # per token, at batch ``large_batch``
     graph_floor_ratio: float | None = None  # graph_b1_ms / floor_ms
-    graph_mode: str = GRAPH_OFF  # "cuda-graph", "static-cache eager (cpu)", "failed: ...", or off
+    graph_mode: str = GRAPH_OFF  # "cuda-graph", "static-cache eager (cpu)", "failed: ...", "not attempted: ...", off
     graph_error: str | None = None  # what failed, per batch size (the eager figures above are kept)
     graph_check: dict | None = None  # replayed tokens against the same steps uncaptured (CUDA only)
+    graph_rng: dict | None = None  # after a failed capture, per batch: the CUDA RNG probed, restored where needed
     host_load: dict | None = None  # CPUs and load averages before and after the eager and the graph timings
     memory: dict | None = None  # peak_memory_bytes' parts (efficiency.footprint): the model's, decoding's, the rest
 
@@ -413,10 +516,13 @@ class Measurement:
 
 def _graph_decode(model, *, large_batch: int, timing: dict) -> dict:
     """The graph figures of :class:`Measurement` (batch 1 and ``large_batch``); a batch whose capture or run fails
-    leaves its error and no figure, never an exception."""
+    leaves its error and no figure, never an exception. After a failure the device must answer and its CUDA RNG is
+    probed and, where the failed capture broke it, restored (:func:`recover_cuda_rng`; ``graph_rng``, and
+    ``graph_error`` when it was broken)."""
     import torch
 
-    out = {"graph_b1_ms": None, "graph_large_ms": None, "graph_check": None}
+    device = next(model.parameters()).device
+    out = {"graph_b1_ms": None, "graph_large_ms": None, "graph_check": None, "graph_rng": None}
     modes, errors = [], []
     for key, batch in (("graph_b1_ms", 1), ("graph_large_ms", large_batch)):
         try:
@@ -432,6 +538,16 @@ def _graph_decode(model, *, large_batch: int, timing: dict) -> dict:
                     torch.cuda.synchronize()
                 except Exception as again:  # noqa: BLE001 -- said, with the capture's error
                     errors.append(f"device after the failure: {type(again).__name__}: {str(again)[:200]}")
+            try:
+                rng = recover_cuda_rng(device)  # None off CUDA
+            except Exception as again:  # noqa: BLE001 -- never raised from here
+                rng = {"ok": False, "error": f"{type(again).__name__}: {str(again)[:200]}"}
+            if rng is not None:
+                out["graph_rng"] = {**(out["graph_rng"] or {}), f"batch_{batch}": rng}
+                said = _rng_text(rng) or (None if rng.get("ok") else f"CUDA RNG check failed: {rng.get('error')}")
+                if said:
+                    errors.append(said)
+                    print(f"[bench] batch {batch}: {said}", file=sys.stderr, flush=True)
         free()
     out["graph_error"] = "; ".join(errors) or None
     out["graph_mode"] = modes[0] if modes else f"failed: {out['graph_error'][:200]}"
@@ -441,13 +557,15 @@ def _graph_decode(model, *, large_batch: int, timing: dict) -> dict:
 def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_tokens: int = 64, repeats: int = 5,
             warmup: int = 2, prompt_tokens: int = 32, large_batch: int = 16, prefill_tokens: int = 512,
             storage: bool = True, storage_bytes: int | None = None, storage_note: str = "",
-            graph_decode: bool = True) -> Measurement:
+            graph_decode: bool = True, graph_skip: str | None = None) -> Measurement:
     """All timings of one model, in one process; the floor is :func:`floor_bytes` over the measured bandwidth.
 
     Eager decode (``model.generate``), prefill and peak memory first; then storage; then (``graph_decode``) decode
     through a static KV cache replayed as a CUDA graph, at batch 1 and ``large_batch``
     (:func:`graph_decode_time_per_token`): a capture that fails leaves its error in ``graph_mode`` /
-    ``graph_error`` and every other figure as measured. Peak memory is the eager section's, as the format's own
+    ``graph_error`` and every other figure as measured; ``graph_skip`` (why the format's step is known not to be
+    capturable, :func:`capture_skip`) skips it: graph figures None, ``graph_mode`` "not attempted: ...", no
+    ``graph_error``. Peak memory is the eager section's, as the format's own
     footprint (:func:`studylib.efficiency.footprint`: leftovers of an earlier build do not count). The host's load
     averages are taken before and after each timed section (``host_load``).
 
@@ -477,7 +595,9 @@ def measure(variant: str, model, *, kernel: str, bandwidth: float | None, new_to
         except Exception as err:  # noqa: BLE001 -- a format that cannot be saved is reported, not hidden
             storage_note = f"not saved: {type(err).__name__}: {str(err)[:160]}"
     graph = {}
-    if graph_decode:
+    if graph_decode and graph_skip:
+        graph = {"graph_mode": not_attempted_mode(graph_skip)}  # not captured: nothing timed, nothing failed
+    elif graph_decode:
         load["graph"] = {"before": host_load()["load_average_1_5_15_min"]}
         graph = _graph_decode(model, large_batch=large_batch, timing=timing)
         load["graph"]["after"] = host_load()["load_average_1_5_15_min"]
@@ -598,6 +718,8 @@ def plan(cfg) -> dict:
             "config": ARCHITECTURES[cfg.architecture], "variants": {v: VARIANTS[v] for v in cfg.variants},
             "compression_timing": {"gptq-w4": cfg.time_gptq, "wanda": cfg.time_wanda},
             "graph_decode": static_mode(cfg.device) if cfg.graph_decode else GRAPH_OFF,
+            "graph_not_attempted": {v: why for v in cfg.variants
+                                    if cfg.graph_decode and (why := capture_skip(v, cfg.device))},
             "time_budget_s": cfg.time_budget_s}
 
 
@@ -651,7 +773,8 @@ def run_variants(cfg, bandwidth: dict | None, budget: Budget) -> list[dict]:
                             prompt_tokens=cfg.prompt_tokens, large_batch=cfg.large_batch,
                             prefill_tokens=cfg.prefill_tokens, storage=cfg.storage,
                             storage_bytes=built.storage_bytes, storage_note=built.storage_note,
-                            graph_decode=cfg.graph_decode)
+                            graph_decode=cfg.graph_decode,
+                            graph_skip=capture_skip(name, cfg.device) if cfg.graph_decode else None)
             row = {**m.as_dict(), "status": "ok", "error": None, "build_seconds": build_s,
                    "measure_seconds": time.perf_counter() - start, "compress_seconds": built.compress_seconds,
                    "info": built.info}
@@ -816,6 +939,10 @@ def check_record(record: dict, cfg) -> None:
             mode = r["graph_mode"]
             if not cfg.graph_decode:
                 assert mode == GRAPH_OFF and r["graph_b1_ms"] is None, (name, mode)
+                continue
+            if mode.startswith(GRAPH_NOT_ATTEMPTED):  # declared not capturable: nothing timed, nothing failed
+                assert capture_skip(name, cfg.device), (name, mode)
+                assert r["graph_b1_ms"] is None and r["graph_large_ms"] is None and not r["graph_error"], (name, r)
                 continue
             assert mode == static_mode(cfg.device) or mode.startswith("failed: "), (name, mode)
             for key in ("graph_b1_ms", "graph_large_ms"):  # a figure, or the reason there is none
