@@ -561,7 +561,7 @@ def efficiency_7b(bench):
     graph_failed = [r["label"] for r in rows if r["status"] == "ok" and r.get("graph_error")]
     if graph:
         modes = sorted({str(r.get("graph_mode")) for r in rows if r["status"] == "ok" and r.get("graph_mode")
-                        and not str(r.get("graph_mode")).startswith(("failed", "off"))})
+                        and not str(r.get("graph_mode")).startswith(("failed", "off", "not attempted"))})
         how = ("with each step captured once as a CUDA graph and replayed (no per-kernel launch cost)"
                if modes in ([], ["cuda-graph"]) else
                f"each step run as {', '.join(modes)} (a CUDA graph replayed only where that says cuda-graph)")
@@ -571,6 +571,11 @@ def efficiency_7b(bench):
         if graph_failed:
             caption += (" Graph decode failed at one batch size or both (the eager bars stand; the table says why): "
                         + ", ".join(graph_failed) + ".")
+        skipped = [r["label"] for r in rows if r["status"] == "ok"
+                   and str(r.get("graph_mode") or "").startswith("not attempted")]
+        if skipped:
+            caption += (" Graph decode not attempted (a kernel that cannot be captured; the table says why): "
+                        + ", ".join(skipped) + ".")
     if failed:
         caption += " Formats that did not run (their reason is in the table): " + ", ".join(failed) + "."
     pulled = [r["label"] for r in rows if "peak_memory" in r.get("withdrawn", [])]

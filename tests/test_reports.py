@@ -195,3 +195,22 @@ def test_sweep_ticks_read_in_thousands_and_a_zero_setting_keeps_its_place():
     x = ax.transData.transform([(0, 0), (1000, 0), (10000, 0)])[:, 0]
     assert x[1] - x[0] == pytest.approx(x[2] - x[1], rel=0.25)  # (symlog puts 0 -> 1 at 1.1 decades)
     plt.close(fig)
+
+
+def test_the_figure_caption_names_a_capture_not_attempted_apart_from_the_graph_modes():
+    import matplotlib.pyplot as plt
+
+    from studylib import figures
+
+    rec = benchmark_record()
+    for r in rec["benchmark"]["variants"]:
+        if r["status"] == "ok":
+            r.update(graph_b1_ms=1.0, graph_large_ms=1.0, graph_mode="cuda-graph", graph_error=None)
+    w4 = next(r for r in rec["benchmark"]["variants"] if r["variant"] == "gptq-w4")
+    w4.update(graph_b1_ms=None, graph_large_ms=None, graph_mode="not attempted: cannot be captured")
+    rec["benchmark"]["variants"] = benchmark.ratios(rec["benchmark"]["variants"])
+    fig, caption, meta = figures.efficiency_7b(json.loads(json.dumps(tables.benchmark_data([rec]), default=str)))
+    plt.close(fig)
+    assert "captured once as a CUDA graph and replayed" in caption and "each step run as" not in caption
+    assert "Graph decode not attempted (a kernel that cannot be captured; the table says why): GPTQ W4." in caption
+    assert meta["graph_failed"] == []
