@@ -246,8 +246,8 @@ def text_speed(ctx: Context) -> str:
                "made side by side wait for one another's timed sections), but not all in one session, nor always with "
                "the host's CPUs to itself (runs on the machine's other GPUs), which matters for launch-bound batch-one "
                "decoding: pruned runs that keep dense bf16 weights decode with the reference's own kernels, so their "
-               "ratio shows how far such conditions move a time. The 7B-scale benchmark below compares formats within "
-               "one run.")
+               "ratio shows how far such conditions move a time. The 7B-scale benchmark below compares each format "
+               "with fp16 measured in the same process.")
     return "".join(out)
 
 
