@@ -98,14 +98,20 @@ def test_figure_and_paper_say_where_a_borrowed_format_was_measured(tmp_path):
     assert "process of its own" not in said and "ranged from" not in said
 
 
-def test_a_capture_not_attempted_is_said_in_the_table():
+def _gptq_not_captured(why: str) -> dict:
+    """A benchmark record whose formats were all captured but GPTQ W4, whose capture was not attempted."""
     rec = benchmark_record()
     for r in rec["benchmark"]["variants"]:
         if r["status"] == "ok":
             r.update(graph_b1_ms=1.0, graph_large_ms=1.0, graph_mode="cuda-graph", graph_error=None)
     w4 = next(r for r in rec["benchmark"]["variants"] if r["variant"] == "gptq-w4")
-    w4.update(graph_b1_ms=None, graph_large_ms=None, graph_mode="not attempted: its kernel cannot be captured")
+    w4.update(graph_b1_ms=None, graph_large_ms=None, graph_mode=f"not attempted: {why}")
     rec["benchmark"]["variants"] = benchmark.ratios(rec["benchmark"]["variants"])
+    return rec
+
+
+def test_a_capture_not_attempted_is_said_in_the_table():
+    rec = _gptq_not_captured("its kernel cannot be captured")
     text = tables.benchmark_table(tables.benchmark_data([rec]))
     assert "Graph decode not attempted: GPTQ W4 (not attempted: its kernel cannot be captured)." in text
     line = next(line for line in text.splitlines() if line.startswith("| GPTQ W4"))
@@ -202,13 +208,7 @@ def test_the_figure_caption_names_a_capture_not_attempted_apart_from_the_graph_m
 
     from studylib import figures
 
-    rec = benchmark_record()
-    for r in rec["benchmark"]["variants"]:
-        if r["status"] == "ok":
-            r.update(graph_b1_ms=1.0, graph_large_ms=1.0, graph_mode="cuda-graph", graph_error=None)
-    w4 = next(r for r in rec["benchmark"]["variants"] if r["variant"] == "gptq-w4")
-    w4.update(graph_b1_ms=None, graph_large_ms=None, graph_mode="not attempted: cannot be captured")
-    rec["benchmark"]["variants"] = benchmark.ratios(rec["benchmark"]["variants"])
+    rec = _gptq_not_captured("cannot be captured")
     fig, caption, meta = figures.efficiency_7b(json.loads(json.dumps(tables.benchmark_data([rec]), default=str)))
     plt.close(fig)
     assert "captured once as a CUDA graph and replayed" in caption and "each step run as" not in caption
