@@ -491,6 +491,21 @@ def text_benchmark(ctx: Context) -> str:
     not_timed = [name for key, name in names if key in comp and comp[key].get("status") != "ok"]
     if not_timed:
         out.append(f"Not timed in these records: {join(not_timed)} (the table gives the error).")
+    goals = run.get("targets") or []
+    if goals:
+        def said(g):
+            name, _, unit = g["target"].partition(", ")
+            value = fmt_sig(g["measured"])
+            value = f"{value} s" if unit == "seconds" else f"{value}× {unit[2:]}" if unit.startswith("x ") \
+                else f"{value}×"
+            return f"{name} {value} (goal {g['goal'].replace('<=', '≤').replace('>=', '≥')})"
+        met = [said(g) for g in goals if g.get("met")]
+        missed = [said(g) for g in goals if g.get("met") is False]
+        unmeasured = [g["target"].partition(", ")[0] for g in goals if g.get("met") is None]
+        parts = ([f"met: {join(met)}"] if met else []) + ([f"not met: {join(missed)}"] if missed else []) \
+            + ([f"not measured: {join(unmeasured)}"] if unmeasured else [])
+        out.append("Against the targets set for the study (reported, never asserted; the table lists them): "
+                   + "; ".join(parts) + ".")
     return " ".join(out)
 
 

@@ -419,7 +419,35 @@ def combined_run(runs: list[dict]) -> dict | None:
             ref = next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
             if ref is not None:
                 refs[run["record"]] = {"decode_b1_ms": ref.get("decode_b1_ms"), "graph_b1_ms": ref.get("graph_b1_ms")}
-    return {**main, "rows": rows, "compression": compression, "sources": used, "reference_by_record": refs}
+    from .benchmark import targets
+
+    goals = targets({"variants": rows, "compression": compression})
+    by_key = {r["variant"]: r.get("from_record") for r in rows}
+    by_key.update({f"compression:{k}": v.get("from_record") for k, v in compression.items()})
+    from .benchmark import TARGETS
+
+    for goal, (key, *_) in zip(goals, TARGETS):
+        goal["record"] = by_key.get(key) or main["record"]
+    return {**main, "rows": rows, "compression": compression, "sources": used, "reference_by_record": refs,
+            "targets": goals}
+
+
+def targets_table(combined: dict | None) -> str:
+    """Markdown: the benchmark's targets (reported, never asserted) against what the records measured, each with
+    the record it comes from; a target with nothing measured says so."""
+    if not combined or not combined.get("targets"):
+        return ""
+    body = []
+    for g in combined["targets"]:
+        measured = "not measured" if missing(g.get("measured")) else fmt_sig(g["measured"])
+        met = "—" if g.get("met") is None else ("met" if g["met"] else "not met")
+        figure = g.get("figure", "")
+        if not missing(g.get("eager")):
+            figure += f" (eager: {fmt_sig(g['eager'])})"
+        body.append([g["target"], g["goal"], measured, met, figure, g.get("record") or "—"])
+    return ("**Targets** (set for the study, reported and never asserted; batch-1 decode targets use the static-cache "
+            "graph figure where a format has one)\n\n"
+            + md_table(["Target", "Goal", "Measured", "Met", "Figure", "Record"], body, "llrlll"))
 
 
 # ----------------------------------------------------------------------------------------------- students
@@ -671,6 +699,9 @@ def benchmark_table(data: dict) -> str:
         if comp:
             text.append("Compression wall time at this scale: " + "; ".join(comp) + ".")
         parts.append(head + md_table(header, body, "lllr" + "r" * (len(header) - 4)) + "\n" + " ".join(text) + "\n")
+    goals = targets_table(data.get("combined"))
+    if goals:
+        parts.append(goals)
     return "\n".join(parts)
 
 

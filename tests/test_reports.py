@@ -214,3 +214,28 @@ def test_the_figure_caption_names_a_capture_not_attempted_apart_from_the_graph_m
     assert "captured once as a CUDA graph and replayed" in caption and "each step run as" not in caption
     assert "Graph decode not attempted (a kernel that cannot be captured; the table says why): GPTQ W4." in caption
     assert meta["graph_failed"] == []
+
+
+def test_targets_are_read_from_the_combined_view_with_their_record():
+    main, rerun = _split_runs()
+    data = tables.benchmark_data([main, rerun])
+    goals = {g["target"]: g for g in data["combined"]["targets"]}
+    w4 = goals["GPTQ W4 batch-1 time per token, x fp16"]
+    assert w4["record"] == "40_efficiency_7b/llama2-7b-gptq4" and w4["measured"] is not None
+    assert goals["GPTQ 4-bit compression of the model, seconds"]["measured"] == 222.0
+    assert goals["GPTQ 4-bit compression of the model, seconds"]["met"] is True
+    assert goals["2:4 prefill speed-up over fp16"]["met"] is None  # failed everywhere: not measured, not "not met"
+    text = tables.benchmark_table(data)
+    assert "| GPTQ 4-bit compression of the model, seconds | <= 600 | 222 | met | compression wall time | " \
+           "40_efficiency_7b/llama2-7b-gptq4 |" in text
+    assert "| 2:4 prefill speed-up over fp16 | >= 1.3 | not measured | — |" in text
+
+
+def test_the_paper_sorts_the_targets_into_met_not_met_and_not_measured(tmp_path):
+    main, rerun = _split_runs()
+    (tmp_path / "benchmark.json").write_text(json.dumps(tables.benchmark_data([main, rerun]), default=str))
+    said = paper.text_benchmark(SimpleNamespace(tables=tmp_path))
+    assert "met: fp16 batch-1 time per token 0.636× its floor (goal ≤ 1.3), GPTQ 4-bit compression of the model " \
+           "222 s (goal ≤ 600) and Wanda compression of the model 60.0 s (goal ≤ 120)" in said
+    assert "not met: GPTQ W4 batch-1 time per token 0.357× fp16 (goal ≤ 0.35)" in said
+    assert "not measured: NF4 batch-1 time per token, INT8 batch-1 time per token and 2:4 prefill speed-up" in said
