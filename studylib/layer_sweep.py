@@ -67,10 +67,11 @@ def selection_params(cfg) -> dict:
 
 
 def greedy_selection(cfg, model, tokenizer, notebook: str) -> dict:
-    """The greedy order to ``max(depths)``: reused from an existing record of this sweep, or computed on a copy."""
+    """The greedy order to ``max(depths)``: reused from an existing record of this sweep (not under ``pipeline
+    --force``), or computed on a copy."""
     wanted = selection_params(cfg)
     for s in settings(cfg):
-        if s.strategy != "iterative":
+        if s.strategy != "iterative" or records.rerun_requested():
             continue
         rec = done_record(notebook, setting_params(cfg, s))
         sel = (rec or {}).get("layer_selection")
@@ -97,7 +98,8 @@ def run_sweep(cfg, model, tokenizer, test_sets: dict, *, notebook: str = "27_pru
         raise ValueError(f"depths {too_deep} leave no layer of the model's {n_layers}")
     status = []
     todo = {s: setting_params(cfg, s) for s in settings(cfg)}
-    done = {s: done_record(notebook, p) for s, p in todo.items()}
+    forced = records.rerun_requested()  # pipeline --force: every setting runs again, the greedy order is recomputed
+    done = {s: None if forced else done_record(notebook, p) for s, p in todo.items()}
     selection = None
     if any(s.strategy == "iterative" and done[s] is None for s in todo):
         selection = greedy_selection(cfg, model, tokenizer, notebook)

@@ -13,6 +13,8 @@ A params file names a notebook and overrides some of its parameters::
 Every file is checked before anything runs (unknown keys, bad values: one clear error). A run whose record
 already exists with the same profile and the same values for every key the file sets is skipped. Records are
 written atomically by the notebooks, so a run killed halfway leaves no record and is redone next time.
+``--force`` runs every file again, and a sweep then runs again the settings it would skip as recorded
+(``$STUDYLIB_FORCE``, read by :func:`studylib.records.rerun_requested`).
 ``--profile smoke`` runs each notebook on its own (tiny, CPU) defaults, keeping only the run name, so the
 whole chain can be exercised in minutes.
 
@@ -298,7 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("params", nargs="+", help="params/*.yaml files, run in the order given (a file named twice runs once)")
     ap.add_argument("--profile", choices=records.PROFILES, default="full")
     ap.add_argument("--results", type=Path, default=None, help="results root (default: $STUDYLIB_RESULTS or results)")
-    ap.add_argument("--force", action="store_true", help="re-run even when a matching record exists")
+    ap.add_argument("--force", action="store_true",
+                    help="re-run even when a matching record exists (a sweep's recorded settings too)")
     ap.add_argument("--dry-run", action="store_true", help="validate and list what would run")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1); see the module help")
     ap.add_argument("--gpus", default=os.environ.get("STUDYLIB_GPUS") or None,
@@ -319,6 +322,8 @@ def main(argv=None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not args.no_summary:  # the user's call (a child launched by run_parallel inherits the parent's choice)
+        os.environ[records.FORCE_ENV] = "1" if args.force else "0"
     results = args.results or records.results_dir()
     todo = []
     for job in jobs:

@@ -78,6 +78,20 @@ def load_record(notebook: str, run: str, results: str | Path | None = None) -> d
     return read_record(record_path(notebook, run, results))
 
 
+FORCE_ENV = "STUDYLIB_FORCE"  # "1": `pipeline --force` asked for every setting of a sweep to run again
+
+
+def rerun_requested() -> bool:
+    """Whether the pipeline was started with ``--force`` (``$STUDYLIB_FORCE`` is "1"): then a sweep runs again the
+    settings it would skip as already recorded. Checks after a run (that a record matches) are not affected."""
+    return os.environ.get(FORCE_ENV) == "1"
+
+
+def resumable(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
+    """Whether a sweep may skip this setting: its record matches and no re-run was asked for (``--force``)."""
+    return not rerun_requested() and record_matches(notebook, run, params, results)
+
+
 def record_matches(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
     """A record of ``notebook``/``run`` exists and was made with exactly ``params`` (where-keys aside)."""
     path = record_path(notebook, run, results)

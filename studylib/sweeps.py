@@ -108,11 +108,13 @@ def is_done(notebook: str, cfg: CompressParams) -> bool:
 
 
 def plan(cfg: SweepParams, notebook: str) -> list[Setting]:
-    """Every setting of the sweep, in order, each marked done when its record already matches."""
+    """Every setting of the sweep, in order, each marked done when its record already matches (never under
+    ``pipeline --force``: :func:`studylib.records.rerun_requested`)."""
     out = []
     for value in cfg.values:
         sub = cfg.setting(value)
-        out.append(Setting(value=value, cfg=sub, done=is_done(notebook, sub), parent=cfg.run_name))
+        done = not records.rerun_requested() and is_done(notebook, sub)  # --force: every setting runs again
+        out.append(Setting(value=value, cfg=sub, done=done, parent=cfg.run_name))
     return out
 
 

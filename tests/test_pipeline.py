@@ -146,3 +146,34 @@ def test_paths_under_results_follow_the_results_root(tmp_path, monkeypatch):
     assert records.in_results(name, elsewhere) == elsewhere / "artifacts" / "30_kd_data" / "x.jsonl.gz"
     assert records.in_results("data/x.jsonl", elsewhere) == records.Path("data/x.jsonl")
     assert records.in_results(tmp_path / name, elsewhere) == tmp_path / name
+
+
+def test_force_reaches_the_sweeps_which_then_rerun_their_recorded_settings(tmp_path, monkeypatch):
+    """`pipeline --force` re-runs a sweep's recorded settings too (they used to be skipped by the sweep itself)."""
+    import os
+
+    from studylib import sweeps
+    from studylib.quantization import GPTQBitsParams
+
+    monkeypatch.setenv(records.FORCE_ENV, "stale")
+    path = str(PARAMS_DIR / "33_ood_size_middle8-nf4-qlora.yaml")
+    results = str(tmp_path / "results")
+    assert pipeline.main(["--dry-run", "--results", results, path]) == 0
+    assert os.environ[records.FORCE_ENV] == "0" and not records.rerun_requested()  # the user's call decides
+    assert pipeline.main(["--dry-run", "--force", "--results", results, path]) == 0
+    assert os.environ[records.FORCE_ENV] == "1" and records.rerun_requested()
+    # a child launched by run_parallel (always --force --no-summary) keeps what its parent was asked
+    monkeypatch.setenv(records.FORCE_ENV, "0")
+    assert pipeline.main(["--dry-run", "--force", "--no-summary", "--results", results, path]) == 0
+    assert os.environ[records.FORCE_ENV] == "0"
+
+    cfg = GPTQBitsParams(run_name="t", results_dir=str(tmp_path))
+    recorded = sweeps.plan(cfg, "15_gptq_bits")[2]
+    records.write_record(records.make_record(notebook="15_gptq_bits", run=recorded.run, profile="smoke", metrics={},
+                                             params=recorded.cfg.as_dict()), tmp_path)
+    assert [s.done for s in sweeps.plan(cfg, "15_gptq_bits")] == [False, False, True, False]
+    assert records.resumable("15_gptq_bits", recorded.run, recorded.cfg.as_dict(), tmp_path)
+    monkeypatch.setenv(records.FORCE_ENV, "1")
+    assert not any(s.done for s in sweeps.plan(cfg, "15_gptq_bits"))
+    assert not records.resumable("15_gptq_bits", recorded.run, recorded.cfg.as_dict(), tmp_path)
+    assert sweeps.is_done("15_gptq_bits", recorded.cfg)  # the check after a run is not affected
