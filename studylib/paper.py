@@ -310,6 +310,14 @@ def text_students(ctx: Context) -> str:
                    f"{r['n']} directions ({fmt_sig(100 * r['min'])} to {fmt_sig(100 * r['max'])} %)"
                    + (f", with {params} of its parameters and {size} of its storage" if params and size else "")
                    + ".")
+    for s in students:
+        path = s.get("loss_path") or {}
+        if s["notebook"] in named and path and path["peak_step"] > path["first_step"] \
+                and path["peak"] > 1.1 * path["first"]:
+            out.append(f"The training loss of {named[s['notebook']].split(' (')[0]} rose from {fmt_sig(path['first'])} "
+                       f"(step {path['first_step']}) to {fmt_sig(path['peak'])} (step {path['peak_step']}) before "
+                       f"falling to {fmt_sig(path['last'])} (step {path['last_step']}); no other learning rate was "
+                       "tried.")
     sweep = sorted((s for s in students if s["notebook"] == "33_ood_size" and s.get("ood_total") is not None),
                    key=lambda s: s["ood_total"])
     if len(sweep) > 1:

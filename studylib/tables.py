@@ -460,6 +460,15 @@ def _mean_range(values: dict) -> dict | None:
     return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def _loss_path(log: list) -> dict | None:
+    """The first logged training loss, the highest (and its step) and the last, from ``[[step, loss], ...]``."""
+    if not log:
+        return None
+    peak_step, peak = max(log, key=lambda e: e[1])
+    return {"first_step": log[0][0], "first": log[0][1], "peak_step": peak_step, "peak": peak,
+            "last_step": log[-1][0], "last": log[-1][1]}
+
+
 def students_data(recs: list[dict], reference: str = DEFAULT_REFERENCE) -> dict:
     """The distillation study (notebooks 30-33) as the students table and the paper read it: the KD data (30),
     the reference teacher, and one entry per student record (a record with a ``student`` section): layers, params,
@@ -492,6 +501,7 @@ def students_data(recs: list[dict], reference: str = DEFAULT_REFERENCE) -> dict:
             "ood_total": (rec.get("params") or {}).get("ood_total"),
             "trainable_share": (train.get("qlora") or {}).get("trainable_share"),
             "steps": train.get("steps"), "final_loss": train.get("final_loss"),
+            "loss_path": _loss_path(train.get("loss_log") or []),
             "qlora": {k: (train.get("qlora") or {}).get(k) for k in ("r", "alpha", "dropout", "rslora", "double_quant",
                                                                       "compute_dtype")},
             "epochs": (rec.get("params") or {}).get("epochs"),

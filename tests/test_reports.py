@@ -132,7 +132,9 @@ def _students(tmp_path):
         rec = make(notebook, run, noise=noise, ood_noise=0.7 - 0.02 * ood,
                    params={"ood_total": ood, "epochs": 1.0, "learning_rate": 2e-4},
                    efficiency={"params": 600_000 if layers == 1 else 1_050_000},
-                   extra={"training": {"steps": 10, "final_loss": 1.5, "qlora": qlora},
+                   extra={"training": {"steps": 10, "final_loss": 0.9, "qlora": qlora,
+                                       "loss_log": [[1, 1.0], [5, 2.0], [10, 0.9]] if run == "a"
+                                       else [[1, 8.0], [5, 3.0], [10, 2.5]]},
                           "training_data": {"human": 100, "kd": 50, "ood": ood, "total": 150 + ood},
                           "student": {"prune_recipe": [], "layers": layers,
                                       "storage_bytes": {"base_nf4": 1_000_000, "adapter": 200_000}}})
@@ -170,6 +172,8 @@ def test_the_students_table_and_text_come_from_their_records(tmp_path):
     assert f"Model A (the teacher in NF4, recovered with QLoRA), 2 layers, trained on 150 pairs, keeps {mean} %" in said
     assert "with 105 % of its parameters and 60.0 % of its storage" in said
     assert "Adding 0 to 16 out-of-domain Tatoeba pairs" in said
+    assert "The training loss of Model A rose from 1.00 (step 1) to 2.00 (step 5) before falling to 0.900 (step 10)" \
+        in said and "training loss of Model B" not in said  # Model B's only fell
     assert "reproduces its scores in every direction" in said
     # nothing recorded: said, no table
     assert "Not measured yet" in tables.students_table(tables.students_data([], "01_teacher/teacher-lora"))
