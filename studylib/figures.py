@@ -33,7 +33,8 @@ from pathlib import Path
 from . import catalog, records
 from .languages import DIRECTIONS
 from .significance import DEFAULT_REFERENCE, NOT_SIGNIFICANT, parse_reference, read_table, table_path
-from .tables import labels, load_benchmark, load_summary, main_rows, runs, significance_marks, summary_path
+from .tables import (labels, load_benchmark, load_summary, main_rows, reference_row, runs, significance_marks,
+                     summary_path)
 
 log = logging.getLogger(__name__)
 
@@ -450,29 +451,15 @@ def ood_size(table, sig, reference, metric=QUALITY):
     return fig, caption, {"groups": [label for label, _ in groups]}
 
 
-# a decode panel's graph figure and the eager reference time it is divided by
-GRAPH_PANELS = {"decode_b1_ratio": ("graph_b1_ms", "decode_b1_ms"),
-                "decode_large_ratio": ("graph_large_ms", "decode_large_ms")}
+# a decode panel's graph figure, over the eager time of the reference of the row's own record
+# (tables.benchmark_data adds these fields, so rows of several records share one scale)
+GRAPH_PANELS = {"decode_b1_ratio": "graph_b1_vs_ref", "decode_large_ratio": "graph_large_vs_ref"}
 
 
-def _graph_vs_ref(row: dict, ref: dict, key: str) -> float:
-    """A row's graph decode time over the eager time of the reference of its own record (nan: none measured)."""
+def _value(row: dict, field: str) -> float:
     import numpy as np
 
-    field = {"decode_b1_ratio": "graph_b1_vs_ref", "decode_large_ratio": "graph_large_vs_ref"}[key]
-    if field in row:  # benchmark.json written since the rows carry it (rows of several records shown together)
-        return np.nan if _missing(row[field]) else row[field]
-    ms_key, ref_key = GRAPH_PANELS[key]
-    base = ref.get(ref_key)
-    return row[ms_key] / base if row["status"] == "ok" and not _missing(row.get(ms_key)) and base else np.nan
-
-
-def _floor_vs_ref(row: dict, ref: dict) -> float:
-    import numpy as np
-
-    if "floor_vs_ref" in row:
-        return np.nan if _missing(row["floor_vs_ref"]) else row["floor_vs_ref"]
-    return row["floor_ms"] / ref["decode_b1_ms"] if row["status"] == "ok" and row.get("floor_ms") else np.nan
+    return np.nan if _missing(row.get(field)) else row[field]
 
 
 def efficiency_7b(bench):
@@ -483,7 +470,7 @@ def efficiency_7b(bench):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .benchmark import describe_architecture, has_graph, runs_text
+    from .benchmark import describe_architecture, graph_not_attempted, has_graph, runs_text
 
     runs = (bench or {}).get("runs") or []
     if not runs:
@@ -491,8 +478,7 @@ def efficiency_7b(bench):
     run = bench.get("combined") or runs[0]  # formats that failed in one record taken from another (each own fp16)
     rows = run["rows"]
     ref_name = run.get("reference") or "fp16"
-    ref = next((r for r in rows if r["variant"] == ref_name and r["status"] == "ok"), None)
-    if ref is None:
+    if reference_row(run) is None:
         raise Skip(f"the benchmark record {run['record']} has no measured {ref_name} reference")
     t = run["timing"]
     panels = (("decode_b1_ratio", "Decode, batch 1"), ("decode_large_ratio", f"Decode, batch {t.get('large_batch')}"),
@@ -506,7 +492,7 @@ def efficiency_7b(bench):
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] if r["status"] == "ok" and not _missing(r.get(key)) else np.nan for r in rows]
         if graph and key in GRAPH_PANELS:  # eager bar above, graph bar (hatched) below, both / the eager reference
-            graph_values = [_graph_vs_ref(r, ref, key) for r in rows]
+            graph_values = [_value(r, GRAPH_PANELS[key]) for r in rows]
             series = [(values, -0.19, 0.36, None), (graph_values, 0.19, 0.36, "////")]
         else:
             series = [(values, 0.0, 0.62, None)]
@@ -533,7 +519,7 @@ def efficiency_7b(bench):
                         else "graph not measured"
                     ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
-            floors = [_floor_vs_ref(r, ref) for r in rows]
+            floors = [_value(r, "floor_vs_ref") for r in rows]
             ax.scatter(floors, y, marker="|", s=160, color="black", linewidths=2, zorder=3)
             title += " (black ticks: floor)"
         if graph and key in GRAPH_PANELS:
@@ -561,7 +547,8 @@ def efficiency_7b(bench):
     graph_failed = [r["label"] for r in rows if r["status"] == "ok" and r.get("graph_error")]
     if graph:
         modes = sorted({str(r.get("graph_mode")) for r in rows if r["status"] == "ok" and r.get("graph_mode")
-                        and not str(r.get("graph_mode")).startswith(("failed", "off", "not attempted"))})
+                        and not str(r.get("graph_mode")).startswith(("failed", "off"))
+                        and not graph_not_attempted(r)})
         how = ("with each step captured once as a CUDA graph and replayed (no per-kernel launch cost)"
                if modes in ([], ["cuda-graph"]) else
                f"each step run as {', '.join(modes)} (a CUDA graph replayed only where that says cuda-graph)")
@@ -571,8 +558,7 @@ def efficiency_7b(bench):
         if graph_failed:
             caption += (" Graph decode failed at one batch size or both (the eager bars stand; the table says why): "
                         + ", ".join(graph_failed) + ".")
-        skipped = [r["label"] for r in rows if r["status"] == "ok"
-                   and str(r.get("graph_mode") or "").startswith("not attempted")]
+        skipped = [r["label"] for r in rows if r["status"] == "ok" and graph_not_attempted(r)]
         if skipped:
             caption += (" Graph decode not attempted (a kernel that cannot be captured; the table says why): "
                         + ", ".join(skipped) + ".")

@@ -113,7 +113,7 @@ def plan(cfg: SweepParams, notebook: str) -> list[Setting]:
     out = []
     for value in cfg.values:
         sub = cfg.setting(value)
-        done = not records.rerun_requested() and is_done(notebook, sub)  # --force: every setting runs again
+        done = records.resumable(notebook, sub.run_name, sub.as_dict(), sub.results_dir)  # --force: runs again
         out.append(Setting(value=value, cfg=sub, done=done, parent=cfg.run_name))
     return out
 

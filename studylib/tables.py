@@ -362,12 +362,17 @@ def benchmark_data(recs: list[dict]) -> dict:
             "combined": combined_run(runs)}
 
 
+def reference_row(run: dict) -> dict | None:
+    """The measured row of a benchmark run's reference format (fp16), or None."""
+    ref_name = run.get("reference") or "fp16"
+    return next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
+
+
 def _relative_to_own_reference(run: dict) -> None:
     """Add to each row its graph decode times and its floor relative to the eager time of the reference measured
     in the same record (``graph_b1_vs_ref``, ``graph_large_vs_ref``, ``floor_vs_ref``): the figure's one scale,
     which stays within one process when rows of several records are shown together."""
-    ref_name = run.get("reference") or "fp16"
-    ref = next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
+    ref = reference_row(run)
     for r in run["rows"]:
         for key, ms_key, base_key in (("graph_b1_vs_ref", "graph_b1_ms", "decode_b1_ms"),
                                       ("graph_large_vs_ref", "graph_large_ms", "decode_large_ms"),
@@ -382,8 +387,11 @@ def combined_run(runs: list[dict]) -> dict | None:
     record with the most measured formats, where each of its formats that did not run (and each compression time
     that failed) is taken from another record in which it did. A row taken so names its record (``from_record``)
     and keeps its ratios to the reference measured in that record's own process; nothing is rescaled across
-    processes. ``sources`` lists the records used; ``reference_b1_ms`` / ``reference_graph_b1_ms`` the reference's
-    batch-1 times in each, which shows how much the same format moved between processes."""
+    processes. ``sources`` lists the records used; ``reference_by_record`` the reference's batch-1 times in each
+    (eager and graph), which shows how much the same format moved between processes; ``targets`` the study's
+    targets (:func:`studylib.benchmark.targets`) on these rows, each with the record it comes from."""
+    from .benchmark import TARGETS, targets
+
     if not runs:
         return None
     main = max(runs, key=lambda run: sum(r["status"] == "ok" for r in run["rows"]))  # ties: the first (by name)
@@ -412,20 +420,14 @@ def combined_run(runs: list[dict]) -> dict | None:
                     used.append(other["record"])
         if entry:
             compression[key] = entry
-    ref_name = main.get("reference") or "fp16"
     refs = {}
     for run in [main, *peers]:
-        if run["record"] in used:
-            ref = next((r for r in run["rows"] if r["variant"] == ref_name and r["status"] == "ok"), None)
-            if ref is not None:
-                refs[run["record"]] = {"decode_b1_ms": ref.get("decode_b1_ms"), "graph_b1_ms": ref.get("graph_b1_ms")}
-    from .benchmark import targets
-
+        ref = reference_row(run) if run["record"] in used else None
+        if ref is not None:
+            refs[run["record"]] = {"decode_b1_ms": ref.get("decode_b1_ms"), "graph_b1_ms": ref.get("graph_b1_ms")}
     goals = targets({"variants": rows, "compression": compression})
     by_key = {r["variant"]: r.get("from_record") for r in rows}
     by_key.update({f"compression:{k}": v.get("from_record") for k, v in compression.items()})
-    from .benchmark import TARGETS
-
     for goal, (key, *_) in zip(goals, TARGETS):
         goal["record"] = by_key.get(key) or main["record"]
     return {**main, "rows": rows, "compression": compression, "sources": used, "reference_by_record": refs,
@@ -595,6 +597,8 @@ def _load_range(rows: list[dict]) -> tuple | None:
 
 def _graph_text(rows: list[dict], ref: str) -> list[str]:
     """What the graph columns are, per mode found, and which formats' capture failed (and why)."""
+    from .benchmark import graph_not_attempted
+
     ok = [r for r in rows if r["status"] == "ok"]
     modes = {str(r.get("graph_mode") or "") for r in ok}
     how = []
@@ -613,7 +617,7 @@ def _graph_text(rows: list[dict], ref: str) -> list[str]:
     if failed:
         text.append("Graph decode failed (the eager figures stand): " + "; ".join(failed) + ".")
     skipped = [f"{r['label']} ({md_escape(' '.join(str(r['graph_mode']).split())[:160])})" for r in ok
-               if str(r.get("graph_mode") or "").startswith("not attempted")]
+               if graph_not_attempted(r)]
     if skipped:
         text.append("Graph decode not attempted: " + "; ".join(skipped) + ".")
     off = [r["label"] for r in ok if not r.get("graph_mode") or str(r["graph_mode"]).startswith("off")]
