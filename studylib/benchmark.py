@@ -278,8 +278,9 @@ def recover_cuda_rng(device) -> dict | None:
     the generator is pointed at a clone of its state (``Generator.clone_state`` copies seed and offset; a new state is
     not capturing) with ``Generator.graphsafe_set_state``; the failed graph keeps the old state object.
 
-    NOT VERIFIED ON A GPU: written from torch's sources (CUDAGeneratorImpl.cpp, torch/cuda/graphs.py) without a GPU to
-    try it on. The record says what happened: the probe (:data:`RNG_PROBE`) after the failure and, where it failed,
+    Verified on the H200 (2026-11-21, torch 2.11.0+cu130; tools/device/check_rng_restore.py and its .txt): a capture
+    failed by a synchronize inside it, and one failed by LLM.int8(), each left the generator unusable, and after this
+    restore it drew again. The record says what happened: the probe (:data:`RNG_PROBE`) after the failure and, where it failed,
     after the restore (``ok``); when it still fails, ``consequence`` says what may fail next and why."""
     import torch
 

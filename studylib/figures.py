@@ -516,7 +516,7 @@ def efficiency_7b(bench):
                     ax.text(v + 0.02 * top, i + offset, f"{v:.2f}", va="center", fontsize=6 if graph else 7)
                 elif n:  # a graph figure that is missing: say why, never a bar
                     why = "graph failed" if r.get("graph_error") or str(r.get("graph_mode")).startswith("failed") \
-                        else "graph not measured"
+                        else "graph not attempted" if graph_not_attempted(r) else "graph not measured"
                     ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
             floors = [_value(r, "floor_vs_ref") for r in rows]

@@ -439,6 +439,41 @@ def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
     return out
 
 
+def _benchmark_repeats_text(run: dict, ref_name: str) -> list[str]:
+    """Formats of the main record measured again in other records (each in a process of its own, beside its own
+    reference): each one's batch-1 ratio there beside the one here, and how far the reference's own time moved
+    across those processes. Said through the static-cache graph where both have it, else through `generate`."""
+    from .tables import fmt_sig
+
+    reps = run.get("repeats") or {}
+    said = []
+    for variant, rep in reps.items():
+        if variant == ref_name:
+            continue
+        main = rep["main"]
+        for other in rep["others"]:
+            key, how = (("graph_b1_ratio", "through the static-cache graph") if main.get("graph_b1_ratio")
+                        and other.get("graph_b1_ratio") else ("decode_b1_ratio", "through `generate`"))
+            if main.get(key) and other.get(key):
+                said.append(f"{rep['label']} in `{other['record']}` ({fmt_sig(other[key])}× its {ref_name} {how}; "
+                            f"{fmt_sig(main[key])}× here)")
+    out = []
+    if said:
+        out.append(f"Measured again, each in a process of its own beside its own {ref_name}: {join(said)}.")
+    ref = reps.get(ref_name)
+    if ref and not any(r.get("from_record") for r in run["rows"]):  # else the sources' sentence gives the range
+        every = [ref["main"], *ref["others"]]
+        spans = []
+        for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
+            values = [v[key] for v in every if v.get(key)]
+            if len(values) > 1:
+                spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
+        if spans:
+            out.append(f"Across these {len(every)} processes, {ref_name}'s own batch-one time per token ranged from "
+                       f"{join(spans)}.")
+    return out
+
+
 def text_benchmark(ctx: Context) -> str:
     """What the 7B-architecture benchmark found, from ``<tables>/benchmark.json``; says so when it is not measured.
     A record with graph decode figures (static KV cache + CUDA graph) is described with them too."""
@@ -489,6 +524,7 @@ def text_benchmark(ctx: Context) -> str:
     if failed:
         out.append(f"Did not run: {join(failed)}; the table says why.")
     out += _benchmark_sources_text(run, ref_name)
+    out += _benchmark_repeats_text(run, ref_name)
     comp = run.get("compression") or {}
     names = (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda"))
     done = [f"{name} {fmt_sig(comp[key]['seconds'])} s"

@@ -82,6 +82,16 @@ def md_escape(text) -> str:
     return str(text).replace("|", "\\|")
 
 
+def short_reason(text, limit: int = 160) -> str:
+    """A reason's main clause for a table note: the text up to its first parenthesis (where the evidence and its
+    provenance follow, kept in the record), cut at a word boundary if still longer than ``limit`` characters."""
+    text = " ".join(str(text).split())
+    head = text.split(" (", 1)[0]
+    if len(head) <= limit:
+        return head
+    return head[:limit].rsplit(" ", 1)[0] + "…"
+
+
 def md_table(header: list[str], rows: list[list], align: str | None = None) -> str:
     """A GitHub-style Markdown table; ``align`` one of l/r/c per column (default: left)."""
     align = (align or "l" * len(header)).ljust(len(header), "l")
@@ -425,13 +435,35 @@ def combined_run(runs: list[dict]) -> dict | None:
         ref = reference_row(run) if run["record"] in used else None
         if ref is not None:
             refs[run["record"]] = {"decode_b1_ms": ref.get("decode_b1_ms"), "graph_b1_ms": ref.get("graph_b1_ms")}
+    repeats = measured_again(main, peers)
     goals = targets({"variants": rows, "compression": compression})
     by_key = {r["variant"]: r.get("from_record") for r in rows}
     by_key.update({f"compression:{k}": v.get("from_record") for k, v in compression.items()})
     for goal, (key, *_) in zip(goals, TARGETS):
         goal["record"] = by_key.get(key) or main["record"]
     return {**main, "rows": rows, "compression": compression, "sources": used, "reference_by_record": refs,
-            "targets": goals}
+            "repeats": repeats, "targets": goals}
+
+
+def measured_again(main: dict, peers: list[dict]) -> dict:
+    """The main record's formats that another record of the same architecture and device measured too, each in its
+    own process beside its own reference: per format, ``{"main": figures, "others": [figures, ...]}``, where figures
+    are the record's name and its batch-1 eager and graph times with their ratios to that record's own reference.
+    Nothing is averaged or rescaled: it shows how far the same format moved between processes. The reference itself
+    is listed under its own name when it ran in more than one record."""
+    def figures(run: dict, row: dict) -> dict:
+        return {"record": run["record"], **{k: row.get(k) for k in ("decode_b1_ms", "decode_b1_ratio", "graph_b1_ms",
+                                                                    "graph_b1_ratio")}}
+
+    out = {}
+    for row in main["rows"]:
+        if row["status"] != "ok":
+            continue
+        others = [figures(run, r) for run in peers for r in run["rows"]
+                  if r["variant"] == row["variant"] and r["status"] == "ok"]
+        if others:
+            out[row["variant"]] = {"label": row["label"], "main": figures(main, row), "others": others}
+    return out
 
 
 def targets_table(combined: dict | None) -> str:
@@ -616,8 +648,7 @@ def _graph_text(rows: list[dict], ref: str) -> list[str]:
               if r.get("graph_error")]
     if failed:
         text.append("Graph decode failed (the eager figures stand): " + "; ".join(failed) + ".")
-    skipped = [f"{r['label']} ({md_escape(' '.join(str(r['graph_mode']).split())[:160])})" for r in ok
-               if graph_not_attempted(r)]
+    skipped = [f"{r['label']} ({md_escape(short_reason(r['graph_mode']))})" for r in ok if graph_not_attempted(r)]
     if skipped:
         text.append("Graph decode not attempted: " + "; ".join(skipped) + ".")
     off = [r["label"] for r in ok if not r.get("graph_mode") or str(r["graph_mode"]).startswith("off")]

@@ -243,3 +243,47 @@ def test_the_paper_sorts_the_targets_into_met_not_met_and_not_measured(tmp_path)
            "222 s (goal ≤ 600) and Wanda compression of the model 60.0 s (goal ≤ 120)" in said
     assert "not met: GPTQ W4 batch-1 time per token 0.357× fp16 (goal ≤ 0.35)" in said
     assert "not measured: NF4 batch-1 time per token, INT8 batch-1 time per token and 2:4 prefill speed-up" in said
+
+
+def test_a_format_measured_again_elsewhere_is_said_beside_its_figure_here(tmp_path):
+    """When the main record holds every format, a rerun of one of them in a process of its own is not borrowed, but
+    the paper gives its ratio there beside the one here, and the reference's spread across the processes."""
+    main, rerun = _split_runs()
+    main = benchmark_record(run="llama2-7b")  # every format measured in one process this time
+    for r in main["benchmark"]["variants"]:
+        if r["status"] == "ok":
+            r.update(graph_b1_ms=r["decode_b1_ms"] / 3, graph_large_ms=None, graph_mode="cuda-graph", graph_error=None)
+    main["benchmark"]["variants"] = benchmark.ratios(main["benchmark"]["variants"])
+    data = tables.benchmark_data([main, rerun])
+    c = data["combined"]
+    assert c["sources"] == ["40_efficiency_7b/llama2-7b"] and not any(r.get("from_record") for r in c["rows"])
+    rep = c["repeats"]["gptq-w4"]
+    assert rep["main"]["record"] == "40_efficiency_7b/llama2-7b"
+    assert [o["record"] for o in rep["others"]] == ["40_efficiency_7b/llama2-7b-gptq4"]
+    theirs = {r["variant"]: r for r in rerun["benchmark"]["variants"]}
+    there = theirs["gptq-w4"]["graph_b1_ms"] / theirs["fp16"]["graph_b1_ms"]  # to the rerun's own fp16
+    assert rep["others"][0]["graph_b1_ratio"] == pytest.approx(there)
+    assert rep["main"]["graph_b1_ratio"] == pytest.approx(rep["main"]["graph_b1_ms"] / (7 / 3))  # to this fp16
+    assert there != pytest.approx(rep["others"][0]["graph_b1_ms"] / (7 / 3))  # a mixed ratio would differ
+    assert set(c["repeats"]) == {"fp16", "gptq-w4"}  # only formats both records measured
+    (tmp_path / "benchmark.json").write_text(json.dumps(data, default=str))
+    said = paper.text_benchmark(SimpleNamespace(tables=tmp_path))
+    here = rep["main"]["graph_b1_ratio"]
+    assert (f"GPTQ W4 in `40_efficiency_7b/llama2-7b-gptq4` ({tables.fmt_sig(there)}× its fp16 through the "
+            f"static-cache graph; {tables.fmt_sig(here)}× here)") in said
+    assert "Across these 2 processes, fp16's own batch-one time per token ranged from 7.00 to 14.0 ms" in said
+    assert "did not run in" not in said
+    # a record alone: no such sentence
+    (tmp_path / "benchmark.json").write_text(json.dumps(tables.benchmark_data([main]), default=str))
+    assert "Measured again" not in paper.text_benchmark(SimpleNamespace(tables=tmp_path))
+
+
+def test_a_reason_in_a_table_note_keeps_its_main_clause():
+    why = "its kernel cannot be captured (H200, 2026-11-21, torch 2.11: the capture failed with 'X (Y)')"
+    assert tables.short_reason(f"not attempted: {why}") == "not attempted: its kernel cannot be captured"
+    long = "word " * 60
+    cut = tables.short_reason(long, limit=40)
+    assert cut.endswith("…") and len(cut) <= 41 and not cut[:-1].endswith(" ")
+    rec = _gptq_not_captured(why)
+    text = tables.benchmark_table(tables.benchmark_data([rec]))
+    assert "GPTQ W4 (not attempted: its kernel cannot be captured)." in text and "2026-11-21" not in text
