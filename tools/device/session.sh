@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the carried repo root: one study session kept in /tmp (a warm machine keeps /tmp; it is
 # given back after ~30 s idle, so the calls go back to back). Prepared here by tools/device/stage-kit.sh.
-#   session.sh kit                       (carry .carry/kit) wheels -> /tmp/site, data -> /tmp/data, results -> /tmp/results
-#   session.sh piece N                   (carry .carry/gN, N = 1..6) GGUF piece -> /tmp/stage; the 6th assembles and checks
+#   session.sh kit [DIR]                 (carry DIR, default .carry/kit) its whl/*.whl -> /tmp/site and its data.tar.xz
+#                                        -> /tmp/data, each where present; results -> /tmp/results (once: the stamp)
+#   session.sh piece N|DIR               (carry .carry/gN, N = 1..6, or DIR) GGUF piece -> /tmp/stage (and a data.tar.xz
+#                                        in DIR -> /tmp/data); the last piece (6, or DIR/gguf.parts's count) assembles
+#                                        and checks
 #   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- PIPELINE_ARGS...
 #                                        snapshot studylib/notebooks/params/results into /tmp/work-NAME and run
 #                                        `python -m studylib.pipeline --results /tmp/results PIPELINE_ARGS` there in the
@@ -19,21 +22,31 @@ SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 cmd=${1:-}; shift || true
 case "$cmd" in
 kit)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .carry/kit/whl/*.whl || exit 1
-  rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf .carry/kit/data.tar.xz || exit 1
-  mkdir -p /tmp/results && cp -rn results/. /tmp/results/ && touch /tmp/results/.kit-stamp
+  K=${1:-.carry/kit}; [ -d "$K" ] || { echo "no $K here: carry it" >&2; exit 1; }
+  if ls "$K"/whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      "$K"/whl/*.whl || exit 1
+  fi
+  if [ -f "$K/data.tar.xz" ]; then
+    rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf "$K/data.tar.xz" || exit 1
+  fi
+  [ -f /tmp/results/.kit-stamp ] || { mkdir -p /tmp/results && cp -rn results/. /tmp/results/ && touch /tmp/results/.kit-stamp; }
   PYTHONPATH=/tmp/site python3 -c "import papermill, gptqmodel, bitsandbytes, llmcompressor, torch; \
 print('kit ok: torch', torch.__version__, '| gptqmodel', gptqmodel.__version__, '| bnb', bitsandbytes.__version__, \
 '|', torch.cuda.get_device_name(0))"
   du -sh /tmp/site /tmp/data
   ;;
 piece)
-  n=${1:?piece number}; mkdir -p /tmp/stage && cp .carry/g$n/* /tmp/stage/ || exit 1
+  P=${1:?piece number or folder}; [ -d "$P" ] || P=.carry/g$P
+  mkdir -p /tmp/stage && cp "$P"/gguf.part[0-9]* /tmp/stage/ || exit 1
+  if [ -f "$P/data.tar.xz" ]; then
+    rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf "$P/data.tar.xz" || exit 1
+  fi
+  total=6; [ -f "$P/gguf.parts" ] && total=$(cat "$P/gguf.parts")
   ls /tmp/stage
-  if [ "$(ls /tmp/stage/gguf.part? 2>/dev/null | wc -l)" = 6 ]; then
-    cat /tmp/stage/gguf.part{0,1,2,3,4,5} > $GGUF.tmp && echo "$SHA  $GGUF.tmp" | sha256sum -c - && mv $GGUF.tmp $GGUF \
-      && rm -f /tmp/stage/gguf.part? && echo "GGUF assembled and checked"
+  if [ "$(ls /tmp/stage/gguf.part[0-9]* 2>/dev/null | wc -l)" = "$total" ]; then
+    cat $(ls /tmp/stage/gguf.part[0-9]* | sort -V) > $GGUF.tmp && echo "$SHA  $GGUF.tmp" | sha256sum -c - \
+      && mv $GGUF.tmp $GGUF && rm -f /tmp/stage/gguf.part[0-9]* && echo "GGUF assembled and checked"
   fi
   ;;
 start)
