@@ -405,8 +405,6 @@ RNG_AFTER_CAPTURE = "Offset increment outside graph capture"  # torch's error on
 def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
     """Which formats come from a record other than the main one, why, and how far the reference itself moved
     between those processes (the ratios never mix processes)."""
-    from .tables import fmt_sig
-
     elsewhere = [r for r in run["rows"] if r.get("from_record")]
     if not elsewhere:
         return []
@@ -427,16 +425,24 @@ def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
         out.append(f"That error is what a failed CUDA-graph capture leaves behind: after the capture of {culprit} "
                    "failed, the process's CUDA random-number generator (which builds each format's random weights) "
                    "no longer worked.")
-    refs = run.get("reference_by_record") or {}
+    out += _reference_spread_text(list((run.get("reference_by_record") or {}).values()), ref_name)
+    return out
+
+
+def _reference_spread_text(figures: list[dict], ref_name: str) -> list[str]:
+    """How far the reference's batch-1 time (eager and graph) moved across the processes whose ``figures`` are
+    given (one dict each, with ``decode_b1_ms`` and ``graph_b1_ms``); nothing when fewer than two measured it."""
+    from .tables import fmt_sig
+
     spans = []
     for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
-        values = [v[key] for v in refs.values() if v.get(key)]
+        values = [v[key] for v in figures if v.get(key)]
         if len(values) > 1:
             spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
-    if spans:
-        out.append(f"Across these {len(refs)} processes, {ref_name}'s batch-one time per token ranged from "
-                   f"{join(spans)}.")
-    return out
+    if not spans:
+        return []
+    return [f"Across these {len(figures)} processes, {ref_name}'s own batch-one time per token ranged from "
+            f"{join(spans)}."]
 
 
 def _benchmark_repeats_text(run: dict, ref_name: str) -> list[str]:
@@ -462,15 +468,7 @@ def _benchmark_repeats_text(run: dict, ref_name: str) -> list[str]:
         out.append(f"Measured again, each in a process of its own beside its own {ref_name}: {join(said)}.")
     ref = reps.get(ref_name)
     if ref and not any(r.get("from_record") for r in run["rows"]):  # else the sources' sentence gives the range
-        every = [ref["main"], *ref["others"]]
-        spans = []
-        for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
-            values = [v[key] for v in every if v.get(key)]
-            if len(values) > 1:
-                spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
-        if spans:
-            out.append(f"Across these {len(every)} processes, {ref_name}'s own batch-one time per token ranged from "
-                       f"{join(spans)}.")
+        out += _reference_spread_text([ref["main"], *ref["others"]], ref_name)
     return out
 
 
