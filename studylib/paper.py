@@ -403,8 +403,8 @@ RNG_AFTER_CAPTURE = "Offset increment outside graph capture"  # torch's error on
 
 
 def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
-    """Which formats come from a record other than the main one, why, and how far the reference itself moved
-    between those processes (the ratios never mix processes)."""
+    """Which formats come from a record other than the main one, and why (the ratios never mix processes; how far
+    the reference itself moved between the processes is said by :func:`_benchmark_repeats_text`)."""
     elsewhere = [r for r in run["rows"] if r.get("from_record")]
     if not elsewhere:
         return []
@@ -425,30 +425,14 @@ def _benchmark_sources_text(run: dict, ref_name: str) -> list[str]:
         out.append(f"That error is what a failed CUDA-graph capture leaves behind: after the capture of {culprit} "
                    "failed, the process's CUDA random-number generator (which builds each format's random weights) "
                    "no longer worked.")
-    out += _reference_spread_text(list((run.get("reference_by_record") or {}).values()), ref_name)
     return out
-
-
-def _reference_spread_text(figures: list[dict], ref_name: str) -> list[str]:
-    """How far the reference's batch-1 time (eager and graph) moved across the processes whose ``figures`` are
-    given (one dict each, with ``decode_b1_ms`` and ``graph_b1_ms``); nothing when fewer than two measured it."""
-    from .tables import fmt_sig
-
-    spans = []
-    for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
-        values = [v[key] for v in figures if v.get(key)]
-        if len(values) > 1:
-            spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
-    if not spans:
-        return []
-    return [f"Across these {len(figures)} processes, {ref_name}'s own batch-one time per token ranged from "
-            f"{join(spans)}."]
 
 
 def _benchmark_repeats_text(run: dict, ref_name: str) -> list[str]:
     """Formats of the main record measured again in other records (each in a process of its own, beside its own
-    reference): each one's batch-1 ratio there beside the one here, and how far the reference's own time moved
-    across those processes. Said through the static-cache graph where both have it, else through `generate`."""
+    reference, whether or not the main record lacked them): each one's batch-1 ratio there beside the one here, and
+    how far the reference's own time moved across the processes that measured it. Ratios are said through the
+    static-cache graph where both have it, else through `generate`."""
     from .tables import fmt_sig
 
     reps = run.get("repeats") or {}
@@ -467,8 +451,15 @@ def _benchmark_repeats_text(run: dict, ref_name: str) -> list[str]:
     if said:
         out.append(f"Measured again, each in a process of its own beside its own {ref_name}: {join(said)}.")
     ref = reps.get(ref_name)
-    if ref and not any(r.get("from_record") for r in run["rows"]):  # else the sources' sentence gives the range
-        out += _reference_spread_text([ref["main"], *ref["others"]], ref_name)
+    every = [ref["main"], *ref["others"]] if ref else []
+    spans = []
+    for key, what in (("decode_b1_ms", "through `generate`"), ("graph_b1_ms", "through the static-cache graph")):
+        values = [v[key] for v in every if v.get(key)]
+        if len(values) > 1:
+            spans.append(f"{fmt_sig(min(values))} to {fmt_sig(max(values))} ms {what}")
+    if spans:
+        out.append(f"Across these {len(every)} processes, {ref_name}'s own batch-one time per token ranged from "
+                   f"{join(spans)}.")
     return out
 
 

@@ -410,8 +410,7 @@ def combined_run(runs: list[dict]) -> dict | None:
     rows, used = [], [main["record"]]
     for row in main["rows"]:
         if row["status"] != "ok":
-            other = next(((run, r) for run in peers for r in run["rows"]
-                          if r["variant"] == row["variant"] and r["status"] == "ok"), None)
+            other = next(iter(_measured_in(peers, row["variant"])), None)
             if other is not None:
                 run, r = other
                 row = {**r, "from_record": run["record"], "failed_in_main": row.get("error")}
@@ -445,6 +444,11 @@ def combined_run(runs: list[dict]) -> dict | None:
             "repeats": repeats, "targets": goals}
 
 
+def _measured_in(runs: list[dict], variant: str) -> list[tuple[dict, dict]]:
+    """``(run, row)`` for each of ``runs`` in which ``variant`` was measured (status ok), in the order given."""
+    return [(run, r) for run in runs for r in run["rows"] if r["variant"] == variant and r["status"] == "ok"]
+
+
 def measured_again(main: dict, peers: list[dict]) -> dict:
     """The main record's formats that another record of the same architecture and device measured too, each in its
     own process beside its own reference: per format, ``{"main": figures, "others": [figures, ...]}``, where figures
@@ -459,8 +463,7 @@ def measured_again(main: dict, peers: list[dict]) -> dict:
     for row in main["rows"]:
         if row["status"] != "ok":
             continue
-        others = [figures(run, r) for run in peers for r in run["rows"]
-                  if r["variant"] == row["variant"] and r["status"] == "ok"]
+        others = [figures(run, r) for run, r in _measured_in(peers, row["variant"])]
         if others:
             out[row["variant"]] = {"label": row["label"], "main": figures(main, row), "others": others}
     return out
