@@ -82,16 +82,16 @@ summary: env
 	$(PY) -c "from studylib import records; print(records.write_summary('$(RESULTS_DIR)', '$(PROFILE)'))"
 
 significance: summary
-	$(PY) -m studylib.significance $(REPORT)
+	$(PY) -m studylib.report.significance $(REPORT)
 
 tables: significance
-	$(PY) -m studylib.tables $(REPORT)
+	$(PY) -m studylib.report.tables $(REPORT)
 
 figures: tables
-	$(PY) -m studylib.figures $(REPORT) --out $(FIGURES_DIR)
+	$(PY) -m studylib.report.figures $(REPORT) --out $(FIGURES_DIR)
 
 paper: figures
-	$(PY) -m studylib.paper $(REPORT) --figures $(FIGURES_DIR) --out $(PAPER_DIR)
+	$(PY) -m studylib.report.paper $(REPORT) --figures $(FIGURES_DIR) --out $(PAPER_DIR)
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks

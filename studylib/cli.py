@@ -27,7 +27,7 @@ def esa_bin(score: float) -> str:
 
 def esa_breakdown(examples, hyps, tgt_lang, metric_names) -> dict:
     """Corpus scores of the segments in each ESA bin."""
-    from .metrics import corpus_scores
+    from studylib.core.metrics import corpus_scores
 
     groups: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
@@ -43,7 +43,7 @@ def esa_breakdown(examples, hyps, tgt_lang, metric_names) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import OFFLINE_DEFAULT, QUANT_CHOICES
+    from studylib.core.models import OFFLINE_DEFAULT, QUANT_CHOICES
 
     ap = argparse.ArgumentParser(prog="python -m studylib", description="One-off translation runs that write a study record.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> Path:
-    from . import data, efficiency, evaluation, models, records
-    from .languages import DIRECTIONS, parse_direction
-    from .params import BaselineParams, ParamsError
+    from studylib.core import data, efficiency, evaluation, models, records
+    from studylib.core.languages import DIRECTIONS, parse_direction
+    from studylib.core.params import BaselineParams, ParamsError
 
     # everything is checked before the model loads
     if not args.data.is_file():
@@ -108,7 +108,7 @@ def run(args) -> Path:
 
 
 def main(argv=None) -> int:
-    from .params import ParamsError
+    from studylib.core.params import ParamsError
 
     args = build_parser().parse_args(argv)
     try:

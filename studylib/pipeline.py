@@ -14,13 +14,13 @@ Every file is checked before anything runs (unknown keys, bad values: one clear 
 already exists with the same profile and the same values for every key the file sets is skipped. Records are
 written atomically by the notebooks, so a run killed halfway leaves no record and is redone next time.
 ``--force`` runs every file again, and a sweep then runs again the settings it would skip as recorded
-(``$STUDYLIB_FORCE``, read by :func:`studylib.records.rerun_requested`).
+(``$STUDYLIB_FORCE``, read by :func:`studylib.core.records.rerun_requested`).
 ``--profile smoke`` runs each notebook on its own (tiny, CPU) defaults, keeping only the run name, so the
 whole chain can be exercised in minutes.
 
 ``--jobs N`` runs up to N notebooks at once, each in its own process with its log in ``build/logs``: a small
 model leaves most of a big GPU idle while it translates. Timed sections (decode speed, compression) take the
-GPU alone through :mod:`studylib.gpulock`, so their numbers mean the same as in a serial run. A job waits for
+GPU alone through :mod:`studylib.core.gpulock`, so their numbers mean the same as in a serial run. A job waits for
 every job it refers to (a parameter naming another run's notebook, e.g. ``teacher_record: 01_teacher/...``),
 a failed job does not stop the others (only those that refer to it), and the exit status says whether all
 succeeded.
@@ -48,8 +48,8 @@ from pathlib import Path
 
 import yaml
 
-from . import records
-from .params import NOTEBOOK_DIR, ParamsError, check_overrides, params_class
+from studylib.core import records
+from studylib.core.params import NOTEBOOK_DIR, ParamsError, check_overrides, params_class
 
 
 @dataclass

@@ -19,6 +19,6 @@ def data_root():
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the tiny random Gemma-3, fp32 on CPU."""
-    from studylib import models
+    from studylib.core import models
 
     return models.load_model(models.TINY_MODEL, dtype="float32", device="cpu")

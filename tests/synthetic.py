@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from studylib import metrics, records
-from studylib.languages import DIRECTIONS, parse_direction
+from studylib.core import metrics, records
+from studylib.core.languages import DIRECTIONS, parse_direction
 
 N = 16
 WORDS = ("river house green small light stone quick bird table water winter paper music garden road cloud "
@@ -128,7 +128,7 @@ def everything(results, profile: str = "full") -> list[dict]:
 
 def benchmark_record(profile: str = "full", run: str = "llama2-7b") -> dict:
     """A record of the 7B benchmark (notebook 40): made-up times for four formats, one of them failed."""
-    from studylib import benchmark
+    from studylib.bench import benchmark
 
     def row(variant, kernel, b1, big, pre, mem, store, layers=32, floor=5.5):
         return {"variant": variant, "status": "ok", "kernel": kernel, "decode_b1_ms": b1, "decode_large_ms": big,

@@ -6,10 +6,11 @@ import warnings
 import pytest
 import torch
 
-from studylib import benchmark, records
-from studylib import benchmark_variants as bv
-from studylib.benchmark_params import BenchmarkParams
-from studylib.params import ParamsError, check_overrides
+from studylib.bench import benchmark
+from studylib.core import records
+from studylib.bench import variants as bv
+from studylib.bench.params import BenchmarkParams
+from studylib.core.params import ParamsError, check_overrides
 
 FAST = dict(warmup=0, repeats=2, prompt_tokens=4, new_tokens=6, large_batch=2, prefill_tokens=8, bandwidth_mib=1,
             time_gptq=False, time_wanda=False)
@@ -181,7 +182,7 @@ def test_a_spent_budget_skips_the_remaining_steps():
 
 def test_wanda_layer_by_layer_prunes_each_row_by_weight_times_input_norm():
     from studylib.methods.wanda import wanda_scores
-    from studylib.pruning import prune_mask
+    from studylib.methods.pruning import prune_mask
 
     model = benchmark.build_random("tiny-llama", "float32", "cpu")
     ids = bv.random_token_ids(512, 3, 8, seed=0)
@@ -395,7 +396,7 @@ def test_a_format_declared_not_capturable_is_not_captured_on_cuda_and_says_why(m
 
     import matplotlib.pyplot as plt
 
-    from studylib import figures, tables
+    from studylib.report import figures, tables
 
     why = benchmark.capture_skip("bnb-int8", "cuda")
     assert why == bv.NO_GRAPH_CAPTURE["bnb-int8"] and "LLM.int8()" in why and "RNG" in why and "2026-11-21" in why
@@ -571,7 +572,7 @@ def test_reports_show_graph_figures_beside_the_eager_ones_and_never_invent_one(t
     import json
     from types import SimpleNamespace
 
-    from studylib import figures, paper, tables
+    from studylib.report import figures, paper, tables
     from tests.synthetic import benchmark_record
 
     old = benchmark_record()  # a record from before the graph figures: read as it always was
@@ -619,7 +620,8 @@ def test_an_erratum_withdraws_one_formats_peak_memory_from_table_and_figure(tmp_
 
     import matplotlib.pyplot as plt
 
-    from studylib import figures, records, tables
+    from studylib.report import figures, tables
+    from studylib.core import records
     from tests.synthetic import benchmark_record
 
     rec = benchmark_record()

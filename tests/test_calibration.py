@@ -1,7 +1,7 @@
 import pytest
 
-from studylib import calibration, data
-from studylib.languages import DIRECTIONS
+from studylib.core import calibration, data
+from studylib.core.languages import DIRECTIONS
 
 
 def test_balanced_over_all_directions_and_disjoint_from_tests(data_root):

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("comet")
 import torch  # noqa: E402
 
-from studylib import comet as sc  # noqa: E402
+from studylib.core import comet as sc  # noqa: E402
 
 try:
     from tiny_comet import build_tiny_comet
@@ -139,8 +139,8 @@ def test_checkpoint_missing_weights_is_refused(tmp_path):
 
 
 def test_the_projects_own_prompts_are_caught():
-    prompts = pytest.importorskip("studylib.prompts")
-    from studylib.languages import DIRECTIONS
+    prompts = pytest.importorskip("studylib.core.prompts")
+    from studylib.core.languages import DIRECTIONS
 
     for direction in DIRECTIONS:
         src = "Ein Satz." if not direction.startswith("zh") else "一个句子。"

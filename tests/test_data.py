@@ -1,4 +1,4 @@
-"""Tests of studylib.data: real-data counts (from /work/shared/data), errors, sampling, leak guards."""
+"""Tests of studylib.core.data: real-data counts (from /work/shared/data), errors, sampling, leak guards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from studylib.data import (
+from studylib.core.data import (
     IS_DEV_SIZE,
     DataError,
     DataLeakError,
@@ -29,7 +29,7 @@ from studylib.data import (
     subsample,
     test_sentences,
 )
-from studylib.languages import DIRECTIONS, UnknownDirectionError
+from studylib.core.languages import DIRECTIONS, UnknownDirectionError
 
 # The shared data folder: $STUDYLIB_DATA if set, else this workplace's ../shared/data.
 _DEFAULT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -304,7 +304,7 @@ def test_overlap_guard_on_planted_leak(real_data):
 
 @needs_data
 def test_known_overlaps_in_shipped_data(real_data):
-    """Pins what the shipped data holds (see the module doc of studylib.data)."""
+    """Pins what the shipped data holds (see the module doc of studylib.core.data)."""
     every_test = test_sentences()
     train_hits = sum(drop_test_overlap(load_alma(f"{xx}-en", "train"), every_test)[1] for xx in TRAIN_PAIRS)
     assert train_hits == 6  # short generic sentences ("So what?", "Thank you.", ...)

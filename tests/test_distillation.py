@@ -1,6 +1,7 @@
 import pytest
 
-from studylib import data, distillation
+from studylib.core import data
+from studylib.runs import distillation
 
 
 def _ex(src, tgt, d="de-en"):
@@ -58,8 +59,9 @@ def test_ood_pools_hold_no_test_pair_of_the_reverse_direction(data_root):
 def test_full_size_student_training_sets_pass_the_leak_checks(data_root, params_file, share):
     """The students' data at the committed params' full size (without the KD pairs, made on the GPU): human +
     out-of-domain pairs disjoint from the WMT and held-out Tatoeba tests, sizes as the params say."""
-    from studylib import pipeline, students
-    from studylib.params import params_class
+    from studylib import pipeline
+    from studylib.runs import students
+    from studylib.core.params import params_class
 
     job = pipeline.load_job(pipeline.NOTEBOOK_DIR.parent / "params" / params_file)
     job = pipeline.share(job, share) if share else job

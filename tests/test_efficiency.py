@@ -1,6 +1,6 @@
 import torch
 
-from studylib import efficiency
+from studylib.core import efficiency
 
 
 def test_param_counts_and_sparsity(tiny):

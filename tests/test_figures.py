@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from studylib import catalog, figures, records, significance, tables
+from studylib.report import catalog, figures, significance, tables
+from studylib.core import records
 from synthetic import core, everything
 
 REF = "01_teacher/teacher-lora"

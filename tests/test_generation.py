@@ -1,6 +1,6 @@
 import pytest
 
-from studylib.generation import generate, stop_token_ids
+from studylib.core.generation import generate, stop_token_ids
 
 PROMPTS = [f"Translate this from German to English:\nGerman: Satz {i} {'lang ' * i}\nEnglish:" for i in range(11)]
 
@@ -46,8 +46,8 @@ def test_bad_arguments(tiny):
 def test_evaluation_decodes_all_directions_together_and_scores_each_on_its_own(tiny, data_root):
     """One pool of prompts across directions (wide batches on a GPU); each direction's hypotheses are exactly what
     decoding that direction alone gives, and its scores are computed on them."""
-    from studylib import evaluation, metrics
-    from studylib.params import EvalParams
+    from studylib.core import evaluation, metrics
+    from studylib.core.params import EvalParams
 
     model, tok = tiny
     cfg = EvalParams(data_dir=str(data_root), directions=["de-en", "en-zh", "is-en"], n_test=3, batch_size=4,

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from studylib import gpulock, pipeline
+from studylib.core import gpulock
+from studylib import pipeline
 
 
 def test_without_the_environment_variable_both_are_no_ops(monkeypatch):
@@ -38,7 +39,7 @@ def _holder(lock_dir, mode, log, seconds):
     script = textwrap.dedent(f"""
         import os, time
         os.environ[{gpulock.ENV!r}] = {str(lock_dir)!r}
-        from studylib import gpulock
+        from studylib.core import gpulock
         with getattr(gpulock, {mode!r})():
             with open({str(log)!r}, "a") as f: f.write("{mode}-start\\n")
             time.sleep({seconds})

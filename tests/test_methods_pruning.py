@@ -6,7 +6,9 @@ import copy
 import pytest
 import torch
 
-from studylib import data, methods, pruning
+from studylib.core import data
+from studylib import methods
+from studylib.methods import pruning
 from studylib.methods import MethodError
 from studylib.methods import heads as head_mod
 from studylib.methods import layers as layer_mod
@@ -324,7 +326,7 @@ def test_global_head_selection_normalizes_per_layer_and_keeps_a_head():
 
 
 def test_selection_dev_split_is_disjoint_from_every_test_split(data_root):
-    from studylib.languages import DIRECTIONS
+    from studylib.core.languages import DIRECTIONS
 
     dev = pruning.dev_examples("all", None, root=data_root)
     assert set(dev.per_direction) == set(DIRECTIONS) and len(dev.examples) == sum(dev.per_direction.values())
@@ -368,8 +370,8 @@ def test_bad_parameters_fail_at_construction(name, params, match):
 
 
 def test_bad_notebook_parameters_fail_before_any_model_loads():
-    from studylib.params import ParamsError
-    from studylib.pruning_params import HeadPruneParams, LayerPruneParams, PruneDepthParams, WandaParams
+    from studylib.core.params import ParamsError
+    from studylib.runs.pruning_params import HeadPruneParams, LayerPruneParams, PruneDepthParams, WandaParams
 
     with pytest.raises(ParamsError, match="sparsity"):
         WandaParams(recipe=[{"method": "wanda", "sparsity": 1.2}])
@@ -393,7 +395,7 @@ def test_semi_structured_on_cpu_says_no_kernel(tiny):
 
 def test_layer_removal_works_on_a_llama_config_without_layer_types():
     """Llama configs carry no layer_types (Gemma-3's do): removing layers must not need them."""
-    from studylib.benchmark import build_random
+    from studylib.bench.benchmark import build_random
     from studylib.methods.layers import remove_layers
 
     model = build_random("tiny-llama", dtype="float32", device="cpu")

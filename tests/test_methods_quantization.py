@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from studylib.methods import MethodError, available, build
-from studylib.params import ParamsError
+from studylib.core.params import ParamsError
 
 QUANT = {"bnb-int8", "bnb-nf4", "gptq", "smoothquant", "smoothquant-nf4"}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (real GPU kernels); CPU machine")
@@ -20,14 +20,14 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.fixture(scope="module")
 def calib(data_root):
-    from studylib import calibration
+    from studylib.core import calibration
 
     return calibration.calibration_set(2, root=data_root).texts
 
 
 def fresh_tiny(dtype="float32", nonzero_norms=True):
     """A new tiny Gemma-3 (the methods change models in place); norms made non-zero so (1 + w) matters."""
-    from studylib import models
+    from studylib.core import models
 
     model, tok = models.load_model(models.TINY_MODEL, dtype=dtype, device="cpu")
     if nonzero_norms:
@@ -83,7 +83,7 @@ def test_bad_parameters_fail_at_construction_with_one_clear_message(name, params
 
 def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
     from studylib import pipeline
-    from studylib.quantization import CalibrationSizeParams, GPTQBitsParams, GPTQParams, SmoothQuantParams
+    from studylib.runs.quantization import CalibrationSizeParams, GPTQBitsParams, GPTQParams, SmoothQuantParams
 
     with pytest.raises(ParamsError, match="bits must be one of 2, 3, 4, 8, got 5"):
         GPTQParams(recipe=[{"method": "gptq", "bits": 5}])
@@ -109,8 +109,9 @@ def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
 # ----------------------------------------------------------------------------------- sweeps
 
 def test_sweep_settings_are_runs_of_their_own(tmp_path):
-    from studylib import records, sweeps
-    from studylib.quantization import CalibrationSizeParams, GPTQBitsParams
+    from studylib.core import records
+    from studylib.runs import sweeps
+    from studylib.runs.quantization import CalibrationSizeParams, GPTQBitsParams
 
     cfg = GPTQBitsParams(run_name="t", results_dir=str(tmp_path))
     plan = sweeps.plan(cfg, "15_gptq_bits")
@@ -257,7 +258,7 @@ def test_gptq_quantizes_tiny_gemma3_and_records_the_kernel_and_the_fallback(cali
 def test_gptq_measures_the_zeros_of_its_checkpoint_whatever_kernel_loads_it(calib):
     """On the H200 Marlin loads the checkpoint and cannot dequantize; the zeros a pruning mask leaves after GPTQ are
     read from the checkpoint instead, and agree with dequantizing the CPU kernel's layers."""
-    from studylib import pruning
+    from studylib.methods import pruning
 
     model, tok = fresh_tiny()
     model = build("wanda", sparsity=0.5, batch_size=2).apply(model, tok, calib)
@@ -497,7 +498,7 @@ def test_smoothquant_names_blocks_it_does_not_know():
 def test_check_record_finds_test_sentences_inside_calibration():
     from types import SimpleNamespace
 
-    from studylib.quantization import GPTQParams, calibration_sentences, check_record
+    from studylib.runs.quantization import GPTQParams, calibration_sentences, check_record
 
     texts = ["Translate this from German to English:\nGerman: Hallo Welt.\nEnglish: Hello world."]
     assert {"Hallo Welt.", "Hello world."} <= calibration_sentences(texts)
@@ -519,7 +520,7 @@ def test_check_record_finds_test_sentences_inside_calibration():
 
 @needs_cuda
 def test_cuda_gptq_4bit_loads_a_real_low_bit_kernel(calib):
-    from studylib import models
+    from studylib.core import models
 
     model, tok = models.load_model(models.TINY_MODEL, dtype="bfloat16", device="cuda")
     method = build("gptq", bits=4, group_size=32)
@@ -544,7 +545,7 @@ def test_cuda_w8a8_uses_the_int8_gemm():
 @needs_cuda
 @pytest.mark.parametrize("name", ["bnb-int8", "bnb-nf4"])
 def test_cuda_bitsandbytes_kernels(name):
-    from studylib import models
+    from studylib.core import models
 
     model, tok = models.load_model(models.TINY_MODEL, dtype="bfloat16", device="cuda")
     method = build(name)
@@ -557,7 +558,7 @@ def test_storage_of_a_method_with_its_own_checkpoint_format_is_that_checkpoint()
     """GPTQ reports the size of the GPTQ checkpoint it wrote; compression takes it rather than re-saving the model."""
     from types import SimpleNamespace
 
-    from studylib import compression
+    from studylib.runs import compression
 
     job = SimpleNamespace(cfg=SimpleNamespace(save_compressed=True), described=[{"method": "gptq", "checkpoint_bytes": 1234}],
                           storage_bytes=None)

@@ -7,7 +7,7 @@ import random
 import pytest
 import sacrebleu
 
-from studylib.metrics import (
+from studylib.core.metrics import (
     ALLOWED_METRICS,
     bleu_tokenizer,
     corpus_scores,
@@ -168,7 +168,7 @@ def test_bootstrap_resample_equals_corpus_score_of_resampled_lists():
     """The sufficient-statistics shortcut gives exactly sacreBLEU's corpus score."""
     import numpy as np
 
-    from studylib.metrics import _resample_sums, _score_from_summed_stats, _segment_stats, make_metric
+    from studylib.core.metrics import _resample_sums, _score_from_summed_stats, _segment_stats, make_metric
 
     refs, bad = _corpus(40)
     for name in ("bleu", "chrf++"):

@@ -1,6 +1,6 @@
 import pytest
 
-from studylib import models
+from studylib.core import models
 
 
 def test_spec_rejects_bad_values_before_loading():

@@ -5,7 +5,7 @@ About a minute on 2 CPU cores the first time (dequantizing and saving the dense 
 
 import pytest
 
-from studylib import data, generation, metrics, models, prompts, records
+from studylib.core import data, generation, metrics, models, prompts, records
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studylib import figures, paper, records, significance, tables
+from studylib.report import figures, paper, significance, tables
+from studylib.core import records
 from synthetic import core, everything
 
 REPO = Path(__file__).resolve().parent.parent

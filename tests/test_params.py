@@ -1,6 +1,6 @@
 import pytest
 
-from studylib.params import BaselineParams, ParamsError, TeacherParams, check_overrides
+from studylib.core.params import BaselineParams, ParamsError, TeacherParams, check_overrides
 
 
 def test_defaults_are_the_smoke_profile():
@@ -49,7 +49,7 @@ def test_from_namespace_takes_only_declared_names():
 
 
 def test_student_and_kd_checks():
-    from studylib.params import KDParams, ModelBParams, OODSweepParams, StudentParams
+    from studylib.core.params import KDParams, ModelBParams, OODSweepParams, StudentParams
 
     assert StudentParams().qlora_r == 64 and StudentParams().rslora  # the paper's QLoRA defaults
     for cls, kwargs, message in [

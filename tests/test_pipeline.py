@@ -5,8 +5,9 @@ import json
 import papermill as pm
 import pytest
 
-from studylib import pipeline, records
-from studylib.params import NOTEBOOK_DIR, ParamsError, params_class
+from studylib import pipeline
+from studylib.core import records
+from studylib.core.params import NOTEBOOK_DIR, ParamsError, params_class
 
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -152,8 +153,8 @@ def test_force_reaches_the_sweeps_which_then_rerun_their_recorded_settings(tmp_p
     """`pipeline --force` re-runs a sweep's recorded settings too (they used to be skipped by the sweep itself)."""
     import os
 
-    from studylib import sweeps
-    from studylib.quantization import GPTQBitsParams
+    from studylib.runs import sweeps
+    from studylib.runs.quantization import GPTQBitsParams
 
     monkeypatch.setenv(records.FORCE_ENV, "stale")
     path = str(PARAMS_DIR / "33_ood_size_middle8-nf4-qlora.yaml")

@@ -1,4 +1,4 @@
-"""Tests of studylib.prompts: exact prompt strings, chat rendering, output cutting, training text."""
+"""Tests of studylib.core.prompts: exact prompt strings, chat rendering, output cutting, training text."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from studylib.data import Example
-from studylib.prompts import STYLES, alma_prompt, build_prompts, cut_output, training_text
+from studylib.core.data import Example
+from studylib.core.prompts import STYLES, alma_prompt, build_prompts, cut_output, training_text
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

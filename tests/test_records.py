@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from studylib import records
+from studylib.core import records
 
 
 def _metrics():
@@ -72,7 +72,7 @@ def test_errata_withdraw_fields_from_the_summary_and_the_main_table(tmp_path):
     """A measurement found wrong after the run is withdrawn (‡), not edited; bad errata entries are refused."""
     import pytest
 
-    from studylib import tables
+    from studylib.report import tables
 
     rec = records.make_record(notebook="12_gptq", run="w4", params={"run_name": "w4"}, profile="full",
                               metrics={"de-en": {"bleu": 10.0, "chrf": 40.0, "chrf++": 38.0, "n": 2}},

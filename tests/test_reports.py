@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from studylib import benchmark, paper, records, tables
+from studylib.bench import benchmark
+from studylib.report import paper, tables
+from studylib.core import records
 from tests.synthetic import benchmark_record, make
 
 RNG_ERROR = "RuntimeError: Offset increment outside graph capture encountered unexpectedly."
@@ -77,7 +79,7 @@ def test_the_combined_view_takes_a_failed_format_from_another_record_with_its_ow
 def test_figure_and_paper_say_where_a_borrowed_format_was_measured(tmp_path):
     import matplotlib.pyplot as plt
 
-    from studylib import figures
+    from studylib.report import figures
 
     main, rerun = _split_runs()
     data = tables.benchmark_data([main, rerun])
@@ -147,7 +149,7 @@ def _students(tmp_path):
 
 
 def tables_retention(rec, teacher):
-    from studylib import students
+    from studylib.runs import students
 
     return students.retention(rec["metrics"], teacher)
 
@@ -194,7 +196,7 @@ def test_a_sweep_run_that_differs_from_model_b_is_not_called_a_reproduction(tmp_
 def test_sweep_ticks_read_in_thousands_and_a_zero_setting_keeps_its_place():
     import matplotlib.pyplot as plt
 
-    from studylib import figures
+    from studylib.report import figures
 
     assert [figures._short(v) for v in (0.0, 8.0, 1000.0, 20000.0, 1500.0)] == ["0", "8", "1k", "20k", "1500"]
     fig, ax = plt.subplots()
@@ -210,7 +212,7 @@ def test_sweep_ticks_read_in_thousands_and_a_zero_setting_keeps_its_place():
 def test_the_figure_caption_names_a_capture_not_attempted_apart_from_the_graph_modes():
     import matplotlib.pyplot as plt
 
-    from studylib import figures
+    from studylib.report import figures
 
     rec = _gptq_not_captured("cannot be captured")
     fig, caption, meta = figures.efficiency_7b(json.loads(json.dumps(tables.benchmark_data([rec]), default=str)))

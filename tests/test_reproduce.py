@@ -15,8 +15,9 @@ import nbformat
 import papermill as pm
 import pytest
 
-from studylib import pipeline, records
-from studylib.params import NOTEBOOK_DIR
+from studylib import pipeline
+from studylib.core import records
+from studylib.core.params import NOTEBOOK_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = sorted(str(p) for p in (REPO / "params").glob("*.yaml"))

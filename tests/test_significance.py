@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from studylib import metrics, records, significance
+from studylib.core import metrics, records
+from studylib.report import significance
 from synthetic import core, make
 
 REF = "01_teacher/teacher-lora"

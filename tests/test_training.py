@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from studylib import data, prompts, training
+from studylib.core import data, prompts, training
 
 PAIRS = [(f"Translate this from German to English:\nGerman: Satz {i}\nEnglish:", f" Sentence {i}\n") for i in range(12)]
 
@@ -23,7 +23,7 @@ def test_too_long_prompts_are_skipped(tiny):
 
 
 def test_full_finetuning_lowers_the_loss(tmp_path):
-    from studylib import models
+    from studylib.core import models
 
     model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
     result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=3e-3, batch_size=4, seed=0,
@@ -37,7 +37,7 @@ def test_full_finetuning_lowers_the_loss(tmp_path):
 
 
 def test_lora_trains_only_adapters_and_saves_both(tmp_path):
-    from studylib import models
+    from studylib.core import models
 
     model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
     model = training.add_lora(model, r=4, alpha=8, dropout=0.0)

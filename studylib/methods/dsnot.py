@@ -33,7 +33,7 @@ written from the paper; DSnoT has no maintained library.
 
 from __future__ import annotations
 
-from .. import pruning
+from studylib.methods import pruning
 from . import Method, MethodError, register
 from .sparsegpt import inverse_hessian_factor
 from .wanda import _check_common, wanda_scores

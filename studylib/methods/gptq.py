@@ -284,7 +284,7 @@ def _unpack(packed, bits: int, dim: int):
 def checkpoint_sparsity(path, bits: int) -> dict | None:
     """Zeros of the dequantized weights, read from the GPTQ checkpoint itself (format ``gptq``: zero points stored
     minus one). Measured here because the kernel that loads it on CUDA (Marlin) repacks the weights and cannot
-    dequantize them, so :func:`studylib.pruning.dequantized_sparsity` finds nothing there. Same result as dequantizing
+    dequantize them, so :func:`studylib.methods.pruning.dequantized_sparsity` finds nothing there. Same result as dequantizing
     the loaded torch-kernel layers (tested). None for 3 bits (codes straddle words) or another checkpoint format."""
     import json
 
@@ -310,7 +310,7 @@ def checkpoint_sparsity(path, bits: int) -> dict | None:
         zeros += int((weight == 0).sum())
         total += weight.numel()
         modules += 1
-    from ..pruning import zero_fraction_report
+    from studylib.methods.pruning import zero_fraction_report
 
     return zero_fraction_report(zeros, total, modules, "of the GPTQ checkpoint (whatever kernel runs it)")
 

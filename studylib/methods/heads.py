@@ -3,7 +3,7 @@
 Importance of query head ``h`` in layer ``l``: ``I_lh = sum over dev batches of |dL/dxi_lh|``, where ``xi_lh`` is a
 gate multiplying the head's output (all gates 1) and ``L`` the teacher-forced cross-entropy on the reference
 translation (prompt masked) of ALMA dev pairs (test overlap dropped and asserted,
-:func:`studylib.pruning.dev_examples`). The gates sit on ``o_proj``'s input, where the heads' outputs are
+:func:`studylib.methods.pruning.dev_examples`). The gates sit on ``o_proj``'s input, where the heads' outputs are
 concatenated, so one backward pass per batch gives every head's importance. For a global ranking the scores are
 normalized per layer (L2), as Michel et al. do.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import pruning
+from studylib.methods import pruning
 from . import Method, MethodError, register
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def kv_heads(attn) -> int:
 def _batches(tokenizer, pairs, batch_size, max_length, device):
     import torch
 
-    from ..training import encode_pairs
+    from studylib.core.training import encode_pairs
 
     encoded, skipped = encode_pairs(tokenizer, pairs, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -271,7 +271,7 @@ class HeadPrune(Method):
         pruning.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_length"), MethodError)
 
     def apply(self, model, tokenizer, calibration=None):
-        from .. import prompts
+        from studylib.core import prompts
 
         p = self.params
         dev = pruning.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])

@@ -4,7 +4,7 @@
 Efficient Translation Inference"): at each of ``depth`` steps, every remaining layer is tried out -- the model
 without it translates a small dev set -- and the layer whose removal costs least chrF++ (or chrF) is removed for
 good. The dev set is ALMA's dev split, ``dev_per_direction`` pairs of each direction, with every pair sharing a
-sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.pruning.dev_examples`); the
+sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.methods.pruning.dev_examples`); the
 score is the mean over directions of the corpus metric. The removal order, the dev score after each step and
 every candidate's score are recorded. Greedy removal is nested: the first ``d`` steps of a depth-``D`` run are a
 depth-``d`` run.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import pruning
+from studylib.methods import pruning
 from . import Method, MethodError, register
 
 log = logging.getLogger(__name__)

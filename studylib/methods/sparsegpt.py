@@ -13,7 +13,7 @@ Two backends, same algorithm:
   silently falls back to the identity (= magnitude pruning) with a warning; that warning is caught here and
   turned into an error naming the layer(s), so a degraded result is never recorded as SparseGPT.
 * ``studylib``: a compact own implementation on the study's sequential calibration
-  (:func:`studylib.pruning.sequential_calibration`); numerical trouble (a non positive-definite Hessian) raises
+  (:func:`studylib.methods.pruning.sequential_calibration`); numerical trouble (a non positive-definite Hessian) raises
   the damping tenfold, up to ``max_damp``, and logs and records the layer and the damping that worked.
 
 The tests check that both reconstruct a layer's output better than magnitude pruning at the same sparsity on
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import pruning
+from studylib.methods import pruning
 from . import Method, MethodError, register
 from .wanda import _check_common
 

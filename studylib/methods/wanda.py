@@ -7,13 +7,13 @@ over every calibration token. Weights are compared *within each output row*: row
 
 Every ``nn.Linear`` inside the decoder layers is pruned (q/k/v/o, gate/up/down); the embeddings and the LM head
 are not. Layers are pruned in order, each with activation norms measured after the earlier layers were pruned
-(:func:`studylib.pruning.sequential_calibration`), as the reference implementation does. Own code, written from
+(:func:`studylib.methods.pruning.sequential_calibration`), as the reference implementation does. Own code, written from
 the paper's definition (llm-compressor also ships Wanda; ours keeps the statistics the tests check).
 """
 
 from __future__ import annotations
 
-from .. import pruning
+from studylib.methods import pruning
 from . import Method, MethodError, register
 
 

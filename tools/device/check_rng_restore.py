@@ -1,11 +1,11 @@
-"""GPU check of studylib.benchmark.recover_cuda_rng: make a CUDA-graph capture fail, see the default CUDA generator
+"""GPU check of studylib.bench.benchmark.recover_cuda_rng: make a CUDA-graph capture fail, see the default CUDA generator
 left unusable, restore it, and draw from it again. Two ways to fail the capture: `sync` (a synchronize inside the
 capture, which invalidates it) and `int8` (bitsandbytes LLM.int8(), the format whose failed capture broke the
 2026-11-21 benchmark). Run on the GPU machine with the kit's site-packages and the repo on PYTHONPATH:
     PYTHONPATH=/tmp/site:. python3 tools/device/check_rng_restore.py sync|int8
 What it printed on the H200 is in check_rng_restore.txt beside this file."""
 import sys, torch
-from studylib import benchmark
+from studylib.bench import benchmark
 dev = torch.device("cuda")
 how = sys.argv[1]
 if how == "int8":

@@ -17,7 +17,7 @@ os.environ.setdefault("STUDYLIB_CACHE", "/tmp/studylib-cache")
 
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig  # noqa: E402
 
-from studylib import models  # noqa: E402
+from studylib.core import models  # noqa: E402
 from studylib.methods import build  # noqa: E402
 
 TEXTS = [

@@ -1,0 +1,1 @@
+"""The 7B-architecture efficiency benchmark (random weights): one format per process beside its own fp16."""

@@ -1,0 +1,1 @@
+"""The foundation every stage uses: languages, data, prompts, models, generation, metrics, efficiency, training, records, params."""

@@ -1,0 +1,1 @@
+"""From records to the paper: summary, significance, tables, figures, paper."""

@@ -1,0 +1,327 @@
+"""Is a run's score different from the reference's? Paired bootstrap on the outputs stored in the records.
+
+For every run of a profile (the reference excepted) and every direction it was scored on, the run's hypotheses
+and the reference's are resampled together (Koehn, 2004; :func:`studylib.core.metrics.paired_bootstrap`) -- but only
+where the two records hold the *same* source segments and references, in the same order; anything else is
+reported as not comparable, never tested. The direction groups (``xx-en``, ``en-xx``) are tested on the mean of the
+per-direction corpus scores (the records' ``averages``): each resample draws every direction's segments anew, the
+same draws for both systems.
+
+``delta = run - reference``; ``p_value`` is :func:`~studylib.core.metrics.paired_bootstrap`'s (the share of resamples
+in which the observed winner does not win); a difference is significant when ``p_value < alpha`` (0.05).
+
+    python -m studylib.report.significance [--results results] [--profile full] [--reference 01_teacher/gemma3-270m-lora]
+
+writes ``<results>/significance-<profile>.csv`` and ``<results>/tables/significance.md``. Rows whose inputs (the
+outputs of both runs, the metric, the resampling settings) did not change since the last run are reused, so a
+re-run after one new record only tests that record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from studylib.core import metrics as M
+from studylib.core import records
+from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN, parse_direction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFERENCE = "01_teacher/gemma3-270m-lora"
+DEFAULT_METRICS = ("bleu", "chrf++")
+ALPHA = 0.05
+N_SAMPLES = 1000
+SEED = 12345
+GROUPS = {"xx-en": XX_EN, "en-xx": EN_XX}
+COLUMNS = ["notebook", "run", "reference", "direction", "metric", "comparable", "reason", "n", "score", "ref_score",
+           "delta", "ci_low", "ci_high", "p_value", "significant", "alpha", "n_samples", "seed", "digest"]
+NOT_SIGNIFICANT = "†"
+
+
+def parse_reference(reference: str) -> tuple[str, str]:
+    """``"01_teacher/gemma3-270m-lora"`` -> ``("01_teacher", "gemma3-270m-lora")`` (``.json`` optional)."""
+    ref = str(reference).removesuffix(".json")
+    notebook, _, run = ref.partition("/")
+    if not notebook or not run or "/" in run:
+        raise ValueError(f"reference must look like '<notebook>/<run>', got {reference!r}")
+    return notebook, run
+
+
+def key(record: dict) -> str:
+    return f"{record['notebook']}/{record['run']}"
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def check_aligned(run: dict, reference: dict, direction: str) -> str | None:
+    """None when both records hold outputs of ``direction`` on the same sources and references; else why not."""
+    a = (run.get("outputs") or {}).get(direction)
+    b = (reference.get("outputs") or {}).get(direction)
+    if not run.get("outputs"):
+        return "no stored outputs"
+    if not reference.get("outputs"):
+        return "the reference stores no outputs"
+    if a is None:
+        return f"no stored outputs for {direction}"
+    if b is None:
+        return f"the reference was not evaluated on {direction}"
+    for field in ("src", "ref", "hyp"):
+        if not isinstance(a.get(field), list) or not isinstance(b.get(field), list):
+            return f"outputs lack '{field}'"
+    if len(a["src"]) != len(b["src"]) or a["src"] != b["src"]:
+        return "not comparable: the source segments differ"
+    if a["ref"] != b["ref"]:
+        return "not comparable: the references differ"
+    if not (len(a["hyp"]) == len(a["src"]) == len(b["hyp"])):
+        return "not comparable: hypotheses and sources differ in number"
+    return None
+
+
+def paired_bootstrap_mean(items: list[tuple[list[str], list[str], list[str], str]], metric: str = "chrf++",
+                          n_samples: int = N_SAMPLES, seed: int = SEED, confidence: float = 0.95) -> dict:
+    """Paired bootstrap of the *mean over directions* of a corpus metric.
+
+    ``items``: one ``(hyps_a, hyps_b, refs, tgt_lang)`` per direction. Each resample draws every direction's
+    segments with replacement (its own draws, shared by both systems) and averages the per-direction corpus scores;
+    p-value and interval are defined as in :func:`studylib.core.metrics.paired_bootstrap`.
+    """
+    if not items:
+        raise ValueError("no directions to test")
+    M._check_bootstrap_args(n_samples, seed, confidence)
+    scorers, stats = [], []
+    for hyps_a, hyps_b, refs, tgt in items:
+        hyps_a, hyps_b, refs = M._check_parallel(hyps_a=hyps_a, hyps_b=hyps_b, refs=refs)
+        m = M.make_metric(metric, tgt)
+        scorers.append(m)
+        stats.append((M._segment_stats(m, hyps_a, refs), M._segment_stats(m, hyps_b, refs)))
+
+    def mean_score(sums, which):
+        return float(np.mean([M._score_from_summed_stats(m, s[which]) for m, s in zip(scorers, sums)]))
+
+    full = [(a.sum(axis=0), b.sum(axis=0)) for a, b in stats]
+    score_a, score_b = mean_score(full, 0), mean_score(full, 1)
+    deltas = np.empty(n_samples, dtype=np.float64)
+    pos = 0
+    # one generator per direction, each seeded apart; they yield chunks of the same size, so zip keeps them in step
+    generators = [M._resample_sums([a, b], n_samples, seed + i) for i, (a, b) in enumerate(stats)]
+    for chunks in zip(*generators):
+        for r in range(chunks[0][0].shape[0]):
+            rows = [(c[0][r], c[1][r]) for c in chunks]
+            deltas[pos] = mean_score(rows, 0) - mean_score(rows, 1)
+            pos += 1
+    out = M._bootstrap_summary(score_a, score_b, deltas, n_samples, seed, confidence)
+    out["metric"] = metric
+    return out
+
+
+def _row(run: dict, ref_key: str, direction: str, metric: str, **values) -> dict:
+    row = dict.fromkeys(COLUMNS)
+    row.update(notebook=run["notebook"], run=run["run"], reference=ref_key, direction=direction, metric=metric)
+    row.update(values)
+    return row
+
+
+def _result_row(run, ref_key, direction, metric, result, n, alpha, digest):
+    return _row(run, ref_key, direction, metric, comparable=True, reason="", n=n, score=result["score_a"],
+                ref_score=result["score_b"], delta=result["delta"], ci_low=result["ci_low"],
+                ci_high=result["ci_high"], p_value=result["p_value"], significant=bool(result["p_value"] < alpha),
+                alpha=alpha, n_samples=result["n_samples"], seed=result["seed"], digest=digest)
+
+
+def compare(run: dict, reference: dict, metrics=DEFAULT_METRICS, n_samples: int = N_SAMPLES, seed: int = SEED,
+            alpha: float = ALPHA, cache: dict | None = None) -> list[dict]:
+    """Rows of the significance table for one run against the reference (every direction, both groups)."""
+    cache = cache or {}
+    ref_key = key(reference)
+    rows = []
+    directions = [d for d in DIRECTIONS if d in (run.get("metrics") or {})]
+    aligned = {d: check_aligned(run, reference, d) for d in directions}
+    digests = {}
+    for d in directions:
+        if aligned[d] is None:
+            a, b = run["outputs"][d], reference["outputs"][d]
+            digests[d] = _digest(a["src"], a["ref"], a["hyp"], b["hyp"], n_samples, seed, alpha)
+    for metric in metrics:
+        for d in directions:
+            if aligned[d] is not None:
+                rows.append(_row(run, ref_key, d, metric, comparable=False, reason=aligned[d]))
+                continue
+            digest = _digest(digests[d], metric)
+            if digest in cache:
+                rows.append({**cache[digest], "notebook": run["notebook"], "run": run["run"], "reference": ref_key})
+                continue
+            a, b = run["outputs"][d], reference["outputs"][d]
+            result = M.paired_bootstrap(a["hyp"], b["hyp"], a["ref"], metric=metric, tgt_lang=parse_direction(d)[1],
+                                        n_samples=n_samples, seed=seed)
+            recorded = (run["metrics"][d] or {}).get(metric)
+            if isinstance(recorded, (int, float)) and abs(recorded - result["score_a"]) > 1e-6:
+                log.warning("%s %s %s: stored outputs score %.4f, the record says %.4f", key(run), d, metric,
+                            result["score_a"], recorded)
+            rows.append(_result_row(run, ref_key, d, metric, result, len(a["hyp"]), alpha, digest))
+        for group, members in GROUPS.items():
+            present = [d for d in members if d in directions]
+            if not present:
+                continue
+            bad = [f"{d}: {aligned[d]}" for d in present if aligned[d] is not None]
+            if bad:
+                rows.append(_row(run, ref_key, group, metric, comparable=False, reason="; ".join(bad)))
+                continue
+            digest = _digest([digests[d] for d in present], metric, "mean")
+            if digest in cache:
+                rows.append({**cache[digest], "notebook": run["notebook"], "run": run["run"], "reference": ref_key})
+                continue
+            items = [(run["outputs"][d]["hyp"], reference["outputs"][d]["hyp"], run["outputs"][d]["ref"],
+                      parse_direction(d)[1]) for d in present]
+            result = paired_bootstrap_mean(items, metric, n_samples=n_samples, seed=seed)
+            n = sum(len(run["outputs"][d]["hyp"]) for d in present)
+            rows.append(_result_row(run, ref_key, group, metric, result, n, alpha, digest))
+    return rows
+
+
+def significance_table(recs: list[dict], reference: str = DEFAULT_REFERENCE, metrics=DEFAULT_METRICS,
+                       n_samples: int = N_SAMPLES, seed: int = SEED, alpha: float = ALPHA, previous=None):
+    """The significance table (a DataFrame, :data:`COLUMNS`) of every scored run against ``reference``.
+
+    ``previous``: an earlier table whose rows are reused where their digest matches. Without the reference
+    record the table is empty (and a warning says why).
+    """
+    import pandas as pd
+
+    by_key = {key(r): r for r in recs}
+    ref_key = "/".join(parse_reference(reference))
+    if ref_key not in by_key:
+        log.warning("reference %s has no record: no significance tests", ref_key)
+        return pd.DataFrame(columns=COLUMNS)
+    cache = {}
+    if previous is not None and len(previous):
+        for row in previous.to_dict("records"):
+            if isinstance(row.get("digest"), str) and row.get("comparable") in (True, "True"):
+                cache[row["digest"]] = row
+    rows = []
+    for rec in recs:
+        if key(rec) == ref_key or not rec.get("metrics"):
+            continue
+        rows.extend(compare(rec, by_key[ref_key], metrics, n_samples, seed, alpha, cache))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------- Markdown
+
+
+def _fmt_delta(row) -> str:
+    if not _true(row["comparable"]):
+        return "n/c"
+    text = f"{row['delta']:+.1f}".replace("-", "−")
+    return text if _true(row["significant"]) else text + NOT_SIGNIFICANT
+
+
+def _true(v) -> bool:
+    return v is True or v == "True" or (isinstance(v, (bool, np.bool_)) and bool(v))
+
+
+def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA) -> str:
+    """Per metric: one row per run, one column per direction group and direction; cells are ``run - reference``."""
+    from studylib.report.tables import md_table  # the shared Markdown writer
+
+    if table is None or not len(table):
+        return "*No significance tests: the reference run has no record yet, or no other run has scores.*\n"
+    ref = table["reference"].iloc[0]
+    n_samples = table["n_samples"].dropna()
+    parts = []
+    for metric in metrics:
+        sub = table[table["metric"] == metric]
+        if not len(sub):
+            continue
+        columns = [g for g in GROUPS if g in set(sub["direction"])] + [d for d in DIRECTIONS if d in set(sub["direction"])]
+        header = ["Run"] + [c.replace("-", "→") for c in columns]
+        body = []
+        for (nb, run), rows in sub.groupby(["notebook", "run"], sort=False):
+            cells = {r["direction"]: _fmt_delta(r) for r in rows.to_dict("records")}
+            body.append([f"{run}"] + [cells.get(c, "—") for c in columns])
+        label = {"chrf++": "chrF++", "bleu": "BLEU", "chrf": "chrF"}.get(metric, metric)
+        parts.append(f"**{label}, run − reference ({ref})**\n\n" + md_table(header, body, align="l" + "r" * len(columns)))
+    samples = f"{int(n_samples.iloc[0])} resamples" if len(n_samples) else "resamples"
+    parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}, "
+                 f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, or "
+                 f"outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
+                 f"resampled per direction.\n")
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def table_path(results: str | Path | None, profile: str | None) -> Path:
+    return records.results_dir(results) / (f"significance-{profile}.csv" if profile else "significance.csv")
+
+
+def read_table(path: str | Path):
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    if "significant" in table:
+        table["significant"] = table["significant"].map(_true)
+    if "comparable" in table:
+        table["comparable"] = table["comparable"].map(_true)
+    return table
+
+
+def _write_text_atomic(text: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write(results: str | Path | None = None, profile: str | None = "full", reference: str = DEFAULT_REFERENCE,
+          tables: str | Path | None = None, metrics=DEFAULT_METRICS, n_samples: int = N_SAMPLES, seed: int = SEED,
+          alpha: float = ALPHA) -> tuple[Path, Path]:
+    """Test every run of ``profile`` under ``results`` against ``reference``; write the CSV and the Markdown table."""
+    csv_path = table_path(results, profile)
+    md_path = Path(tables or records.results_dir(results) / "tables") / "significance.md"
+    table = significance_table(records.load_records(results, profile), reference, metrics, n_samples, seed, alpha,
+                               previous=read_table(csv_path))
+    _write_text_atomic(table.to_csv(index=False), csv_path)
+    _write_text_atomic(markdown(table, metrics, alpha), md_path)
+    return csv_path, md_path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m studylib.report.significance", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=None, help="results root (default: $STUDYLIB_RESULTS or results)")
+    ap.add_argument("--profile", choices=records.PROFILES, default="full")
+    ap.add_argument("--reference", default=DEFAULT_REFERENCE, help="<notebook>/<run> every run is tested against")
+    ap.add_argument("--tables", type=Path, default=None, help="where significance.md goes (default: <results>/tables)")
+    ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    ap.add_argument("--n-samples", type=int, default=N_SAMPLES)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--alpha", type=float, default=ALPHA)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("studylib").setLevel(logging.INFO)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    for path in write(args.results, args.profile, args.reference, args.tables, metrics, args.n_samples, args.seed,
+                      args.alpha):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The steps every compression notebook shares: calibrate, compress (timed), save, evaluate, record.
+
+A notebook stays thin::
+
+    cfg = CompressParams.from_namespace(globals())
+    job = compression.prepare(cfg)                 # data + calibration + recipe, all checked, no model yet
+    model, tokenizer = compression.load(cfg)
+    model = compression.compress(job, model, tokenizer)
+    record = compression.evaluate_and_record(job, model, tokenizer, notebook="12_gptq")
+    ... asserts ...
+    records.write_record(record, cfg.results_dir)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studylib.core import calibration, efficiency, evaluation, gpulock, models, records
+from studylib.methods import apply_recipe, build_recipe
+
+
+@dataclass
+class CompressionJob:
+    cfg: object
+    recipe: list
+    test_sets: dict
+    calibration: calibration.Calibration | None
+    described: list = field(default_factory=list)
+    compress_seconds: float | None = None
+    storage_bytes: int | None = None
+
+
+def prepare(cfg) -> CompressionJob:
+    """Everything that can fail without a model: the recipe, the test sets, the calibration texts."""
+    recipe = build_recipe(cfg.recipe)
+    test_sets = evaluation.load_test_sets(cfg)
+    calib = None
+    if any(m.needs_calibration for m in recipe):
+        calib = calibration.calibration_set(cfg.calib_per_direction, cfg.calib_directions, style=cfg.prompt_style,
+                                            seed=cfg.calib_seed, root=cfg.data_dir)
+    return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib)
+
+
+def load(cfg):
+    """The model to compress, in the dtype the notebook asks for."""
+    return models.load_model(cfg.model_id, cfg.dtype, cfg.device)
+
+
+def compress(job: CompressionJob, model, tokenizer):
+    """Apply the recipe; wall time (synchronized) goes into the record as the compression time."""
+    import torch
+
+    texts = job.calibration.texts if job.calibration else None
+    with gpulock.exclusive():  # alone on the GPU, so the wall time is the method's
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model, job.described = apply_recipe(model, tokenizer, job.recipe, texts)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        job.compress_seconds = time.perf_counter() - start
+    return model
+
+
+def saved_size(job: CompressionJob, model) -> int | None:
+    """Bytes of the compressed model as saved (safetensors); None when the format cannot be saved.
+
+    A last recipe step that writes its own checkpoint format (GPTQ through GPTQModel) reports ``checkpoint_bytes``:
+    that is the storage, since saving the loaded model again would measure its kernel's repacked layout instead.
+    """
+    if not job.cfg.save_compressed:
+        return None
+    if job.described and job.described[-1].get("checkpoint_bytes"):
+        job.storage_bytes = int(job.described[-1]["checkpoint_bytes"])
+        return job.storage_bytes
+    tmp = Path(tempfile.mkdtemp(prefix="studylib-compressed-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        job.storage_bytes = efficiency.storage_bytes(tmp)
+    except Exception as err:  # noqa: BLE001 -- recorded, not hidden
+        job.described.append({"save_error": f"{type(err).__name__}: {err}"})
+        job.storage_bytes = None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return job.storage_bytes
+
+
+def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str, extra: dict | None = None) -> dict:
+    """Translate and score the test sets, measure efficiency, and assemble (not write) the record."""
+    cfg = job.cfg
+    storage = saved_size(job, model)
+    ev = evaluation.evaluate(model, tokenizer, cfg, job.test_sets)
+    eff = efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
+                                       batch_sizes=cfg.speed_batch_sizes, new_tokens=cfg.speed_new_tokens,
+                                       storage=storage, measure_storage=False)
+    compression_info = {
+        "recipe": job.described,
+        "seconds": job.compress_seconds,
+        "calibration": job.calibration.describe() if job.calibration else None,
+    }
+    return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
+                               metrics=ev.metrics, efficiency=eff,
+                               outputs=ev.outputs if cfg.keep_outputs else None,
+                               extra={"compression": compression_info, **(extra or {})})

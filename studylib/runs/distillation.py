@@ -1,0 +1,126 @@
+"""Sequence-level knowledge distillation (Kim & Rush 2016) and the training sets built from it.
+
+The teacher translates the train sources greedily; the student is trained on the human pairs plus the
+teacher's pairs, duplicates removed. Out-of-domain pairs (Tatoeba) can be added for the data-size study;
+a held-out slice of the same pool is the out-of-domain test set and never feeds training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from studylib.core import data, prompts
+from studylib.core.generation import generate
+
+
+def teacher_translations(teacher, tokenizer, sources: list[data.Example], *, style: str = "alma",
+                         batch_size: int = 64, max_new_tokens: int = 256, progress: bool = True) -> list[data.Example]:
+    """The teacher's greedy translation of each example's source, as new examples (origin 'kd').
+
+    Examples may mix directions; each direction is prompted as itself. Empty outputs are dropped.
+    """
+    out = []
+    by_direction: dict[str, list[data.Example]] = {}
+    for ex in sources:
+        by_direction.setdefault(ex.direction, []).append(ex)
+    for direction, exs in by_direction.items():
+        gens = generate(teacher, tokenizer, prompts.build_prompts(exs, style, tokenizer=tokenizer),
+                        batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                        desc=f"KD {direction}")
+        out += [data.Example(ex.src, hyp, direction, (("origin", "kd"),)) for ex, hyp in zip(exs, gens.texts) if hyp]
+    return out
+
+
+def _key(ex: data.Example) -> tuple:
+    return ex.direction, data.normalize(ex.src), data.normalize(ex.tgt)
+
+
+def combine(*parts: tuple[str, list[data.Example]]) -> tuple[list[data.Example], dict]:
+    """Concatenate named parts (e.g. ('human', ...), ('kd', ...)), dropping exact duplicates; returns counts."""
+    seen, merged, stats = set(), [], {"duplicates_removed": 0}
+    for name, examples in parts:
+        kept = 0
+        for ex in examples:
+            key = _key(ex)
+            if key in seen:
+                stats["duplicates_removed"] += 1
+                continue
+            seen.add(key)
+            meta = ex.meta_dict()
+            meta.setdefault("origin", name)
+            merged.append(replace(ex, meta=tuple(meta.items())))
+            kept += 1
+        stats[name] = kept
+    stats["total"] = len(merged)
+    return merged, stats
+
+
+def ood_split(directions, *, n_test_per_direction: int, seed: int = 0, root=None):
+    """Tatoeba per direction, split into a held-out out-of-domain test slice and the training pool.
+
+    Pairs sharing a sentence with any WMT test set are dropped first. A direction and its reverse are the same
+    Tatoeba pairs, so a pool leaves out every sentence held out in *any* direction (else en-cs training would hold
+    cs-en's test pairs, reversed); pools and test slices are disjoint across all directions (asserted).
+    Returns (pool: {direction: [Example]}, test: {direction: [Example]}).
+    """
+    wmt_test = data.test_sentences(root=root)
+    examples, test = {}, {}
+    for d in directions:
+        examples[d], _ = data.drop_test_overlap(data.load_split("tatoeba", d, "train", root=root), wmt_test)
+        test[d] = data.subsample(examples[d], n_test_per_direction, data.direction_seed(seed, d))
+    held = [e for d in directions for e in test[d]]
+    held_keys = {data.normalize(e.src) for e in held} | {data.normalize(e.tgt) for e in held}
+    pool = {d: [e for e in examples[d] if data.normalize(e.src) not in held_keys
+                and data.normalize(e.tgt) not in held_keys] for d in directions}
+    data.assert_no_test_overlap([e for d in directions for e in pool[d]], held, purpose="out-of-domain training pool")
+    return pool, test
+
+
+def sample_ood(pool: dict, total: int, seed: int = 0) -> list[data.Example]:
+    """``total`` out-of-domain pairs spread evenly over the pool's directions (fewer where a pool runs out)."""
+    if total < 0:
+        raise ValueError("total must be >= 0")
+    if total == 0:
+        return []
+    directions = list(pool)
+    share, extra = divmod(total, len(directions))
+    out = []
+    for i, d in enumerate(directions):
+        n = share + (1 if i < extra else 0)
+        if n:
+            out += data.subsample(pool[d], n, data.direction_seed(seed, d))
+    return out
+
+
+def save_examples(examples: list[data.Example], path: str | Path) -> Path:
+    """JSON lines in the course schema ``{langs, src, tgt, origin}``, gzip-compressed when the name ends in .gz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(tmp, "wt", encoding="utf-8") as fh:
+        for ex in examples:
+            row = {"langs": ex.direction, "src": ex.src, "tgt": ex.tgt, "origin": ex.get("origin", "")}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_examples(path: str | Path) -> list[data.Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise data.DataError(f"{path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                row = json.loads(line)
+                try:
+                    out.append(data.Example(row["src"], row["tgt"], row["langs"], (("origin", row.get("origin", "")),)))
+                except KeyError as err:
+                    raise data.DataError(f"{path}:{n}: missing field {err}") from None
+    return out

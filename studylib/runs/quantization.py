@@ -1,0 +1,175 @@
+"""The quantization notebooks (10-16): their parameter classes and the checks every record passes before it is written.
+
+Methods live in :mod:`studylib.methods` (``bnb.py``, ``gptq.py``, ``smoothquant.py``); the notebooks share
+:mod:`studylib.runs.compression`. Each notebook runs one method, so its parameter class fixes the recipe's method and
+gives the smoke defaults (tiny model, CPU); ``params/1*.yaml`` set the real runs.
+
+=====================  ==========================  =============================================================
+notebook               class                       recipe (smoke default)
+=====================  ==========================  =============================================================
+10_bnb_int8            ``BnbInt8Params``           ``bnb-int8`` (threshold 6.0)
+11_bnb_nf4             ``BnbNF4Params``            ``bnb-nf4`` (double quant, bf16 compute)
+12_gptq                ``GPTQParams``              ``gptq`` 4-bit, group 32 (128 in the real runs)
+13_smoothquant         ``SmoothQuantParams``       ``smoothquant`` α 0.5, W8A8
+14_smoothquant_nf4     ``SmoothQuantNF4Params``    ``smoothquant-nf4`` α 0.5
+15_gptq_bits           ``GPTQBitsParams``          ``gptq``, sweep ``bits`` over 2, 3, 4, 8
+16_calibration_size    ``CalibrationSizeParams``   ``gptq`` or ``smoothquant``, sweep ``calib_per_direction``
+=====================  ==========================  =============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studylib.core.params import CompressParams, ParamsError
+from studylib.runs.sweeps import SweepParams
+
+
+def _require_method(recipe, allowed: tuple[str, ...], notebook: str):
+    if not (isinstance(recipe, list) and len(recipe) == 1 and isinstance(recipe[0], dict)
+            and recipe[0].get("method") in allowed):
+        raise ParamsError(f"{notebook} runs {' or '.join(map(repr, allowed))}: recipe must be "
+                          f"[{{'method': {allowed[0]!r}, ...}}], got {recipe!r}")
+
+
+@dataclass
+class BnbInt8Params(CompressParams):
+    """10_bnb_int8: LLM.int8() through bitsandbytes."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "bnb-int8", "threshold": 6.0}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("bnb-int8",), "10_bnb_int8")
+
+
+@dataclass
+class BnbNF4Params(CompressParams):
+    """11_bnb_nf4: NF4 with double quantization, bf16 compute, through bitsandbytes."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "bnb-nf4", "double_quant": True,
+                                                   "compute_dtype": "bfloat16"}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("bnb-nf4",), "11_bnb_nf4")
+
+
+@dataclass
+class GPTQParams(CompressParams):
+    """12_gptq: GPTQ through GPTQModel, kernels chosen at load (recorded)."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
+                                                   "damp": 0.01}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("gptq",), "12_gptq")
+
+
+@dataclass
+class SmoothQuantParams(CompressParams):
+    """13_smoothquant: smoothing + W8A8 (int8 per-channel weights, int8 per-token activations)."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "smoothquant", "alpha": 0.5}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("smoothquant",), "13_smoothquant")
+
+
+@dataclass
+class SmoothQuantNF4Params(CompressParams):
+    """14_smoothquant_nf4: smoothing, then NF4 weights."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "smoothquant-nf4", "alpha": 0.5}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("smoothquant-nf4",), "14_smoothquant_nf4")
+
+
+@dataclass
+class GPTQBitsParams(SweepParams):
+    """15_gptq_bits: GPTQ at each bit width, everything else fixed."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
+                                                   "damp": 0.01}])
+    sweep: str = "bits"
+    values: list = field(default_factory=lambda: [2, 3, 4, 8])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("gptq",), "15_gptq_bits")
+        if self.sweep != "bits":
+            raise ParamsError(f"15_gptq_bits sweeps 'bits', got sweep={self.sweep!r}")
+
+
+@dataclass
+class CalibrationSizeParams(SweepParams):
+    """16_calibration_size: GPTQ or SmoothQuant with 8, 32, 128, 512 calibration texts per direction (real runs)."""
+
+    recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
+                                                   "damp": 0.01}])
+    sweep: str = "calib_per_direction"
+    values: list = field(default_factory=lambda: [1, 2])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("gptq", "smoothquant", "smoothquant-nf4"), "16_calibration_size")
+        if self.sweep != "calib_per_direction":
+            raise ParamsError(f"16_calibration_size sweeps 'calib_per_direction', got sweep={self.sweep!r}")
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+def _fail(msg):
+    raise AssertionError(msg)
+
+
+def calibration_sentences(texts) -> set[str]:
+    """The sentences inside calibration texts (each line without its ``Language:`` prefix)."""
+    out = set()
+    for text in texts:
+        for line in text.split("\n"):
+            out.add(line.split(": ", 1)[-1].strip())
+    return out
+
+
+def check_record(record: dict, job, method: str) -> None:
+    """What every quantization record must satisfy before it is written (AssertionError naming what failed)."""
+    cfg = job.cfg
+    if set(record["metrics"]) != set(cfg.directions):
+        _fail(f"directions scored {sorted(record['metrics'])} != asked {cfg.directions}")
+    for d, s in record["metrics"].items():
+        if s["n"] != len(job.test_sets[d]):
+            _fail(f"{d}: {s['n']} segments scored of {len(job.test_sets[d])}")
+        for m in ("bleu", "chrf", "chrf++"):
+            if m in s and not 0 <= s[m] <= 100:
+                _fail(f"{d}: {m} = {s[m]} outside [0, 100]")
+    eff = record["efficiency"]
+    if not eff.get("time_per_token_ms", 0) > 0:
+        _fail(f"no decode timing in the record: {eff.get('time_per_token_ms')!r}")
+    comp = record["compression"]
+    steps = comp["recipe"]
+    if [s["method"] for s in steps] != [method]:
+        _fail(f"recipe ran {[s['method'] for s in steps]}, expected [{method!r}]")
+    if not (isinstance(comp["seconds"], float) and comp["seconds"] > 0):
+        _fail(f"compression time missing: {comp['seconds']!r}")
+    step = steps[-1]
+    if not step.get("kernel") and not (step.get("nf4") or {}).get("kernel"):
+        _fail(f"{method}: the record does not say which kernel runs")
+    if job.calibration is not None:
+        calib = comp["calibration"]
+        expected = {d: cfg.calib_per_direction for d in cfg.calib_directions}
+        if calib["per_direction"] != expected:
+            _fail(f"calibration not balanced as asked: {calib['per_direction']} != {expected}")
+        # independent of the loader's own guard: no evaluated sentence is inside the calibration texts
+        inside = calibration_sentences(job.calibration.texts)
+        leaked = [ex.src for exs in job.test_sets.values() for ex in exs if ex.src.strip() in inside or ex.tgt.strip() in inside]
+        if leaked:
+            _fail(f"test sentences found in the calibration texts: {leaked[:3]}")
+    if method in ("smoothquant", "smoothquant-nf4") and "smoothing_check" not in step:
+        _fail("smoothquant: the smoothing identity check is missing from the record")
+    if method == "gptq" and step.get("modules", 0) < 1:
+        _fail("gptq: no module was quantized")

@@ -1,0 +1,126 @@
+"""Compressed students recovered with QLoRA on human + knowledge-distillation (+ out-of-domain) data.
+
+Reproduces the setup of Moslem (IWSLT 2025): "Model A" is the teacher itself in 4-bit NF4 fine-tuned
+with QLoRA; "Model B" is a layer-pruned student (``prune_recipe``) fine-tuned the same way; the
+out-of-domain data-size study adds Tatoeba pairs to Model B's training data. Each student is scored on
+WMT22 (in-domain) and on a held-out Tatoeba slice (out-of-domain), and its chrF++ retention against the
+teacher's record is stored per direction.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from studylib.core import data, efficiency, evaluation, models, prompts, records, training
+from studylib.runs import distillation
+from studylib.methods import apply_recipe, build_recipe
+
+
+def training_set(cfg, root) -> tuple[list, dict, dict]:
+    """Human + KD (+ OOD) pairs, duplicates removed, nothing shared with any test set (asserted).
+
+    Returns (examples, counts, ood_test) -- ood_test is the held-out Tatoeba slice per direction.
+    """
+    wmt_test = data.test_sentences(root=root)
+    human = [ex for d in cfg.train_directions
+             for ex in data.load_split("alma", d, "train", n=cfg.human_per_direction, seed=cfg.seed, root=root)]
+    human, dropped = data.drop_test_overlap(human, wmt_test)
+    kd = []
+    if cfg.kd_data:
+        kd_path = records.in_results(cfg.kd_data, cfg.results_dir)
+        kd = [ex for ex in distillation.load_examples(kd_path) if ex.direction in cfg.train_directions]
+        kd, more = data.drop_test_overlap(kd, wmt_test)
+        dropped += more
+    pool, ood_test = distillation.ood_split(cfg.directions, n_test_per_direction=cfg.ood_test_per_direction,
+                                            seed=cfg.seed, root=root)
+    ood = distillation.sample_ood({d: pool[d] for d in cfg.train_directions if d in pool}, cfg.ood_total, cfg.seed)
+    examples, counts = distillation.combine(("human", human), ("kd", kd), ("ood", ood))
+    data.assert_no_test_overlap(examples, wmt_test, purpose="student training (WMT test sets)")
+    data.assert_no_test_overlap(examples, [ex for exs in ood_test.values() for ex in exs],
+                                purpose="student training (held-out out-of-domain test)")
+    counts["dropped_test_overlap"] = dropped
+    return examples, counts, ood_test
+
+
+def prune_student(cfg):
+    """Apply ``cfg.prune_recipe`` to the teacher and save the student; returns (checkpoint path, recipe info)."""
+    if not cfg.prune_recipe:
+        return cfg.model_id, []
+    model, tokenizer = models.load_model(cfg.model_id, "float32", cfg.device)
+    model, described = apply_recipe(model, tokenizer, build_recipe(cfg.prune_recipe), None)
+    path = Path(tempfile.mkdtemp(prefix="studylib-student-"))
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    del model
+    return str(path), described
+
+
+def retention(metrics: dict, teacher_record: dict, metric: str = "chrf++") -> dict:
+    """Student / teacher ``metric`` per direction present in both (1.0 = as good as the teacher)."""
+    out = {}
+    for d, scores in metrics.items():
+        ref = teacher_record["metrics"].get(d, {}).get(metric)
+        if ref:
+            out[d] = scores[metric] / ref
+    return out
+
+
+def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
+    """Build, train, evaluate one student; returns its record (not written)."""
+    root = data.resolve_data_dir(cfg.data_dir)
+    test_sets = evaluation.load_test_sets(cfg)
+    examples, counts, ood_test = training_set(cfg, root)
+    teacher = None
+    if cfg.teacher_record:
+        teacher = json.loads(records.results_dir(cfg.results_dir).joinpath("runs", cfg.teacher_record).read_text())
+
+    student_path, pruned = prune_student(cfg)
+    try:
+        model, tokenizer, qinfo = training.load_qlora(
+            student_path, r=cfg.qlora_r, alpha=cfg.qlora_alpha, dropout=cfg.qlora_dropout, rslora=cfg.rslora,
+            double_quant=cfg.double_quant, compute_dtype=cfg.compute_dtype, device=cfg.device)
+    finally:
+        if pruned:
+            shutil.rmtree(student_path, ignore_errors=True)
+    pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in examples]
+    result = training.finetune(model, tokenizer, pairs, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                               batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, max_length=cfg.max_length,
+                               warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="studylib-adapter-") as tmp:
+        model.save_pretrained(tmp)
+        adapter_bytes = efficiency.storage_bytes(tmp)
+        if cfg.save_dir:
+            shutil.copytree(tmp, Path(cfg.save_dir) / "adapter", dirs_exist_ok=True)
+
+    ev = evaluation.evaluate(model, tokenizer, cfg, test_sets, progress=progress)
+    ood = evaluation.evaluate(model, tokenizer, cfg, ood_test, progress=progress)
+    storage = qinfo["base_storage_bytes"] + adapter_bytes
+    eff = efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
+                                       batch_sizes=cfg.speed_batch_sizes, new_tokens=cfg.speed_new_tokens,
+                                       storage=storage, measure_storage=False)
+    extra = {
+        "training": {**result.summary(), "qlora": qinfo},
+        "training_data": counts,
+        "student": {"prune_recipe": pruned, "layers": _num_layers(model),
+                    "storage_bytes": {"base_nf4": qinfo["base_storage_bytes"], "adapter": adapter_bytes}},
+        "ood_metrics": ev_to_dict(ood),
+        "ood_averages": records.direction_averages(ood.metrics),
+    }
+    if teacher:
+        extra["retention_chrf++"] = retention(ev.metrics, teacher)
+        extra["teacher_record"] = cfg.teacher_record
+    return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
+                               metrics=ev.metrics, efficiency=eff,
+                               outputs=ev.outputs if cfg.keep_outputs else None, extra=extra)
+
+
+def ev_to_dict(ev) -> dict:
+    return {d: {k: v for k, v in s.items() if k != "signatures"} for d, s in ev.metrics.items()}
+
+
+def _num_layers(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "num_hidden_layers", None)
