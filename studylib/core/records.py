@@ -19,7 +19,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from studylib.core import gpulock
 from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN
 
 PROFILES = ("smoke", "full")
@@ -63,6 +62,7 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+FILE_MODE = 0o644  # what the project writes is readable by all, like a plain `open(..., "w")` under the usual umask
 WHERE_KEYS = ("results_dir", "data_dir")  # where a run read and wrote, not what it was
 
 
@@ -76,20 +76,6 @@ def comparable_params(params: dict) -> dict:
 
 def load_record(notebook: str, run: str, results: str | Path | None = None) -> dict:
     return read_record(record_path(notebook, run, results))
-
-
-FORCE_ENV = "STUDYLIB_FORCE"  # "1": `pipeline --force` asked for every setting of a sweep to run again
-
-
-def rerun_requested() -> bool:
-    """Whether the pipeline was started with ``--force`` (``$STUDYLIB_FORCE`` is "1"): then a sweep runs again the
-    settings it would skip as already recorded. Checks after a run (that a record matches) are not affected."""
-    return os.environ.get(FORCE_ENV) == "1"
-
-
-def resumable(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
-    """Whether a sweep may skip this setting: its record matches and no re-run was asked for (``--force``)."""
-    return not rerun_requested() and record_matches(notebook, run, params, results)
 
 
 def record_matches(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
@@ -146,7 +132,6 @@ def environment() -> dict:
         "platform": platform.platform(),
         "packages": versions,
         "device": device,
-        "gpu_sharing": gpulock.describe(),
         "host": host_load(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -168,25 +153,41 @@ def direction_averages(per_direction: dict) -> dict:
     return out
 
 
+LAYOUT = 2  # the record schema: one run (one setting of a sweep) per record, ``what`` and ``layout`` in it
+# Records of an older layout stay readable; the reports mark them stale until the study's next full run remakes them.
+
+
+def is_stale(record: dict) -> bool:
+    """Whether a record was made under an older layout than :data:`LAYOUT` (reports mark it, field by field alike)."""
+    return int(record.get("layout") or 1) < LAYOUT
+
+
 def make_record(*, notebook: str, run: str, params: dict, profile: str, metrics: dict, efficiency: dict | None = None,
-                outputs: dict | None = None, extra: dict | None = None) -> dict:
-    """Assemble a record; checks the profile and direction keys."""
+                outputs: dict | None = None, extra: dict | None = None, family: str = "other",
+                sweep: dict | None = None, method: str | None = None) -> dict:
+    """Assemble a record; checks the profile and direction keys. ``family``, ``sweep`` (``{"parent", "axes"}`` of
+    one setting) and ``method`` say what the run is (:func:`studylib.core.what.describe`)."""
+    from studylib.core import what
+
     if profile not in PROFILES:
         raise ValueError(f"profile {profile!r} is not one of {PROFILES}")
     unknown = [d for d in metrics if d not in DIRECTIONS]
     if unknown:
         raise ValueError(f"metrics for unknown directions {unknown}; expected keys like 'de-en'")
+    extra = extra or {}
     return {
         "notebook": notebook,
         "run": run,
         "profile": profile,
+        "layout": LAYOUT,
+        "what": what.describe(family, params, extra.get("compression"), sweep, method),
         "params": params,
         "params_hash": params_hash(params),
         "metrics": metrics,
         "averages": direction_averages(metrics),
         "efficiency": efficiency or {},
         "environment": environment(),
-        **(extra or {}),
+        **extra,
         **({"outputs": outputs} if outputs else {}),
     }
 
@@ -204,6 +205,7 @@ def write_json_atomic(obj, path: Path, *, compressed: bool = False) -> Path:
         payload = json.dumps(obj, ensure_ascii=False, indent=1, default=str).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -216,6 +218,7 @@ def write_json_atomic(obj, path: Path, *, compressed: bool = False) -> Path:
 
 
 OUTPUTS_SUFFIX = ".outputs.json.gz"
+
 
 
 def outputs_path(path: Path) -> Path:
@@ -272,105 +275,3 @@ def read_record(path: str | Path) -> dict:
         rec["outputs"] = {d: {"src": shared[d]["src"], "ref": shared[d]["ref"], "hyp": hyp}
                           for d, hyp in side["hyp"].items()}
     return rec
-
-
-ERRATA_FIELDS = ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s")
-# a benchmark record (notebook 40) holds one row per format: its errata name ``<variant>:<field>``
-BENCHMARK_ERRATA_FIELDS = ("peak_memory",)
-
-
-def _errata_field_ok(field: str) -> bool:
-    variant, sep, name = str(field).partition(":")
-    return field in ERRATA_FIELDS or bool(sep and variant and name in BENCHMARK_ERRATA_FIELDS)
-
-
-def load_errata(results: str | Path | None = None) -> dict:
-    """``<results>/errata.yaml``: known flaws in committed records, as ``{"<notebook>/<run>": {"fields", "reason"}}``.
-
-    A record stays as its run wrote it; an erratum withdraws some of its efficiency fields (a measurement found
-    wrong after the run) so that no table or figure shows them. Each entry needs ``record``, ``made_at`` (the git
-    sha, or its start, the flawed record names), ``fields`` (from ``ERRATA_FIELDS``; for a benchmark record,
-    ``<variant>:peak_memory``) and ``reason``. A record redone
-    since (another sha) makes its entry stale, and reading the records fails until the entry is removed."""
-    import yaml
-
-    path = results_dir(results) / "errata.yaml"
-    if not path.is_file():
-        return {}
-    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    out = {}
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"record", "made_at", "fields", "reason"}:
-            raise ValueError(f"{path}: entry {i} must have exactly the keys record, made_at, fields, reason")
-        bad = [f for f in entry["fields"] if not _errata_field_ok(f)]
-        if bad or not entry["fields"] or not str(entry["reason"]).strip():
-            raise ValueError(f"{path}: entry {i} ({entry['record']}): fields must be some of {ERRATA_FIELDS} "
-                             f"(or <variant>:{'|'.join(BENCHMARK_ERRATA_FIELDS)} for a benchmark's format; got "
-                             f"{bad or 'none'}) and the reason must be given")
-        out[str(entry["record"])] = {"fields": list(entry["fields"]), "reason": str(entry["reason"]).strip(),
-                                     "made_at": str(entry["made_at"])}
-    return out
-
-
-def load_records(results: str | Path | None = None, profile: str | None = None) -> list[dict]:
-    """The records under ``<results>/runs`` (of one profile, if given), each with its erratum (``errata``) if any."""
-    root = results_dir(results) / "runs"
-    errata = load_errata(results)
-    records = []
-    for path in sorted(root.glob("*/*.json")):
-        rec = read_record(path)
-        key = f"{path.parent.name}/{path.stem}"
-        if key in errata:
-            sha = str((rec.get("environment") or {}).get("git_sha") or "")
-            if len(errata[key]["made_at"]) < 7 or not sha.startswith(errata[key]["made_at"]):
-                raise ValueError(f"errata.yaml: the entry for {key} is for the record made at {errata[key]['made_at']}, "
-                                 f"but the record now names {sha or 'no sha'} (redone?): remove the entry")
-            rec["errata"] = errata[key]
-        if profile is None or rec.get("profile") == profile:
-            records.append(rec)
-    unknown = sorted(set(errata) - {f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.json")})
-    if unknown:
-        raise ValueError(f"errata.yaml names records that do not exist: {unknown}")
-    return records
-
-
-def summary_table(records: list[dict]):
-    """One row per run, test set and direction (plus the two averages): the table every figure is drawn from.
-
-    Besides the scores and efficiency, each row carries what the run is (:func:`studylib.report.catalog.describe`:
-    family, method, variant, bits, sparsity, depth, recovery, calib_per_direction, ood_total, kd). ``testset`` is
-    ``wmt22`` (or the record's ``test_source``) for the main scores, ``ood`` for a student's out-of-domain test.
-    """
-    import pandas as pd
-
-    from studylib.report import catalog
-
-    rows = []
-    for rec in records:
-        base = {"notebook": rec["notebook"], "run": rec["run"], "profile": rec["profile"],
-                "model_id": rec["params"].get("model_id"), "device": rec["environment"]["device"]["name"]}
-        eff = rec.get("efficiency") or {}
-        withdrawn = (rec.get("errata") or {}).get("fields", [])
-        for key in ERRATA_FIELDS:
-            base[key] = None if key in withdrawn else eff.get(key)
-        base["errata"] = (rec.get("errata") or {}).get("reason")
-        base["errata_fields"] = ",".join(withdrawn) or None
-        base.update(catalog.describe(rec))  # family, method, variant and the sweep axes (bits, depth, ...)
-        # the main test set, then (students) the held-out out-of-domain one
-        for testset, metrics, averages in ((catalog.testset(rec), rec["metrics"], rec.get("averages", {})),
-                                           ("ood", rec.get("ood_metrics") or {}, rec.get("ood_averages") or {})):
-            for direction, scores in list(metrics.items()) + list(averages.items()):
-                rows.append({**base, "testset": testset, "direction": direction,
-                             **{m: scores.get(m) for m in METRICS}, "n": scores.get("n")})
-    return pd.DataFrame(rows)
-
-
-def write_summary(results: str | Path | None = None, profile: str | None = None) -> Path:
-    """``<results>/summary.csv`` from all records (of one profile, if given)."""
-    table = summary_table(load_records(results, profile))
-    path = results_dir(results) / ("summary.csv" if profile is None else f"summary-{profile}.csv")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path

@@ -47,6 +47,11 @@ class Method:
     def describe(self) -> dict:
         return {"method": self.name, "family": self.family, "paper": self.paper, "params": dict(self.params), **self.info}
 
+    def axes(self) -> dict:
+        """The study's sweep axes this step sets (``bits``, ``sparsity``, ``depth``), declared by each method: what
+        a record says the compressed model is, so that no report reads it back from parameter names."""
+        return {}
+
 
 REGISTRY: dict[str, type[Method]] = {}
 

@@ -125,6 +125,9 @@ class BnbInt8(Method):
     paper = "Dettmers et al. 2022, LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale, arXiv:2208.07339"
     defaults = {"threshold": 6.0}
 
+    def axes(self):
+        return {"bits": 8}
+
     def check(self):
         t = self.params["threshold"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
@@ -158,6 +161,9 @@ class BnbNF4(Method):
     family = "quantization"
     paper = "Dettmers et al. 2023, QLoRA: Efficient Finetuning of Quantized LLMs (NF4, double quantization), arXiv:2305.14314"
     defaults = {"double_quant": True, "compute_dtype": "bfloat16"}
+
+    def axes(self):
+        return {"bits": 4}
 
     def check(self):
         if not isinstance(self.params["double_quant"], bool):

@@ -145,6 +145,9 @@ class DSnoT(Method):
                 "var_power": 1.0, "same_sign": True, "modules": "all", "damp": 0.01, "batch_size": 8,
                 "max_length": 256}
 
+    def axes(self):
+        return {"sparsity": pruning.nominal_sparsity(self.params["sparsity"], self.params["n"], self.params["m"])}
+
     def check(self):
         p = self.params
         pruning.check_sparsity_params(p["sparsity"], p["n"], p["m"], MethodError)

@@ -80,6 +80,9 @@ class GPTQ(Method):
     defaults = {"bits": 4, "group_size": 128, "act_order": False, "damp": 0.01, "sym": True, "backend": "auto",
                 "calib_batch_size": 16}
 
+    def axes(self):
+        return {"bits": self.params["bits"]}
+
     def check(self):
         p = self.params
         if not _is_int(p["bits"]) or p["bits"] not in BITS:

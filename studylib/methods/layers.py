@@ -120,6 +120,9 @@ class _LayerPrune(Method):
     family = "pruning"
     defaults = {"depth": 2}
 
+    def axes(self):
+        return {"depth": self.params["depth"]}
+
     def check(self):
         d = self.params["depth"]
         if not isinstance(d, int) or isinstance(d, bool) or d < 1:

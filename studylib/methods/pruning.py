@@ -222,6 +222,11 @@ def check_sparsity_params(sparsity, n, m, error=ValueError) -> tuple[float, int 
     return float(sparsity), None, None
 
 
+def nominal_sparsity(sparsity, n: int | None, m: int | None) -> float:
+    """The share of weights a pruning step removes: ``1 - n/m`` for an N:M pattern, else ``sparsity``."""
+    return 1.0 - n / m if n and m else float(sparsity)
+
+
 def row_prune_mask(scores, sparsity: float):
     """Boolean mask (True = pruned) removing, in every output row, the ``int(columns * sparsity)`` entries of
     lowest score (ties broken by column index: a stable sort)."""

@@ -273,6 +273,9 @@ class SmoothQuant(Method):
     needs_calibration = True
     defaults = {"alpha": 0.5, "kernel": "auto", "max_length": 512}
 
+    def axes(self):
+        return {"bits": 8}  # W8A8
+
     def check(self):
         _check_alpha(self.name, self.params["alpha"])
         _check_max_length(self.name, self.params["max_length"])
@@ -297,6 +300,9 @@ class SmoothQuantNF4(Method):
              "arXiv:2305.14314 (NF4)")
     needs_calibration = True
     defaults = {"alpha": 0.5, "max_length": 512, "double_quant": True, "compute_dtype": "bfloat16"}
+
+    def axes(self):
+        return {"bits": 4}
 
     def check(self):
         from .bnb import COMPUTE_DTYPES

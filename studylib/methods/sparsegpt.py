@@ -128,6 +128,9 @@ class SparseGPT(Method):
     defaults = {"sparsity": 0.5, "n": None, "m": None, "backend": "llmcompressor", "block_size": 128,
                 "damp": 0.01, "batch_size": 8, "max_length": 256}
 
+    def axes(self):
+        return {"sparsity": pruning.nominal_sparsity(self.params["sparsity"], self.params["n"], self.params["m"])}
+
     def check(self):
         pruning.check_sparsity_params(self.params["sparsity"], self.params["n"], self.params["m"], MethodError)
         _check_common(self.params)
