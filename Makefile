@@ -5,9 +5,10 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= full
-JOBS    ?= 1
-GPUS    ?=
-PARAMS  ?= $(sort $(wildcard params/*.yaml))
+PARAMS  ?=
+DRY     ?=
+ALLOW_CPU ?= 0
+CORES   ?= all
 STAMP   := $(VENV)/.installed-$(shell cksum < environment.yml | cut -d' ' -f1)
 
 # data root (alma/, wmt24/, tatoeba/): override with STUDYLIB_DATA=/path
@@ -25,18 +26,18 @@ PAPER_DIR   = paper/build
 endif
 # every run is tested against this one (<notebook>/<run>)
 REFERENCE ?= 01_teacher/gemma3-270m-lora
-REPORT    = --results $(RESULTS_DIR) --profile $(PROFILE) --reference $(REFERENCE)
+WORKFLOW  = --cores $(CORES) --config profile=$(PROFILE) results=$(RESULTS_DIR) allow_cpu=$(ALLOW_CPU) $(if $(PARAMS),params="$(PARAMS)")
 
-.PHONY: env reproduce reproduce-smoke reproduce-smoke-ci pipeline test unit nbval summary significance tables figures paper lab clean-env
+.PHONY: env reproduce workflow test unit nbval paper lab clean-env
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make reproduce [PROFILE=full|smoke]   every params/*.yaml not yet recorded, then summary -> significance -> tables -> figures -> paper"
+	@echo "make reproduce [PROFILE=full|smoke]   the workflow (Snakemake: every params file's runs not yet recorded), then the paper"
+	@echo "make reproduce DRY=1                  what would run, and why (nothing runs)"
+	@echo "make reproduce ALLOW_CPU=1            also start GPU-scale runs on a machine without a GPU"
 	@echo "make paper [PROFILE=...]              summary -> significance -> tables -> figures -> paper from the records there are"
-	@echo "make figures [PROFILE=...]            summary -> significance -> tables -> figures"
 	@echo "make test                             unit tests + nbval over every notebook (CPU smoke profile)"
-	@echo "make reproduce-smoke                  make reproduce PROFILE=smoke (every params file; CI runs it after make test)"
-	@echo "make lab                              JupyterLab in the study's environment"
+	@echo "make lab                              JupyterLab on notebooks/ in the study's environment"
 
 env: $(STAMP)
 
@@ -51,22 +52,12 @@ $(STAMP): environment.yml pyproject.toml tools/env_requirements.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# the whole chain; resumable: runs whose record exists with the same params are skipped
-reproduce: pipeline
-	$(MAKE) --no-print-directory paper PROFILE=$(PROFILE)
+# the workflow, then the paper from the records; a dry run lists what would run and why
+reproduce: workflow
+	$(if $(DRY),,$(MAKE) --no-print-directory paper PROFILE=$(PROFILE))
 
-pipeline: env
-	$(PY) -m studylib.pipeline --profile $(PROFILE) --jobs $(JOBS) $(if $(GPUS),--gpus $(GPUS)) --results $(RESULTS_DIR) $(PARAMS)
-
-reproduce-smoke:
-	$(MAKE) --no-print-directory reproduce PROFILE=smoke
-
-# CI speed: the whole chain (pipeline -> ... -> paper) in the smoke profile on a few params files: the base, the
-# reference teacher and one compressed run. `make reproduce PROFILE=smoke` then finds these done and runs the rest.
-SMOKE_CI_PARAMS ?= params/00_baseline_gemma3-270m-3shot.yaml params/01_teacher_gemma3-270m-lora.yaml \
-                   $(firstword $(sort $(wildcard params/12_gptq_*.yaml)))
-reproduce-smoke-ci:
-	$(MAKE) --no-print-directory reproduce PROFILE=smoke PARAMS="$(SMOKE_CI_PARAMS)"
+workflow: env
+	$(VENV)/bin/snakemake $(if $(DRY),--dry-run --quiet rules) $(WORKFLOW)
 
 test: unit nbval
 
@@ -77,24 +68,14 @@ nbval: env
 	rm -rf build/nbval-results
 	STUDYLIB_RESULTS=$(CURDIR)/build/nbval-results $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
-summary: env
-	mkdir -p $(RESULTS_DIR)
-	$(PY) -c "from studylib import records; print(records.write_summary('$(RESULTS_DIR)', '$(PROFILE)'))"
+paper: env
+	$(PY) -m studylib.report --results $(RESULTS_DIR) --profile $(PROFILE) --reference $(REFERENCE) \
+	    --figures $(FIGURES_DIR) --out $(PAPER_DIR)
 
-significance: summary
-	$(PY) -m studylib.report.significance $(REPORT)
-
-tables: significance
-	$(PY) -m studylib.report.tables $(REPORT)
-
-figures: tables
-	$(PY) -m studylib.report.figures $(REPORT) --out $(FIGURES_DIR)
-
-paper: figures
-	$(PY) -m studylib.report.paper $(REPORT) --figures $(FIGURES_DIR) --out $(PAPER_DIR)
-
+# JupyterLab on notebooks/, the records and data where the workflow has them; as root it says so to Jupyter
 lab: env
-	$(VENV)/bin/jupyter lab notebooks
+	STUDYLIB_RESULTS=$(CURDIR)/results $(VENV)/bin/jupyter lab notebooks --no-browser --ServerApp.ip=127.0.0.1 \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-env:
 	rm -rf $(VENV)

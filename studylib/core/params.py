@@ -1,17 +1,27 @@
-"""Notebook parameters: one dataclass per notebook, validated before any model loads.
+"""Run parameters: one dataclass per notebook (its defaults are the CPU smoke profile), a params file over them.
 
-Each notebook's ``parameters`` cell declares the same names with the same defaults (the CPU smoke
-profile); ``tests/test_notebooks.py`` checks that the two agree. A params YAML overrides some of them;
-:func:`check_overrides` turns an unknown key or a bad value into one clear :class:`ParamsError`.
+A params file (``params/*.yaml``) names its notebook, sets some of the class's parameters, and may declare a sweep::
+
+    notebook: 15_gptq_bits
+    parameters: {run_name: teacher-lora-gptq-g128, recipe: [{method: gptq, bits: 4, group_size: 128}], ...}
+    sweep: {bits: [2, 3, 4, 8]}
+
+One run is one setting of it (the file itself when it declares no sweep): :meth:`NotebookParams.load` reads the
+file, applies the setting (a parameter of the class, or of the recipe step that declares it) and names the run
+``<run_name>-bits2``. Every check happens there, before any model loads, as one :class:`ParamsError` that names the
+file and the key.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import importlib
+import difflib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from studylib.core.languages import DIRECTIONS
 from studylib.core.records import PROFILES
@@ -66,17 +76,90 @@ def normalize_directions(value) -> list[str]:
 
 
 class NotebookParams:
-    """What every notebook's parameter dataclass shares: its field names, building it from a notebook's globals,
-    and its values as a plain dict (what a record stores)."""
+    """What every notebook's parameter dataclass shares: how a run is loaded and what it says about itself.
+
+    Class attributes (not parameters): ``NOTEBOOK`` runs it; ``FAMILY`` (and ``METHOD`` for a run with no
+    compression step) say what its records are (:mod:`studylib.core.what`); ``GPU`` is ``exclusive`` for a run
+    that times decoding or compression (it holds the whole GPU) and ``shared`` for one that only translates or
+    trains; ``H200_MINUTES`` is a rough duration on one H200, for the plan a machine without a GPU prints;
+    ``SMOKE_SWEEP`` gives the values a declared sweep takes in the smoke profile (the tiny model).
+    """
+
+    NOTEBOOK: ClassVar[str] = ""
+    FAMILY: ClassVar[str] = "other"
+    METHOD: ClassVar[str | None] = None
+    GPU: ClassVar[str] = "shared"
+    H200_MINUTES: ClassVar[float] = 5.0
+    SMOKE_SWEEP: ClassVar[dict] = {}
+    sweep = None  # set by load(): {"parent": run_name, "axes": {...}} for one setting of a sweep
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_namespace(cls, namespace: dict):
-        """Build from a notebook's globals (the names its parameters cell declared)."""
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
+    def build(cls, parameters: dict, where: str):
+        """An instance from ``parameters``; an unknown name or a bad value is one ParamsError naming ``where``."""
+        if not isinstance(parameters, dict):
+            raise ParamsError(f"{where}: parameters must be a mapping, got {type(parameters).__name__}")
+        for key in parameters:
+            if key not in cls.names():
+                close = difflib.get_close_matches(key, cls.names(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ParamsError(f"{where}: {key!r} is not a parameter of {cls.NOTEBOOK or cls.__name__}{hint}")
+        try:
+            return cls(**parameters)
+        except ParamsError as err:
+            raise ParamsError(f"{where}: {err}") from None
+
+    @classmethod
+    def load(cls, params_file=None, setting: dict | None = None, *, profile: str | None = None,
+             results_dir: str | None = None):
+        """The parameters of one run: the class defaults, a params file's values over them, one setting of its
+        sweep. Without a file: the defaults (the smoke profile), with ``setting`` as values over them."""
+        if params_file is None:
+            parameters = {"profile": profile} if profile else {}
+            parent = cls.__dataclass_fields__["run_name"].default
+            return cls._setting(parameters, dict(setting or {}), parent, cls.NOTEBOOK or cls.__name__, results_dir)
+        return cls.from_spec(read_spec(params_file), setting, profile=profile, results_dir=results_dir)
+
+    @classmethod
+    def from_spec(cls, spec: "Spec", setting: dict | None = None, *, profile: str | None = None,
+                  results_dir: str | None = None):
+        """:meth:`load` for a params file already read."""
+        if spec.notebook != cls.NOTEBOOK:
+            raise ParamsError(f"{spec.path}: the file is for notebook {spec.notebook}, not {cls.NOTEBOOK}")
+        setting = dict(setting or {})
+        spec.check_setting(setting, profile or "full")
+        return cls._setting(spec.parameters_for(profile or "full"), setting, spec.run_name, spec.path, results_dir)
+
+    @classmethod
+    def _setting(cls, parameters: dict, setting: dict, parent: str, where: str, results_dir):
+        if setting:
+            parameters = apply_setting(cls, parameters, setting, where)
+            parameters["run_name"] = setting_name(parent, setting)
+        if results_dir is not None:
+            parameters["results_dir"] = str(results_dir)
+        cfg = cls.build(parameters, where)
+        if setting:
+            cfg.sweep = {"parent": parent, "axes": setting}
+        return cfg
+
+    def identity(self) -> dict:
+        """What the run's record says it is (``records.make_record``'s ``family``, ``sweep``, ``method``)."""
+        return {"family": self.FAMILY, "sweep": self.sweep, "method": self.METHOD}
+
+    def preflight(self) -> None:
+        """What a run needs beyond its values (a data folder, a model that can be had), checked before it starts:
+        a ParamsError of one line."""
+
+    def uses(self) -> list[str]:
+        """Files of other runs this run reads, as params name them (``results/...``): the workflow's edges."""
+        return []
+
+    def makes(self) -> list[str]:
+        """Files this run makes for other runs besides its record (``results/...``)."""
+        return []
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,42 +219,17 @@ class EvalParams(NotebookParams):
         except (ValueError, RuntimeError) as err:
             raise ParamsError(str(err)) from err
 
+    def uses(self) -> list[str]:
+        return [self.model_id] if str(self.model_id).startswith("results/") else []
 
+    def preflight(self) -> None:
+        from studylib.core import data
 
-@dataclass
-class BaselineParams(EvalParams):
-    """00_baseline: evaluate a model as it is."""
+        try:
+            data.resolve_data_dir(self.data_dir)
+        except data.DataError as err:
+            raise ParamsError(str(err)) from None
 
-
-@dataclass
-class TeacherParams(EvalParams):
-    """01_teacher: fine-tune the base on ALMA's human-written train split (full or LoRA), save it, evaluate it."""
-
-    method: str = "full"
-    train_per_direction: int | None = 8
-    train_directions: list | str = "all"
-    epochs: float = 2.0
-    learning_rate: float = 1e-3
-    train_batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 128
-    warmup_ratio: float = 0.03
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    save_dir: str | None = None
-    baseline_record: str | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check(self.baseline_record is None or (str(self.baseline_record).endswith(".json")
-                                                and str(self.baseline_record).startswith("00_baseline/")),
-               f"baseline_record must look like '00_baseline/<run>.json', got {self.baseline_record!r}")
-        _check(self.method in ("full", "lora"), f"method must be 'full' or 'lora', got {self.method!r}")
-        _check(self.prompt_style != "alma-fewshot", "a fine-tuned teacher is prompted zero-shot: use 'alma' or 'tower'")
-        _positive_int("train_per_direction", self.train_per_direction, allow_none=True)
-        self.train_directions = normalize_directions(self.train_directions)
-        check_training(self)
 
 
 @dataclass
@@ -200,143 +258,146 @@ class CompressParams(EvalParams):
             raise ParamsError(str(err)) from err
 
 
-@dataclass
-class KDParams(EvalParams):
-    """30_kd_data: the teacher translates ALMA's train sources (sequence-level knowledge distillation)."""
 
-    kd_per_direction: int | None = 4
-    kd_directions: list | str = "all"
-    kd_out: str | None = None
+# ------------------------------------------------------------------------------------------ params files and sweeps
 
-    def kd_path(self) -> Path:
-        """Where the KD pairs go: ``kd_out``, else ``<results>/artifacts/30_kd_data/<run_name>.jsonl.gz``."""
-        from studylib.core.records import in_results, results_dir
-
-        if self.kd_out:
-            return in_results(self.kd_out, self.results_dir)
-        return results_dir(self.results_dir) / "artifacts" / "30_kd_data" / f"{self.run_name}.jsonl.gz"
-
-    def required_outputs(self) -> list[Path]:
-        """Files the run makes for other runs: without them its record alone does not make it done."""
-        return [self.kd_path()]
-
-    def __post_init__(self):
-        super().__post_init__()
-        _positive_int("kd_per_direction", self.kd_per_direction, allow_none=True)
-        self.kd_directions = normalize_directions(self.kd_directions)
-        _check(self.prompt_style != "alma-fewshot", "the teacher is prompted zero-shot: use 'alma' or 'tower'")
+SPEC_KEYS = ("notebook", "parameters", "sweep")
+RUN_LABELS = {"calib_per_direction": "calib", "ood_total": "ood", "depth": "d"}  # short names in run names
 
 
-@dataclass
-class StudentParams(EvalParams):
-    """31/32: a (pruned) student recovered with QLoRA on human + KD (+ out-of-domain) data."""
-
-    prune_recipe: list = field(default_factory=list)
-    train_directions: list | str = "all"
-    human_per_direction: int | None = 4
-    kd_data: str | None = None
-    ood_total: int = 0
-    ood_test_per_direction: int = 2
-    qlora_r: int = 64
-    qlora_alpha: int = 128
-    qlora_dropout: float = 0.0
-    rslora: bool = True
-    double_quant: bool = True
-    compute_dtype: str = "bfloat16"
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    train_batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 128
-    warmup_ratio: float = 0.03
-    teacher_record: str | None = None
-    save_dir: str | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        from studylib.methods import MethodError, build_recipe
-
-        _check(self.prompt_style != "alma-fewshot", "students are prompted zero-shot: use 'alma' or 'tower'")
-        self.train_directions = normalize_directions(self.train_directions)
-        _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
-        _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
-        _positive_int("ood_test_per_direction", self.ood_test_per_direction)
-        _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
-        check_training(self, lora="qlora_")
-        _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
-               f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")
-        _check(self.kd_data is None or str(self.kd_data).endswith((".jsonl", ".jsonl.gz")),
-               f"kd_data must be a .jsonl(.gz) file from 30_kd_data, got {self.kd_data!r}")
-        if self.prune_recipe:
-            try:
-                build_recipe(self.prune_recipe)
-            except MethodError as err:
-                raise ParamsError(str(err)) from err
+def _label(axis: str, value) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{RUN_LABELS.get(axis, axis)}{json.dumps(value, separators=(',', ':'))}"
 
 
-@dataclass
-class ModelBParams(StudentParams):
-    """32_model_b: the student is the teacher with decoder layers removed before QLoRA."""
-
-    prune_recipe: list = field(default_factory=lambda: [{"method": "layer-prune-middle", "depth": 1}])
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check(bool(self.prune_recipe), "Model B is a pruned student: prune_recipe must not be empty")
+def setting_name(run_name: str, setting: dict) -> str:
+    """``<run_name>-bits2``, ``<run_name>-iterative-d4-after``: a string value as itself, a number after its
+    axis' short name."""
+    return "-".join([run_name, *(_label(axis, value) for axis, value in setting.items())])
 
 
-@dataclass
-class OODSweepParams(ModelBParams):
-    """33_ood_size: Model B recovered with 0, 1k, 5k, ... out-of-domain pairs added; one record per size."""
-
-    ood_sizes: list = field(default_factory=lambda: [0, 4])
-    SPLIT_AXES = ("ood_sizes",)  # the pipeline may run one setting a job (``--jobs``): each record is the same
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check(isinstance(self.ood_sizes, list) and self.ood_sizes
-               and all(isinstance(n, int) and n >= 0 for n in self.ood_sizes),
-               f"ood_sizes must be a non-empty list of integers >= 0, got {self.ood_sizes!r}")
-
-    def settings(self) -> list:
-        """One Model B run per size: ``<run_name>-ood<size>``, with the sweep's other values."""
-        fields = {k: v for k, v in self.as_dict().items() if k in ModelBParams.names()}
-        return [ModelBParams(**{**fields, "ood_total": size, "run_name": f"{self.run_name}-ood{size}"})
-                for size in self.ood_sizes]
-
-    def expected_records(self) -> list[tuple[str, dict]]:
-        """(run name, params) of every record the sweep writes: the pipeline skips it when all exist."""
-        return [(r.run_name, r.as_dict()) for r in self.settings()]
+def apply_setting(cls, parameters: dict, setting: dict, where: str) -> dict:
+    """``parameters`` with a sweep setting applied: an axis is a parameter of ``cls``, or a parameter of the last
+    recipe step whose method declares it (``bits`` of a ``gptq`` step)."""
+    out = copy.deepcopy(parameters)
+    for axis, value in setting.items():
+        if axis in cls.names():
+            out[axis] = value
+            continue
+        recipe = out.get("recipe") if "recipe" in out else copy.deepcopy(_default(cls, "recipe"))
+        step = _recipe_step(recipe, axis) if recipe else None
+        if step is None:
+            raise ParamsError(f"{where}: sweep axis {axis!r} is neither a parameter of {cls.NOTEBOOK or cls.__name__} "
+                              f"nor of a step of its recipe")
+        recipe[step][axis] = value
+        out["recipe"] = recipe
+    return out
 
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+def _default(cls, name: str):
+    f = cls.__dataclass_fields__.get(name)
+    if f is None:
+        return None
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def params_class(notebook: str, notebooks: Path = NOTEBOOK_DIR):
-    """The dataclass a notebook's parameters follow, named in its metadata as ``studylib.core.params``
-    (``"ClassName"`` from this module, or ``"module:ClassName"`` from another studylib module)."""
-    path = notebooks / f"{notebook}.ipynb"
+def _recipe_step(recipe, axis: str) -> int | None:
+    from studylib.methods import MethodError, build
+
+    for i in range(len(recipe) - 1, -1, -1):
+        step = recipe[i]
+        try:
+            declared = build(step["method"], **{k: v for k, v in step.items() if k != "method"}).params
+        except (MethodError, KeyError, TypeError):
+            continue
+        if axis in declared:
+            return i
+    return None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One params file: its notebook, the parameters it sets, the sweep it declares (``{}`` for none)."""
+
+    path: str
+    notebook: str
+    parameters: dict
+    sweep: dict
+
+    @property
+    def run_name(self) -> str:
+        return self.parameters["run_name"]
+
+    def params_class(self):
+        from studylib.runs import params_class
+
+        return params_class(self.notebook)
+
+    def sweep_values(self, profile: str) -> dict:
+        """The sweep's axes and values; in the smoke profile the class's ``SMOKE_SWEEP`` values where it has them."""
+        smoke = self.params_class().SMOKE_SWEEP if profile == "smoke" else {}
+        return {axis: list(smoke.get(axis, values)) for axis, values in self.sweep.items()}
+
+    def settings(self, profile: str) -> list[dict]:
+        """Every setting of the sweep, in order (one empty setting for a file without a sweep)."""
+        values = self.sweep_values(profile)
+        return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
+
+    def check_setting(self, setting: dict, profile: str) -> None:
+        if not self.sweep:
+            return
+        values = self.sweep_values(profile)
+        if set(setting) != set(values):
+            example = {axis: vals[0] for axis, vals in values.items()}
+            raise ParamsError(f"{self.path} declares a sweep over {', '.join(values)}: give one setting of it, "
+                              f"e.g. setting = {example!r}")
+
+    def parameters_for(self, profile: str) -> dict:
+        """The values the run takes: the file's in the full profile; in the smoke profile the class defaults (the
+        tiny model) under the file's run name."""
+        if profile == "smoke":
+            return {"run_name": self.run_name, "profile": "smoke"}
+        return {**self.parameters, "profile": self.parameters.get("profile", profile)}
+
+
+def read_spec(path) -> Spec:
+    """Read and check a params file without building anything: unknown keys, a missing ``run_name``, an unknown
+    notebook or parameter, a malformed sweep and every setting's values are one ParamsError naming the file."""
+    import yaml
+
+    path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"unknown notebook {notebook!r}: {path} does not exist")
-    spec = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("studylib", {}).get("params")
-    if not spec:
-        raise ParamsError(f"{path} names no parameter class in its metadata (studylib.core.params)")
-    module, _, name = spec.rpartition(":")
-    target = importlib.import_module(module or __name__)
+        raise ParamsError(f"params file {path} does not exist")
     try:
-        return getattr(target, name)
-    except AttributeError:
-        raise ParamsError(f"{path}: parameter class {spec!r} not found") from None
-
-
-def check_overrides(notebook: str, overrides: dict, notebooks: Path = NOTEBOOK_DIR):
-    """Validate a params file's overrides for a notebook: unknown keys and bad values are one error."""
-    cls = params_class(notebook, notebooks)
-    if not isinstance(overrides, dict):
-        raise ParamsError(f"parameters for {notebook} must be a mapping, got {type(overrides).__name__}")
-    unknown = sorted(set(overrides) - set(cls.names()))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if raw is None:
+        raise ParamsError(f"{path} is empty: it needs 'notebook' and 'parameters'")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping with the keys {', '.join(SPEC_KEYS)}")
+    unknown = [k for k in raw if k not in SPEC_KEYS]
     if unknown:
-        raise ParamsError(
-            f"{notebook} does not declare {', '.join(unknown)}; it declares: {', '.join(cls.names())}"
-        )
-    return cls(**overrides)
+        raise ParamsError(f"{path}: unknown top-level key {unknown[0]!r} (a params file has {', '.join(SPEC_KEYS)})")
+    if "notebook" not in raw:
+        raise ParamsError(f"{path}: 'notebook' is missing")
+    from studylib.runs import NOTEBOOKS
+
+    if raw["notebook"] not in NOTEBOOKS:
+        raise ParamsError(f"{path}: unknown notebook {raw['notebook']!r}; known: {', '.join(NOTEBOOKS)}")
+    parameters = raw.get("parameters") or {}
+    if not isinstance(parameters, dict) or not parameters.get("run_name"):
+        raise ParamsError(f"{path}: parameters must be a mapping that sets run_name")
+    sweep = raw.get("sweep") or {}
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ParamsError(f"{path}: sweep must map each axis to a non-empty list of values, got {sweep!r}")
+    for axis, values in sweep.items():
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise ParamsError(f"{path}: sweep.{axis} repeats a value: {values}")
+    spec = Spec(str(path), raw["notebook"], parameters, sweep)
+    cls = spec.params_class()
+    for profile in ("full", "smoke"):
+        for setting in spec.settings(profile):
+            cls.from_spec(spec, setting, profile=profile)
+    return spec

@@ -2,7 +2,7 @@
 
 A notebook stays thin::
 
-    cfg = CompressParams.from_namespace(globals())
+    cfg = GPTQParams.load(params_file, setting, profile=profile, results_dir=results_dir)
     job = compression.prepare(cfg)                 # data + calibration + recipe, all checked, no model yet
     model, tokenizer = compression.load(cfg)
     model = compression.compress(job, model, tokenizer)
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studylib.core import calibration, efficiency, evaluation, gpulock, models, records
+from studylib.core import calibration, efficiency, evaluation, models, records
 from studylib.methods import apply_recipe, build_recipe
 
 
@@ -55,14 +55,13 @@ def compress(job: CompressionJob, model, tokenizer):
     import torch
 
     texts = job.calibration.texts if job.calibration else None
-    with gpulock.exclusive():  # alone on the GPU, so the wall time is the method's
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model, job.described = apply_recipe(model, tokenizer, job.recipe, texts)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        job.compress_seconds = time.perf_counter() - start
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model, job.described = apply_recipe(model, tokenizer, job.recipe, texts)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    job.compress_seconds = time.perf_counter() - start
     return model
 
 
@@ -103,6 +102,6 @@ def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str,
         "calibration": job.calibration.describe() if job.calibration else None,
     }
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
-                               metrics=ev.metrics, efficiency=eff,
+                               **cfg.identity(), metrics=ev.metrics, efficiency=eff,
                                outputs=ev.outputs if cfg.keep_outputs else None,
                                extra={"compression": compression_info, **(extra or {})})

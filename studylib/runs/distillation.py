@@ -12,7 +12,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from studylib.core import data, prompts
+from studylib.core.params import EvalParams, _check, _positive_int, normalize_directions
 from studylib.core.generation import generate
 
 
@@ -124,3 +128,35 @@ def load_examples(path: str | Path) -> list[data.Example]:
                 except KeyError as err:
                     raise data.DataError(f"{path}:{n}: missing field {err}") from None
     return out
+
+
+@dataclass
+class KDParams(EvalParams):
+    """30_kd_data: the teacher translates ALMA's train sources (sequence-level knowledge distillation)."""
+
+    NOTEBOOK: ClassVar[str] = "30_kd_data"
+    FAMILY: ClassVar[str] = "distillation"
+    METHOD: ClassVar[str] = "kd-data"
+    GPU: ClassVar[str] = "shared"  # translates only
+    H200_MINUTES: ClassVar[float] = 10.0
+
+    kd_per_direction: int | None = 4
+    kd_directions: list | str = "all"
+    kd_out: str | None = None
+
+    def kd_path(self) -> Path:
+        """Where the KD pairs go: ``kd_out``, else ``<results>/artifacts/30_kd_data/<run_name>.jsonl.gz``."""
+        from studylib.core.records import in_results, results_dir
+
+        if self.kd_out:
+            return in_results(self.kd_out, self.results_dir)
+        return results_dir(self.results_dir) / "artifacts" / "30_kd_data" / f"{self.run_name}.jsonl.gz"
+
+    def makes(self) -> list[str]:
+        return [self.kd_out or f"results/artifacts/30_kd_data/{self.run_name}.jsonl.gz"]
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("kd_per_direction", self.kd_per_direction, allow_none=True)
+        self.kd_directions = normalize_directions(self.kd_directions)
+        _check(self.prompt_style != "alma-fewshot", "the teacher is prompted zero-shot: use 'alma' or 'tower'")

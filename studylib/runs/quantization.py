@@ -20,9 +20,9 @@ notebook               class                       recipe (smoke default)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from studylib.core.params import CompressParams, ParamsError
-from studylib.runs.sweeps import SweepParams
 
 
 def _require_method(recipe, allowed: tuple[str, ...], notebook: str):
@@ -36,6 +36,11 @@ def _require_method(recipe, allowed: tuple[str, ...], notebook: str):
 class BnbInt8Params(CompressParams):
     """10_bnb_int8: LLM.int8() through bitsandbytes."""
 
+    NOTEBOOK: ClassVar[str] = "10_bnb_int8"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+
     recipe: list = field(default_factory=lambda: [{"method": "bnb-int8", "threshold": 6.0}])
 
     def __post_init__(self):
@@ -46,6 +51,11 @@ class BnbInt8Params(CompressParams):
 @dataclass
 class BnbNF4Params(CompressParams):
     """11_bnb_nf4: NF4 with double quantization, bf16 compute, through bitsandbytes."""
+
+    NOTEBOOK: ClassVar[str] = "11_bnb_nf4"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
 
     recipe: list = field(default_factory=lambda: [{"method": "bnb-nf4", "double_quant": True,
                                                    "compute_dtype": "bfloat16"}])
@@ -59,6 +69,11 @@ class BnbNF4Params(CompressParams):
 class GPTQParams(CompressParams):
     """12_gptq: GPTQ through GPTQModel, kernels chosen at load (recorded)."""
 
+    NOTEBOOK: ClassVar[str] = "12_gptq"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+
     recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
                                                    "damp": 0.01}])
 
@@ -71,6 +86,11 @@ class GPTQParams(CompressParams):
 class SmoothQuantParams(CompressParams):
     """13_smoothquant: smoothing + W8A8 (int8 per-channel weights, int8 per-token activations)."""
 
+    NOTEBOOK: ClassVar[str] = "13_smoothquant"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+
     recipe: list = field(default_factory=lambda: [{"method": "smoothquant", "alpha": 0.5}])
 
     def __post_init__(self):
@@ -82,6 +102,11 @@ class SmoothQuantParams(CompressParams):
 class SmoothQuantNF4Params(CompressParams):
     """14_smoothquant_nf4: smoothing, then NF4 weights."""
 
+    NOTEBOOK: ClassVar[str] = "14_smoothquant_nf4"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+
     recipe: list = field(default_factory=lambda: [{"method": "smoothquant-nf4", "alpha": 0.5}])
 
     def __post_init__(self):
@@ -90,35 +115,33 @@ class SmoothQuantNF4Params(CompressParams):
 
 
 @dataclass
-class GPTQBitsParams(SweepParams):
-    """15_gptq_bits: GPTQ at each bit width, everything else fixed."""
+class GPTQBitsParams(GPTQParams):
+    """15_gptq_bits: GPTQ at one bit width, everything else fixed; the params file sweeps ``bits``."""
 
-    recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
-                                                   "damp": 0.01}])
-    sweep: str = "bits"
-    values: list = field(default_factory=lambda: [2, 3, 4, 8])
+    NOTEBOOK: ClassVar[str] = "15_gptq_bits"
+    SMOKE_SWEEP: ClassVar[dict] = {"bits": [2, 4]}
 
     def __post_init__(self):
-        super().__post_init__()
+        CompressParams.__post_init__(self)
         _require_method(self.recipe, ("gptq",), "15_gptq_bits")
-        if self.sweep != "bits":
-            raise ParamsError(f"15_gptq_bits sweeps 'bits', got sweep={self.sweep!r}")
 
 
 @dataclass
-class CalibrationSizeParams(SweepParams):
-    """16_calibration_size: GPTQ or SmoothQuant with 8, 32, 128, 512 calibration texts per direction (real runs)."""
+class CalibrationSizeParams(CompressParams):
+    """16_calibration_size: GPTQ or SmoothQuant with ``calib_per_direction`` texts; the params file sweeps it."""
 
     recipe: list = field(default_factory=lambda: [{"method": "gptq", "bits": 4, "group_size": 32, "act_order": False,
                                                    "damp": 0.01}])
-    sweep: str = "calib_per_direction"
-    values: list = field(default_factory=lambda: [1, 2])
+
+    NOTEBOOK: ClassVar[str] = "16_calibration_size"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+    SMOKE_SWEEP: ClassVar[dict] = {"calib_per_direction": [1, 2]}
 
     def __post_init__(self):
         super().__post_init__()
         _require_method(self.recipe, ("gptq", "smoothquant", "smoothquant-nf4"), "16_calibration_size")
-        if self.sweep != "calib_per_direction":
-            raise ParamsError(f"16_calibration_size sweeps 'calib_per_direction', got sweep={self.sweep!r}")
 
 
 # --------------------------------------------------------------------------------------------- checks

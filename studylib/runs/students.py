@@ -12,11 +12,90 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from studylib.core import data, efficiency, evaluation, models, prompts, records, training
 from studylib.runs import distillation
-from studylib.methods import apply_recipe, build_recipe
+from studylib.core.params import EvalParams, ParamsError, _check, check_training, normalize_directions, _positive_int
+from studylib.methods import MethodError, apply_recipe, build_recipe
+
+
+
+@dataclass
+class StudentParams(EvalParams):
+    """31_model_a: a (pruned) student recovered with QLoRA on human + KD (+ out-of-domain) data."""
+
+    NOTEBOOK: ClassVar[str] = "31_model_a"
+    FAMILY: ClassVar[str] = "distillation"
+    GPU: ClassVar[str] = "exclusive"  # times decoding
+    H200_MINUTES: ClassVar[float] = 25.0
+
+    prune_recipe: list = field(default_factory=list)
+    train_directions: list | str = "all"
+    human_per_direction: int | None = 4
+    kd_data: str | None = None
+    ood_total: int = 0
+    ood_test_per_direction: int = 2
+    qlora_r: int = 64
+    qlora_alpha: int = 128
+    qlora_dropout: float = 0.0
+    rslora: bool = True
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    train_batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 128
+    warmup_ratio: float = 0.03
+    teacher_record: str | None = None
+    save_dir: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.prompt_style != "alma-fewshot", "students are prompted zero-shot: use 'alma' or 'tower'")
+        self.train_directions = normalize_directions(self.train_directions)
+        _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
+        _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
+        _positive_int("ood_test_per_direction", self.ood_test_per_direction)
+        _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
+        check_training(self, lora="qlora_")
+        _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
+               f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")
+        _check(self.kd_data is None or str(self.kd_data).endswith((".jsonl", ".jsonl.gz")),
+               f"kd_data must be a .jsonl(.gz) file from 30_kd_data, got {self.kd_data!r}")
+        if self.prune_recipe:
+            try:
+                build_recipe(self.prune_recipe)
+            except MethodError as err:
+                raise ParamsError(str(err)) from err
+
+    def uses(self) -> list[str]:
+        return (super().uses() + ([self.kd_data] if self.kd_data else [])
+                + ([f"results/runs/{self.teacher_record}"] if self.teacher_record else []))
+
+
+@dataclass
+class ModelBParams(StudentParams):
+    """32_model_b: the student is the teacher with decoder layers removed before QLoRA."""
+
+    NOTEBOOK: ClassVar[str] = "32_model_b"
+
+    prune_recipe: list = field(default_factory=lambda: [{"method": "layer-prune-middle", "depth": 1}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(bool(self.prune_recipe), "Model B is a pruned student: prune_recipe must not be empty")
+
+
+@dataclass
+class OODSizeParams(ModelBParams):
+    """33_ood_size: Model B recovered with ``ood_total`` out-of-domain pairs added (the params file sweeps it)."""
+
+    NOTEBOOK: ClassVar[str] = "33_ood_size"
+    SMOKE_SWEEP: ClassVar[dict] = {"ood_total": [0, 4]}
 
 
 def training_set(cfg, root) -> tuple[list, dict, dict]:
@@ -113,7 +192,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         extra["retention_chrf++"] = retention(ev.metrics, teacher)
         extra["teacher_record"] = cfg.teacher_record
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
-                               metrics=ev.metrics, efficiency=eff,
+                               **cfg.identity(), metrics=ev.metrics, efficiency=eff,
                                outputs=ev.outputs if cfg.keep_outputs else None, extra=extra)
 
 

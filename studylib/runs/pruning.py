@@ -1,8 +1,5 @@
 """Parameters of the pruning notebooks (20-27), validated before any model loads.
 
-Notebooks name their class in their metadata as ``"studylib.runs.pruning_params:ClassName"``; each notebook's
-``parameters`` cell declares the same names with the same (CPU smoke) defaults.
-
 * 20-24 (weight pruning) are :class:`~studylib.core.params.CompressParams` with a default recipe of their own.
 * 25 (layer pruning), 26 (head pruning) and 27 (the prune-depth sweep) carry their selection parameters and an
   optional recovery fine-tuning (``recovery``: ``none``, ``full`` or ``lora``) on ALMA's train split.
@@ -11,6 +8,7 @@ Notebooks name their class in their metadata as ``"studylib.runs.pruning_params:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from studylib.core.params import CompressParams, EvalParams, ParamsError, _check, _positive_int, check_training, normalize_directions
 
@@ -18,6 +16,7 @@ RECOVERY = ("none", "full", "lora")
 STRATEGIES = ("iterative", "middle")
 SELECTION_METRICS = ("chrf", "chrf++")
 HEAD_SCOPES = ("per-layer", "global")
+STAGES = ("before", "after")
 
 
 def _recipe_uses(recipe, method: str) -> bool:
@@ -27,6 +26,11 @@ def _recipe_uses(recipe, method: str) -> bool:
 @dataclass
 class WandaParams(CompressParams):
     """20_wanda: Wanda, unstructured (50 % by default)."""
+
+    NOTEBOOK: ClassVar[str] = "20_wanda"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
 
     recipe: list = field(default_factory=lambda: [{"method": "wanda", "sparsity": 0.5}])
 
@@ -38,6 +42,11 @@ class WandaParams(CompressParams):
 @dataclass
 class Wanda24Params(CompressParams):
     """21_wanda_2of4: Wanda with a 2:4 pattern; its speed with semi-structured sparse kernels where CUDA has one."""
+
+    NOTEBOOK: ClassVar[str] = "21_wanda_2of4"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
 
     recipe: list = field(default_factory=lambda: [{"method": "wanda", "n": 2, "m": 4}])
     sparse_kernel_speed: bool = True
@@ -52,6 +61,11 @@ class Wanda24Params(CompressParams):
 class SparseGPTParams(CompressParams):
     """22_sparsegpt: SparseGPT, unstructured 50 % by default (llm-compressor backend)."""
 
+    NOTEBOOK: ClassVar[str] = "22_sparsegpt"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 5.0
+
     recipe: list = field(default_factory=lambda: [{"method": "sparsegpt", "sparsity": 0.5}])
 
     def __post_init__(self):
@@ -63,6 +77,11 @@ class SparseGPTParams(CompressParams):
 class DSnoTParams(CompressParams):
     """23_dsnot: DSnoT prune-and-grow on a Wanda (or SparseGPT) mask."""
 
+    NOTEBOOK: ClassVar[str] = "23_dsnot"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 8.0
+
     recipe: list = field(default_factory=lambda: [{"method": "dsnot", "init": "wanda", "sparsity": 0.5}])
 
     def __post_init__(self):
@@ -73,6 +92,11 @@ class DSnoTParams(CompressParams):
 @dataclass
 class WandaGPTQParams(CompressParams):
     """24_wanda_gptq: Wanda 50 % then GPTQ 4-bit (the Wanda+GPTQ combination of Vincenti et al. on ALMA)."""
+
+    NOTEBOOK: ClassVar[str] = "24_wanda_gptq"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 8.0
 
     # smoke: group size 32 (the tiny model's 64 input columns; the full run uses 128)
     recipe: list = field(default_factory=lambda: [{"method": "wanda", "sparsity": 0.5},
@@ -146,6 +170,11 @@ class LayerPruneParams(LayerSelectionParams):
     """25_layer_pruning: remove ``depth`` decoder layers, iteratively by dev chrF++ or the middle block; optional
     recovery fine-tuning."""
 
+    NOTEBOOK: ClassVar[str] = "25_layer_pruning"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 15.0
+
     strategy: str = "iterative"
     depth: int = 1
     recovery: str = "lora"
@@ -157,40 +186,35 @@ class LayerPruneParams(LayerSelectionParams):
 
 
 @dataclass
-class PruneDepthParams(LayerSelectionParams):
-    """27_prune_depth: ``depths`` x ``strategies`` x (before, after recovery); one record per setting.
+class PruneDepthParams(LayerPruneParams):
+    """27_prune_depth: one setting of the prune-depth ablation: ``strategy`` and ``depth`` as in 25, measured
+    ``before`` recovery (recovery ``none``) or ``after`` it; the params file sweeps strategy x depth x stage.
 
     The smoke default removes 1 layer: the tiny model has only 2. The full run removes 2, 4, 6, 8 of 18.
     """
 
-    depths: list = field(default_factory=lambda: [1])
-    strategies: list = field(default_factory=lambda: ["iterative", "middle"])
+    NOTEBOOK: ClassVar[str] = "27_prune_depth"
+    SMOKE_SWEEP: ClassVar[dict] = {"depth": [1]}
+    stage: str = "after"
     recovery: str = "full"
-    # the pipeline may run one strategy a job (same records); not one depth a job: the iterative depths share one
-    # greedy order, computed once to the deepest
-    SPLIT_AXES = ("strategies",)
 
     def __post_init__(self):
+        _check(self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "before":
+            self.recovery = "none"
         super().__post_init__()
-        _check(isinstance(self.depths, list) and self.depths and len(set(self.depths)) == len(self.depths)
-               and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.depths),
-               f"depths must be a non-empty list of distinct positive integers, got {self.depths!r}")
-        _check(isinstance(self.strategies, list) and self.strategies and set(self.strategies) <= set(STRATEGIES)
-               and len(set(self.strategies)) == len(self.strategies),
-               f"strategies must be a non-empty list from {STRATEGIES}, got {self.strategies!r}")
-        _check(self.recovery != "none", "27_prune_depth compares before and after recovery: recovery must be 'full' or 'lora'")
-
-    def expected_records(self) -> list[tuple[str, dict]]:
-        """(run name, params) of every record the sweep writes: the pipeline skips it when all exist."""
-        from studylib.runs import layer_sweep
-
-        subs = [layer_sweep.setting_params(self, s) for s in layer_sweep.settings(self)]
-        return [(sub.run_name, sub.as_dict()) for sub in subs]
+        _check(self.stage == "before" or self.recovery != "none",
+               "27_prune_depth after recovery needs recovery 'full' or 'lora'")
 
 
 @dataclass
 class HeadPruneParams(RecoveryParams):
     """26_head_pruning: remove the query heads of lowest gradient importance (Michel et al. 2019) on ALMA dev."""
+
+    NOTEBOOK: ClassVar[str] = "26_head_pruning"
+    FAMILY: ClassVar[str] = "pruning"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 10.0
 
     head_fraction: float = 0.25
     head_scope: str = "per-layer"
