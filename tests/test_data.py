@@ -65,6 +65,64 @@ def test_resolve_data_dir_needs_env_or_argument(monkeypatch, tmp_path):
     assert resolve_data_dir(tmp_path) == tmp_path  # the argument wins over the variable
 
 
+def _one_line(err) -> str:
+    """The error's message, checked to be one line raised without a chained traceback."""
+    message = str(err.value)
+    assert "\n" not in message
+    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+    return message
+
+
+def test_missing_data_folder_is_one_line_naming_path_and_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("STUDYLIB_DATA", raising=False)
+    with pytest.raises(DataError) as err:
+        load_alma("de-en", "test")
+    assert "$STUDYLIB_DATA" in _one_line(err)
+    monkeypatch.setenv("STUDYLIB_DATA", str(tmp_path / "nowhere"))
+    for call in (lambda: load_alma("de-en", "test"), lambda: load_few_shot("de-en"), lambda: load_tatoeba("de-en"),
+                 lambda: load_split("wmt24", "en-de", "test")):
+        with pytest.raises(DataError) as err:
+            call()
+        message = _one_line(err)
+        assert str(tmp_path / "nowhere") in message and "from $STUDYLIB_DATA" in message and "does not exist" in message
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="is not a folder") as err:
+        resolve_data_dir(tmp_path / "file")
+    assert "$STUDYLIB_DATA" in _one_line(err)
+
+
+def test_a_root_without_the_data_says_so(tmp_path):
+    """A root that exists but holds no alma/ (or tatoeba/, wmt24/): the file and the variable are named."""
+    cases = [
+        (lambda: load_alma("de-en", "test", root=tmp_path), "alma/human_written_data/deen/test.de-en.json", "alma/"),
+        (lambda: load_alma("is-en", "dev", root=tmp_path), "train.is-en.is", "alma/"),
+        (lambda: load_few_shot("de-en", root=tmp_path), "HW-5-shot/shots.de-en.json", "alma/"),
+        (lambda: load_tatoeba("de-en", root=tmp_path), "tatoeba-test-v2021-08-07.deu", "tatoeba/"),
+        (lambda: load_split("wmt24", "en-de", "test", root=tmp_path), "wmt24/wmt24.jsonl", "wmt24/"),
+    ]
+    for call, path, top in cases:
+        with pytest.raises(DataError) as err:
+            call()
+        message = _one_line(err)
+        assert path in message and f"has no {top}" in message and "$STUDYLIB_DATA" in message
+
+
+def test_unreadable_files_and_bad_records_are_one_line(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"langs": "en-de", "src": "\xe9", "tgt": "b"}\n')
+    with pytest.raises(DataError, match="latin1.jsonl: not UTF-8") as err:
+        load_jsonl(bad)
+    _one_line(err)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{oops\n")
+    with pytest.raises(DataError, match="broken.jsonl:1") as err:
+        load_jsonl(broken)
+    _one_line(err)
+    with pytest.raises(DataError, match="fr-en") as err:
+        load_alma("fr-en", "test", root=tmp_path)
+    _one_line(err)
+
+
 # ------------------------------------------------------------------ real ALMA data
 
 TRAIN_PAIRS = {"cs": 12076, "de": 14211, "is": 2009, "ru": 15000, "zh": 15406}

@@ -63,3 +63,73 @@ def test_evaluation_decodes_all_directions_together_and_scores_each_on_its_own(t
         assert ev.metrics[direction]["chrf++"] == metrics.corpus_scores(alone.texts, [e.tgt for e in examples], tgt,
                                                                         ["chrf++"])["chrf++"]
     assert ev.new_tokens == sum(m["new_tokens"] for m in ev.metrics.values())
+
+
+class _RecordingBar:
+    """Stands in for tqdm in ``generation``: records the bar's settings and every update."""
+
+    made: list = []
+
+    def __init__(self, total=None, desc=None, disable=False, unit="it", **kwargs):
+        self.total, self.unit, self.disable, self.n, self.updates = total, unit, disable, 0, []
+        _RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+        self.n += n
+
+    def set_postfix_str(self, s="", refresh=True):
+        self.postfix = s
+
+    def close(self):
+        pass
+
+
+PROMPTS_130 = [f"Translate this from German to English:\nGerman: Satz {i} {'lang ' * (i % 13)} Wort{i * 7}\nEnglish:"
+               for i in range(130)]
+
+
+def _recording(monkeypatch):
+    from studylib.core import generation
+
+    _RecordingBar.made = []
+    monkeypatch.setattr(generation, "tqdm", _RecordingBar)
+    return _RecordingBar.made
+
+
+def test_progress_counts_segments_batch_by_batch(tiny, monkeypatch):
+    """130 prompts in batches of 64: the bar (total = segments, unit 'seg') moves at least three times."""
+    model, tok = tiny
+    bars = _recording(monkeypatch)
+    out = generate(model, tok, PROMPTS_130, batch_size=64, max_new_tokens=4)
+    (bar,) = bars
+    assert (bar.total, bar.unit, bar.disable) == (130, "seg", False)
+    assert len([n for n in bar.updates if n]) >= 3 and bar.n == 130 == len(out.texts)
+
+
+def test_progress_advances_inside_one_wide_batch_and_changes_nothing(tiny, monkeypatch):
+    """One batch of 130: the bar advances as segments reach their stop token during decoding, not only at the
+    end of the batch, and the outputs are exactly those decoded without a bar (and at batch size 1).
+
+    The tiny random model rarely emits a newline, so its most frequent token is made a stop token here; rows
+    then stop at many different steps, as a real model's translations do."""
+    import collections
+
+    from studylib.core import generation
+
+    model, tok = tiny
+    enc = tok(PROMPTS_130, return_tensors="pt", padding=True)
+    raw = model.generate(**enc, do_sample=False, max_new_tokens=16, pad_token_id=tok.pad_token_id,
+                         eos_token_id=[tok.eos_token_id])
+    common = collections.Counter(raw[:, enc["input_ids"].shape[1]:].flatten().tolist()).most_common(1)[0][0]
+    monkeypatch.setattr(generation, "stop_token_ids", lambda t: sorted({t.eos_token_id, common}))
+    plain = generate(model, tok, PROMPTS_130, batch_size=1000, max_new_tokens=16, progress=False)
+    bars = _recording(monkeypatch)
+    shown = generate(model, tok, PROMPTS_130, batch_size=1000, max_new_tokens=16)
+    (bar,) = bars
+    assert (bar.total, bar.unit) == (130, "seg") and bar.n == 130
+    assert len([n for n in bar.updates if n]) >= 3  # several reports within the single batch
+    assert shown.texts == plain.texts and shown.new_tokens == plain.new_tokens
+    assert len(set(plain.new_tokens)) >= 3  # rows did stop at different steps
+    one = generate(model, tok, PROMPTS_130[:20], batch_size=1, max_new_tokens=16, progress=False)
+    assert one.texts == plain.texts[:20]

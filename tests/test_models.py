@@ -37,8 +37,37 @@ def test_hub_id_with_unreachable_hub_names_the_offline_default(monkeypatch, tmp_
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
-    with pytest.raises(models.ModelNotAvailable, match="offline default model_id='gemma-3-270m'"):
+    with pytest.raises(models.ModelNotAvailable, match="offline default model_id='gemma-3-270m'") as err:
         models.checkpoint_path("Unbabel/TowerInstruct-7B-v0.2")
+    message = str(err.value)
+    assert "\n" not in message and "'Unbabel/TowerInstruct-7B-v0.2'" in message and "no route to host" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chain of hub-client tracebacks
+
+
+def test_a_hub_that_never_answers_is_given_up_on_quickly(monkeypatch, tmp_path):
+    """A network that swallows packets (the name lookup or the request never returns) must not hold the run."""
+    import threading
+    import time
+
+    import huggingface_hub
+
+    release = threading.Event()
+
+    def hangs(self, *a, **k):
+        release.wait(60)
+        raise OSError("released")
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", hangs)
+    monkeypatch.setattr(models, "HUB_TIMEOUT_S", 0.5)
+    start = time.monotonic()
+    try:
+        with pytest.raises(models.ModelNotAvailable, match=r"haoranxu/ALMA-7B.*no answer within 0.5 s.*gemma-3-270m"):
+            models.checkpoint_path("haoranxu/ALMA-7B")
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
 
 
 def test_tiny_model_is_a_gemma3_with_gemma_special_ids(tiny):

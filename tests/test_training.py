@@ -75,3 +75,31 @@ def test_teacher_training_data_is_disjoint_from_every_test_set(data_root):
         data.assert_no_test_overlap(train, pool, purpose="teacher training")
     p, t = prompts.training_text(kept[0], "alma")
     assert p.endswith("English:") and t.endswith("\n")
+
+
+def test_progress_bar_counts_optimizer_steps(monkeypatch):
+    """The fine-tuning bar knows the total number of optimizer steps (so tqdm shows an ETA) and reaches it."""
+    from studylib.core import models
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, desc=None, disable=False, unit="it", **kwargs):
+            self.total, self.unit, self.disable, self.n = total, unit, disable, 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(training, "tqdm", Bar)
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
+    result = training.finetune(model, tok, PAIRS, epochs=1, batch_size=4, grad_accum=2, learning_rate=1e-3)
+    (bar,) = bars
+    assert (bar.total, bar.unit, bar.disable) == (result.steps, "step", False) == (2, "step", False)
+    assert bar.n == bar.total

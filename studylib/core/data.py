@@ -34,8 +34,10 @@ Test-set hygiene
     pairs are dropped first.
 
 Errors
-    Every missing file, unknown direction or malformed record is one :class:`DataError`
-    (a ``ValueError``) that names the offending path. Unknown directions raise
+    Every missing folder or file, unknown direction or malformed record is one :class:`DataError`
+    (a ``ValueError``) with a one-line message that names the offending path (and, for the data
+    folder and the files under it, ``$STUDYLIB_DATA``), raised without a chained traceback: the
+    message says all there is. Unknown directions raise
     :class:`UnknownDirection`, which is both a ``DataError`` and the
     ``languages.UnknownDirectionError``. :class:`DataLeakError` is deliberately an
     ``AssertionError`` and *not* a ``DataError``: a leak is a broken invariant of the
@@ -123,12 +125,15 @@ def _direction(direction: str) -> tuple[str, str]:
     try:
         return parse_direction(direction)
     except UnknownDirectionError as exc:
-        raise UnknownDirection(str(exc)) from exc
+        raise UnknownDirection(str(exc)) from None
 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+
+
+_LAYOUT = "the folder holding alma/, tatoeba/ and wmt24/"
 
 
 def _need_file(path: Path, what: str) -> Path:
@@ -137,24 +142,47 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
+def _need_data_file(root: Path, path: Path, what: str) -> Path:
+    """``path``, a file under the data root ``root``; if it is missing, one DataError naming it and $STUDYLIB_DATA
+    (and, when a whole top folder such as ``alma/`` is absent, saying so: the root is then likely the wrong one)."""
+    if path.is_file():
+        return path
+    top = root / path.relative_to(root).parts[0]
+    if not top.is_dir():
+        raise DataError(f"missing {what}: {path} ({root} has no {top.name}/; ${ENV_VAR} must name {_LAYOUT})")
+    raise DataError(f"missing {what}: {path} (data folder {root}, from root= or ${ENV_VAR})")
+
+
+def _read_text(path: Path, what: str) -> str:
+    _need_file(path, what)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
 def normalize(sentence: str) -> str:
     """The form in which sentences are compared for test overlap: whitespace collapsed."""
     return " ".join(sentence.split())
 
 
 def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data root: ``path`` if given, else ``$STUDYLIB_DATA``; it must be a folder."""
+    """The data root: ``path`` if given, else ``$STUDYLIB_DATA``; it must be a folder.
+
+    Unset, missing or not a folder: one DataError naming the path, where it came from, and ``$STUDYLIB_DATA``.
+    """
+    origin = "as given"
     if path is None:
-        path = os.environ.get(ENV_VAR)
+        path, origin = os.environ.get(ENV_VAR), f"from ${ENV_VAR}"
         if not path:
-            raise DataError(
-                f"no data folder given: pass root=... or set {ENV_VAR} to the folder holding "
-                f"alma/, tatoeba/ and wmt24/ (in this workplace: export {ENV_VAR}=../shared/data "
-                "from the project root)"
-            )
+            raise DataError(f"no data folder: set ${ENV_VAR} to {_LAYOUT} "
+                            f"(here: export {ENV_VAR}=../shared/data from the project root) or pass root=")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataError(f"data folder does not exist: {root} (from root= or ${ENV_VAR})")
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data folder {root} ({origin}) {state}; ${ENV_VAR} must name {_LAYOUT}")
     return root
 
 
@@ -163,8 +191,7 @@ def alma_dir(root: str | os.PathLike | None = None) -> Path:
 
 
 def _read_lines(path: Path) -> list[str]:
-    _need_file(path, "text file")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, "text file")
     # split on "\n" only: str.splitlines would also break on U+2028, U+0085 inside sentences
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -173,11 +200,11 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    _need_file(path, what)
+    text = _read_text(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _pair_from_record(rec: Any, xx: str, where: str, key: str = "translation") -> tuple[str, str]:
@@ -186,7 +213,7 @@ def _pair_from_record(rec: Any, xx: str, where: str, key: str = "translation") -
         tr = rec[key]
         a, b = tr[xx], tr["en"]
     except (KeyError, TypeError):
-        raise DataError(f"{where}: expected {{{key!r}: {{{xx!r}: ..., 'en': ...}}}}, got {str(rec)[:200]}")
+        raise DataError(f"{where}: expected {{{key!r}: {{{xx!r}: ..., 'en': ...}}}}, got {str(rec)[:200]!r}") from None
     if not isinstance(a, str) or not isinstance(b, str):
         raise DataError(f"{where}: sentences must be strings, got {str(rec)[:200]}")
     return a.strip(), b.strip()
@@ -235,10 +262,17 @@ def load_parallel_text(src_path, tgt_path, direction: str) -> list[Example]:
 # --------------------------------------------------------------------------- ALMA
 
 
+def _alma_file(root, direction: str, name: str, what: str) -> Path:
+    """A file of ALMA's folder for ``direction`` (e.g. ``deen/test.de-en.json``), checked to exist."""
+    root = resolve_data_dir(root)
+    return _need_data_file(root, alma_dir(root) / pair_code(direction) / name, what)
+
+
 def _alma_train_pairs(direction: str, root) -> list[tuple[str, str]]:
     xx = non_english(direction)
-    folder = alma_dir(root) / pair_code(direction)
-    ex = load_parallel_text(folder / f"train.{xx}-en.{xx}", folder / f"train.{xx}-en.en", f"{xx}-en")
+    src = _alma_file(root, direction, f"train.{xx}-en.{xx}", "ALMA train file")
+    tgt = _alma_file(root, direction, f"train.{xx}-en.en", "ALMA train file")
+    ex = load_parallel_text(src, tgt, f"{xx}-en")
     return [(e.src, e.tgt) for e in ex]
 
 
@@ -262,10 +296,10 @@ def load_alma(direction: str, split: str, root=None) -> list[Example]:
     src, tgt = _direction(direction)
     _check_split(split)
     xx = non_english(direction)
-    folder = alma_dir(root) / pair_code(direction)
 
     if split == "test":
-        return _orient(_json_array_pairs(folder / f"test.{src}-{tgt}.json", xx, "ALMA test file"), direction)
+        path = _alma_file(root, direction, f"test.{src}-{tgt}.json", "ALMA test file")
+        return _orient(_json_array_pairs(path, xx, "ALMA test file"), direction)
 
     if xx == "is":
         pairs = _alma_train_pairs(direction, root)
@@ -275,7 +309,8 @@ def load_alma(direction: str, split: str, root=None) -> list[Example]:
     if split == "train":
         return _orient(_alma_train_pairs(direction, root), direction)
 
-    return _orient(_json_array_pairs(folder / f"valid.{xx}-en.json", xx, "ALMA valid file"), direction)
+    path = _alma_file(root, direction, f"valid.{xx}-en.json", "ALMA valid file")
+    return _orient(_json_array_pairs(path, xx, "ALMA valid file"), direction)
 
 
 def load_few_shot(direction: str, kind: str = "HW-5-shot", root=None) -> list[tuple[str, str]]:
@@ -283,12 +318,13 @@ def load_few_shot(direction: str, kind: str = "HW-5-shot", root=None) -> list[tu
     src, tgt = _direction(direction)
     if kind not in FEW_SHOT_KINDS:
         raise DataError(f"unknown few-shot kind {kind!r}: use one of {', '.join(FEW_SHOT_KINDS)}")
-    path = alma_dir(root) / kind / f"shots.{src}-{tgt}.json"
+    root = resolve_data_dir(root)
+    path = _need_data_file(root, alma_dir(root) / kind / f"shots.{src}-{tgt}.json", "few-shot file")
     records = _read_json(path, "few-shot file")
     try:
         return [(r["source"].strip(), r["target"].strip()) for r in records]
     except (KeyError, TypeError, AttributeError):
-        raise DataError(f"{path}: expected a JSON array of {{'source': ..., 'target': ...}}")
+        raise DataError(f"{path}: expected a JSON array of {{'source': ..., 'target': ...}}") from None
 
 
 # --------------------------------------------------------------------------- hub
@@ -310,8 +346,8 @@ def load_hub(direction: str, split: str, dataset_id: str | None = None, cache_di
     local = f"load_split('alma', {direction!r}, {split!r}) with {ENV_VAR} set to a local copy"
     try:
         import datasets  # lazy: an optional dependency, absent on offline machines
-    except ImportError as exc:
-        raise DataError(f"the `datasets` package is not installed, so {dataset_id} cannot be read; use {local}") from exc
+    except ImportError:
+        raise DataError(f"the `datasets` package is not installed, so {dataset_id} cannot be read; use {local}") from None
 
     carve = xx == "is" and split == "dev"
     if split == "test":
@@ -321,7 +357,9 @@ def load_hub(direction: str, split: str, dataset_id: str | None = None, cache_di
     try:
         rows = datasets.load_dataset(dataset_id, config, split=hub_split, cache_dir=cache_dir)
     except Exception as exc:  # offline, unknown id/config: datasets raises many kinds
-        raise DataError(f"could not load {dataset_id} (config {config!r}, split {hub_split!r}): {exc}; use {local}") from exc
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"could not load {dataset_id} (config {config!r}, split {hub_split!r}: "
+                        f"{type(exc).__name__}: {why}); use {local}") from None
 
     where = f"{dataset_id}/{config}/{hub_split}"
     pairs = []
@@ -351,29 +389,27 @@ def load_jsonl(path, directions: Iterable[str] | None = None) -> list[Example]:
         wanted = set(directions)
         for d in wanted:
             _direction(d)
-    _need_file(path, "JSON-lines file")
     out, skipped = [], 0
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                langs, s, t = row["langs"], row["src"], row["tgt"]
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc})") from exc
-            except (KeyError, TypeError):
-                raise DataError(f"{path}:{n}: expected an object with 'langs', 'src', 'tgt', got {line[:200]!r}")
-            if not all(isinstance(v, str) for v in (langs, s, t)):
-                raise DataError(f"{path}:{n}: 'langs', 'src' and 'tgt' must be strings")
-            if langs not in wanted:
-                skipped += 1
-                continue
-            meta = tuple(
-                (k, v) for k, v in row.items()
-                if k not in ("langs", "src", "tgt") and (v is None or isinstance(v, (str, int, float, bool)))
-            )
-            out.append(Example(s.strip(), t.strip(), langs, meta))
+    for n, line in enumerate(_read_text(path, "JSON-lines file").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            langs, s, t = row["langs"], row["src"], row["tgt"]
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: not valid JSON ({exc})") from None
+        except (KeyError, TypeError):
+            raise DataError(f"{path}:{n}: expected an object with 'langs', 'src', 'tgt', got {line[:200]!r}") from None
+        if not all(isinstance(v, str) for v in (langs, s, t)):
+            raise DataError(f"{path}:{n}: 'langs', 'src' and 'tgt' must be strings")
+        if langs not in wanted:
+            skipped += 1
+            continue
+        meta = tuple(
+            (k, v) for k, v in row.items()
+            if k not in ("langs", "src", "tgt") and (v is None or isinstance(v, (str, int, float, bool)))
+        )
+        out.append(Example(s.strip(), t.strip(), langs, meta))
     if skipped:
         log.info("%s: skipped %d rows of other directions", path, skipped)
     return out
@@ -383,9 +419,11 @@ def load_tatoeba(direction: str, root=None) -> list[Example]:
     """Tatoeba test set v2021-08-07 for ``direction`` (file order: sorted alphabetically)."""
     _direction(direction)
     code = TATOEBA_CODES[non_english(direction)]
-    folder = resolve_data_dir(root) / "tatoeba" / "-".join(sorted((code, "eng")))
+    root = resolve_data_dir(root)
+    folder = root / "tatoeba" / "-".join(sorted((code, "eng")))
     stem = f"tatoeba-test-{TATOEBA_VERSION}"
-    xx_path, en_path = folder / f"{stem}.{code}", folder / f"{stem}.eng"
+    xx_path = _need_data_file(root, folder / f"{stem}.{code}", "Tatoeba file")
+    en_path = _need_data_file(root, folder / f"{stem}.eng", "Tatoeba file")
     if direction.startswith("en-"):
         return load_parallel_text(en_path, xx_path, direction)
     return load_parallel_text(xx_path, en_path, direction)
@@ -432,7 +470,8 @@ def load_split(source: str, direction: str, split: str, n: int | None = None, se
     elif source == "wmt24":
         if split != "test":
             raise DataError(f"wmt24 is a test set only; asked for split {split!r}")
-        path = resolve_data_dir(root) / "wmt24" / "wmt24.jsonl"
+        data_root = resolve_data_dir(root)
+        path = _need_data_file(data_root, data_root / "wmt24" / "wmt24.jsonl", "WMT24 file")
         examples = load_jsonl(path, [direction])
         if not examples:
             raise DataError(f"{path} has no rows for {direction} (WMT24 covers en->xx only)")

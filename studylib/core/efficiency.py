@@ -15,8 +15,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from studylib.core import gpulock
-
 
 def _logical_numel(p) -> int:
     """Elements of the weight a parameter stands for: bitsandbytes' 4-bit parameters pack two per byte."""
@@ -221,7 +219,7 @@ def decode_speed(model, tokenizer, prompt: str, *, batch_size: int = 1, new_toke
         top_k=None,
     )
     times = []
-    with gpulock.exclusive(), torch.inference_mode():  # alone on the GPU when runs share it
+    with torch.inference_mode():
         model.generate(**enc, **kwargs)  # warm-up, not timed
         for _ in range(repeats):
             with timed(device) as t:
@@ -261,7 +259,7 @@ def efficiency_report(model, tokenizer, *, prompt: str, batch_sizes=(1,), new_to
     }
     report["storage_gb"] = gb(report["storage_bytes"])
     speed = {}
-    with gpulock.exclusive(), PeakMemory(device) as peak:
+    with PeakMemory(device) as peak:
         for bs in batch_sizes:
             speed[f"batch{bs}"] = decode_speed(model, tokenizer, prompt, batch_size=bs, new_tokens=new_tokens,
                                                repeats=repeats)

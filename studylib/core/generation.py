@@ -1,4 +1,10 @@
-"""Batched greedy decoding with left padding, stopping each sequence at its first newline or EOS."""
+"""Batched greedy decoding with left padding, stopping each sequence at its first newline or EOS.
+
+Progress is reported from inside each batch. A batch stays one ``model.generate`` call as wide as the caller's
+``batch_size`` (on a GPU the width is what keeps a small model busy, and splitting it for the bar's sake would
+also change the padding each prompt is decoded with); the bar advances as each of its segments reaches its stop
+token, not only when the whole batch is done.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from studylib.core import gpulock
 from studylib.core.prompts import cut_output
 
 _STOP_IDS: dict[int, list[int]] = {}
@@ -39,11 +44,49 @@ def stop_token_ids(tokenizer) -> list[int]:
     return _STOP_IDS[key]
 
 
+def _reporter(bar, where: str, max_new_tokens: int):
+    """``report(n_new, step)`` for :class:`_FinishedSegments`: advance ``bar``; postfix refreshed at most once a second."""
+    last = [0.0]
+
+    def report(n_new: int, step: int) -> None:
+        if n_new:
+            bar.update(n_new)
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            bar.set_postfix_str(f"{where}, token {step}/{max_new_tokens}")
+
+    return report
+
+
 def _sync(device):
     import torch
 
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+class _FinishedSegments:
+    """A stopping criterion that stops nothing: after every decoding step it counts the rows of the batch that
+    have produced a stop token and hands the new ones to ``report(n_new, step)``, so a progress bar moves while
+    a wide batch decodes. Returning all-False leaves decoding exactly as without it."""
+
+    def __init__(self, stops, report):
+        self.stops, self.report = stops, report
+        self.done, self.step, self.count = None, 0, 0
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        import torch
+
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            self.stops = torch.as_tensor(self.stops, device=input_ids.device)
+        self.step += 1
+        self.done |= torch.isin(input_ids[:, -1], self.stops)
+        count = int(self.done.sum())
+        self.report(count - self.count, self.step)
+        self.count = count
+        return torch.zeros_like(self.done)
 
 
 def generate(
@@ -61,8 +104,14 @@ def generate(
     Prompts are decoded in batches sorted by length (less padding); results come back in the
     original order. The prompt strings are tokenized as they are: a tokenizer that prepends BOS
     does so here. Identical greedy outputs are expected at any batch size (tested on the tiny model).
+
+    With ``progress`` a tqdm bar counts finished segments (``total`` = number of prompts, unit "seg", with
+    rate and ETA); it advances during a batch as segments stop, and its postfix shows the batch and the decoding
+    step, refreshed at most once a second, so a batch whose segments all run to ``max_new_tokens`` still shows
+    it is alive. The bar changes nothing about what is decoded.
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -78,10 +127,15 @@ def generate(
     _sync(device)
     start = time.perf_counter()
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="seg")
-    for b in range(0, len(order), batch_size):
+    n_batches = -(-len(order) // batch_size)
+    for k, b in enumerate(range(0, len(order), batch_size), start=1):
         idx = order[b : b + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        with torch.inference_mode(), gpulock.shared():
+        extra, hook = {}, None
+        if progress:
+            hook = _FinishedSegments(stops, _reporter(bar, f"batch {k}/{n_batches}", max_new_tokens))
+            extra["stopping_criteria"] = StoppingCriteriaList([hook])
+        with torch.inference_mode():
             out = model.generate(
                 **enc,
                 do_sample=False,
@@ -92,6 +146,7 @@ def generate(
                 temperature=None,
                 top_p=None,
                 top_k=None,
+                **extra,
             )
         new = out[:, enc["input_ids"].shape[1] :]
         stop_set = torch.tensor(stops, device=new.device)
@@ -100,7 +155,7 @@ def generate(
             n = int(hit[0, 0]) + 1 if len(hit) else int(row.shape[0])
             counts[i] = n
             texts[i] = cut_output(tokenizer.decode(row[:n], skip_special_tokens=True))
-        bar.update(len(idx))
+        bar.update(len(idx) - (hook.count if hook else 0))  # the rest of the batch: rows cut by max_new_tokens
     bar.close()
     _sync(device)
     return Generations(texts=[t or "" for t in texts], new_tokens=counts, seconds=time.perf_counter() - start)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 OFFLINE_DEFAULT = "gemma-3-270m"
 TINY_MODEL = "tiny-gemma3"
-_DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -53,8 +53,8 @@ class ModelSpec:
     def __post_init__(self):
         if not isinstance(self.model_id, str) or not self.model_id.strip():
             raise ValueError("model_id must be a non-empty string")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         kind = model_kind(self.model_id)
@@ -155,31 +155,80 @@ def merge_adapter(adapter_dir: str) -> Path:
     return _build_atomically(final, write)
 
 
-def _hub_snapshot(model_id: str) -> str:
-    """Download (or find in the local cache) a hub model; without a hub, fail at once naming the offline default."""
+HUB_TIMEOUT_S = 10.0  # the most the hub check may take, name resolution included
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters): what a hub client's exception says."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
+def _hub_check(model_id: str, timeout: float | None = None) -> str | None:
+    """None when the hub answers for ``model_id``; else why not, in one line. Bounded by ``timeout`` (default
+    :data:`HUB_TIMEOUT_S`) in all: the request runs in a daemon thread, so even a name lookup that never returns
+    (a network that drops packets) cannot hold the run."""
+    import threading
+
+    from huggingface_hub import HfApi
+
+    timeout = HUB_TIMEOUT_S if timeout is None else timeout
+    outcome: list = []
+
+    def ask():
+        try:
+            HfApi().model_info(model_id, timeout=timeout)
+            outcome.append(None)
+        except Exception as err:  # no network, unknown repo, gated without a token
+            outcome.append(_one_line(err))
+
+    worker = threading.Thread(target=ask, name="studylib-hub-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+
+def _cached(model_id: str) -> str | None:
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
     try:
-        return snapshot_download(model_id, allow_patterns=patterns, local_files_only=True)
+        return snapshot_download(model_id, allow_patterns=_HUB_PATTERNS, local_files_only=True)
     except Exception:
-        pass
+        return None
+
+
+def check_available(model_id: str) -> None:
+    """For a hub id: fail at once, in one line, unless it is in the local cache or the hub answers for it.
+
+    The failure is ``ModelNotAvailable``, raised ``from None`` (the hub client's chain of httpx and DNS exceptions
+    adds nothing a user can act on), naming the id, why, and the offline default. Other model ids pass."""
+    if model_kind(model_id) != "hub" or _cached(model_id):
+        return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelNotAvailable(
             f"{model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
             f"use the offline default model_id={OFFLINE_DEFAULT!r} or a local checkpoint directory"
         )
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(model_id, timeout=10)
-    except Exception as err:  # no network, unknown repo, gated without a token
+    why = _hub_check(model_id)
+    if why is not None:
         raise ModelNotAvailable(
-            f"cannot reach {model_id!r} on the Hugging Face hub ({type(err).__name__}: {str(err)[:200]}); "
-            f"on a machine without hub access use the offline default model_id={OFFLINE_DEFAULT!r} "
-            f"or a local checkpoint directory"
-        ) from err
-    return snapshot_download(model_id, allow_patterns=patterns)
+            f"cannot reach {model_id!r} on the Hugging Face hub ({why}); without hub access use the offline "
+            f"default model_id={OFFLINE_DEFAULT!r} or a local checkpoint directory"
+        ) from None
+
+
+def _hub_snapshot(model_id: str) -> str:
+    """Find a hub model in the local cache, else download it (:func:`check_available` first)."""
+    from huggingface_hub import snapshot_download
+
+    cached = _cached(model_id)
+    if cached:
+        return cached
+    check_available(model_id)
+    return snapshot_download(model_id, allow_patterns=_HUB_PATTERNS)
 
 
 QUANT_CHOICES = ("none", "8bit", "4bit")

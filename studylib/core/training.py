@@ -1,7 +1,8 @@
 """Supervised fine-tuning on (prompt, target) pairs: full fine-tuning or LoRA, loss on the target only.
 
 A plain PyTorch loop (AdamW, linear warm-up and decay, gradient clipping, bf16 autocast on CUDA) with a
-progress bar and a loss log, so that what a run did is visible and recorded.
+progress bar over the optimizer steps (its total known up front, so it shows an ETA) and a loss log, so that
+what a run did is visible and recorded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
-
-from studylib.core import gpulock
 
 
 @dataclass
@@ -135,18 +134,17 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
     for micro, idx in enumerate(plan, start=1):
         ids, mask, labels = _collate(encoded, idx, pad_id, device)
         last = micro % grad_accum == 0 or micro == len(plan)
-        with gpulock.shared():  # one micro-batch (and its optimizer step) at a time, so timed runs can cut in
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower learning_rate")
-            (loss / grad_accum).backward()
-            running += loss.item()
-            if last:
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower learning_rate")
+        (loss / grad_accum).backward()
+        running += loss.item()
+        if last:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
         running_n += 1
         if last:
             step += 1
