@@ -1,6 +1,6 @@
-"""The formats the 7B benchmark measures, each built from the random architecture by the study's own code.
+"""The formats the benchmark measures, each built from the random architecture by the study's own code.
 
-Every builder starts from :func:`studylib.bench.benchmark.build_random` in float16 (the reference format) on the
+Every builder starts from :func:`studylib.bench.arch.build_random` in float16 (the reference format) on the
 benchmark's device and returns a :class:`Built`: the model, the kernel that actually holds its linear layers, and
 what the build did. Where a study method exists, its code path is the one used:
 
@@ -10,10 +10,10 @@ what the build did. Where a study method exists, its code path is the one used:
 ``bnb-nf4``           ``bnb-nf4`` with double quantization; compute dtype float16 (the reference's dtype).
 ``gptq-w4/w8``        ``studylib.methods.gptq`` (GPTQModel): 4 or 8 bits, ``gptq_group_size``, the kernel asked for
                       in ``gptq_backend`` (Marlin by default; the method falls back to GPTQModel's ``auto`` and records
-                      why). Calibration: random token ids (``gptq_calib_*`` for W4, the timed compression;
-                      ``gptq_w8_calib_*`` for W8, whose speed does not depend on it). GPTQModel wants a tokenizer
-                      saved with the checkpoint: a three-token placeholder (unk, bos, eos) is saved; the ids are given
-                      directly.
+                      why). Calibration: random token ids (``gptq_calib_*`` for W4, whose build is the timed GPTQ
+                      compression; ``gptq_w8_calib_*`` for W8, whose speed does not depend on it). GPTQModel wants a
+                      tokenizer saved with the checkpoint: a three-token placeholder (unk, bos, eos) is saved; the ids
+                      are given directly.
 ``sparse-2of4``       every decoder linear pruned to 2 of every 4 consecutive input weights by magnitude, then (CUDA)
                       converted with PyTorch's semi-structured sparse tensors: cuSPARSELt, else CUTLASS
                       (``sparse_kernel``); the first layer's output is checked against the dense product. On CPU
@@ -21,48 +21,26 @@ what the build did. Where a study method exists, its code path is the one used:
                       dense safetensors with zeros (the compressed format is not saved).
 ``layers-75/50``      the middle block of decoder layers removed (``studylib.methods.layers.keep_layers``: config and
                       KV-cache indices follow), keeping 75 % / 50 % of them.
-
-Compression timing of Wanda (:func:`time_wanda`) prunes the random fp16 model with the paper's procedure, layer by
-layer: the calibration activations entering decoder layer 0 are captured once; each layer's linears collect the
-input norms ``||X_j||`` over all calibration tokens, are pruned with ``studylib.methods.wanda.wanda_scores`` and
-``studylib.methods.pruning.prune_mask`` (per output row), and the layer is run again to give the next layer its inputs (as
-the reference implementation does). The study's ``wanda`` method does the same with texts and a tokenizer, re-running
-the stack up to each layer; this benchmark has neither, and one pass per layer is the reference's cost.
+``wanda-50``          Wanda at 50 % unstructured sparsity (:func:`studylib.bench.wanda.wanda_layerwise`) on
+                      ``wanda_calib_*`` random token ids; its pruning is the timed Wanda compression. The zeros stay
+                      in the dense weights (no kernel skips unstructured zeros), so it runs on the dense kernels.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
-VARIANTS = {
-    "fp16": "dense float16: the reference of every ratio",
-    "bf16": "dense bfloat16",
-    "bnb-int8": "bitsandbytes LLM.int8() (studylib.methods.bnb, threshold 6.0)",
-    "bnb-nf4": "bitsandbytes NF4, double quantization, float16 compute (studylib.methods.bnb)",
-    "gptq-w4": "GPTQ 4-bit through GPTQModel (studylib.methods.gptq), random-token calibration, kernel gptq_backend",
-    "gptq-w8": "GPTQ 8-bit through GPTQModel, a smaller random-token calibration, kernel gptq_backend",
-    "sparse-2of4": "2:4 magnitude pruning of every decoder linear, torch semi-structured sparse kernels on CUDA",
-    "layers-75": "the middle quarter of the decoder layers removed (75% kept)",
-    "layers-50": "the middle half of the decoder layers removed (50% kept)",
-}
-LABELS = {"fp16": "fp16", "bf16": "bf16", "bnb-int8": "INT8 (bnb)", "bnb-nf4": "NF4 (bnb)", "gptq-w4": "GPTQ W4",
-          "gptq-w8": "GPTQ W8", "sparse-2of4": "2:4 sparse", "layers-75": "75% layers", "layers-50": "50% layers"}
-LAYER_FRACTIONS = {"layers-75": 0.75, "layers-50": 0.5}
-SPARSE_KERNELS = ("auto", "cusparselt", "cutlass")
+import torch
 
-# Formats whose decoding step is known not to be capturable as a CUDA graph. On CUDA their static-cache decode is not
-# captured at all (studylib.bench.benchmark.capture_skip): the row's graph figures are None, its graph_mode says "not
-# attempted: <why>" and its eager figures stand. A capture that fails is not harmless: it can leave the device's default
-# CUDA generator in its "capturing" state, so every later use of the CUDA RNG in the process fails (see
-# studylib.bench.benchmark.recover_cuda_rng) -- hence a format known to fail is not tried.
-NO_GRAPH_CAPTURE = {  # the reason first: reports show the start of "not attempted: <reason>"
-    "bnb-int8": ("LLM.int8() cannot be captured as a CUDA graph, and a failed capture leaves the CUDA RNG unusable for "
-                 "the rest of the process (H200, 2026-11-21, torch 2.11.0+cu130, bitsandbytes 0.50.2: its capture "
-                 "failed at batch 1 with 'AcceleratorError: CUDA error: operation failed due to a previous error "
-                 "during capture', then the later GPTQ builds and the Wanda timing failed with 'Offset increment "
-                 "outside graph capture encountered unexpectedly')"),
-}
+from studylib.bench import arch
+from studylib.bench.schema import ARCHITECTURES, LABELS, NO_GRAPH_CAPTURE, VARIANTS
+from studylib.bench.wanda import wanda_layerwise
+
+LAYER_FRACTIONS = {"layers-75": 0.75, "layers-50": 0.5}
+WANDA_SPARSITY = {"wanda-50": 0.5}
+ZEROS_NOTE = "dense safetensors with the pruned weights as zeros (the sparse format is not saved compressed)"
 
 
 @dataclass
@@ -76,22 +54,20 @@ class Built:
 
 
 def _base(cfg, dtype: str = "float16"):
-    from studylib.bench.benchmark import build_random
-
-    return build_random(cfg.architecture, dtype, cfg.device, seed=cfg.seed)
+    return arch.build_random(cfg.architecture, dtype, cfg.device, seed=cfg.seed)
 
 
-def _sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+def _timed(device, fn):
+    """``(fn(), seconds)``, the device synchronized before and after."""
+    arch.sync(device)
+    start = time.perf_counter()
+    out = fn()
+    arch.sync(device)
+    return out, time.perf_counter() - start
 
 
 def linear_classes(model) -> dict:
     """How many of the decoder layers' linear modules each class holds (nn.Linear, Linear8bitLt, MarlinLinear...)."""
-    from collections import Counter
-
     from studylib.methods.pruning import decoder_layers
 
     counts = Counter()
@@ -112,6 +88,30 @@ def dense_kernel(model) -> str:
     return f"dense {dtype} matmul on {where}: {_census(model)}"
 
 
+def random_token_ids(vocab_size: int, samples: int, tokens: int, seed: int):
+    """``samples`` x ``tokens`` token ids, uniform in [3, vocab) (0-2 are pad/unk, bos, eos), on the CPU."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab_size, (samples, tokens), generator=g)
+
+
+def placeholder_tokenizer():
+    """A tokenizer of three special tokens (Llama's ids: unk 0, bos 1, eos 2): GPTQModel saves and loads one with
+    the checkpoint; the benchmark gives it token ids, never text."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<unk>": 0, "<s>": 1, "</s>": 2}, unk_token="<unk>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>")
+
+
+def decoder_linears(model) -> dict:
+    from studylib.methods.pruning import decoder_layers, layer_linears
+
+    return {f"{i}.{name}": lin for i, layer in enumerate(decoder_layers(model))
+            for name, lin in layer_linears(layer).items()}
+
+
 # ----------------------------------------------------------------------------------------------- builders
 
 
@@ -128,40 +128,16 @@ def _bnb(method_name: str, **params):
 
         method = methods.build(method_name, **params)
         base = _base(cfg)
-        _sync(cfg.device)
-        start = time.perf_counter()
-        model = method.apply(base, None)
-        _sync(cfg.device)
-        seconds = time.perf_counter() - start
+        model, seconds = _timed(cfg.device, lambda: method.apply(base, None))
         del base
         info = method.describe()
         return Built(model, f"{_census(model)}: {info.get('kernel')}", info, compress_seconds=seconds)
     return build
 
 
-def random_token_ids(vocab_size: int, samples: int, tokens: int, seed: int):
-    """``samples`` x ``tokens`` token ids, uniform in [3, vocab) (0-2 are pad/unk, bos, eos), on the CPU."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, vocab_size, (samples, tokens), generator=g)
-
-
-def placeholder_tokenizer():
-    """A tokenizer of three special tokens (Llama's ids: unk 0, bos 1, eos 2): GPTQModel saves and loads one with
-    the checkpoint; the benchmark gives it token ids, never text."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({"<unk>": 0, "<s>": 1, "</s>": 2}, unk_token="<unk>"))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<unk>")
-
-
 def _gptq(bits: int):
     def build(cfg) -> Built:
         from studylib import methods
-        from studylib.bench.benchmark import ARCHITECTURES
 
         samples, tokens = ((cfg.gptq_calib_samples, cfg.gptq_calib_tokens) if bits == 4
                            else (cfg.gptq_w8_calib_samples, cfg.gptq_w8_calib_tokens))
@@ -169,11 +145,7 @@ def _gptq(bits: int):
         ids = random_token_ids(ARCHITECTURES[cfg.architecture]["vocab_size"], samples, tokens, cfg.seed)
         calibration = [{"input_ids": row, "attention_mask": row.new_ones(row.shape)} for row in ids]
         base = _base(cfg)
-        _sync(cfg.device)
-        start = time.perf_counter()
-        model = method.apply(base, placeholder_tokenizer(), calibration)
-        _sync(cfg.device)
-        seconds = time.perf_counter() - start
+        model, seconds = _timed(cfg.device, lambda: method.apply(base, placeholder_tokenizer(), calibration))
         del base
         info = method.describe()
         info["calibration"] = {"samples": samples, "tokens_per_sample": tokens, "what": "random token ids"}
@@ -186,17 +158,8 @@ def _gptq(bits: int):
     return build
 
 
-def decoder_linears(model) -> dict:
-    from studylib.methods.pruning import decoder_layers, layer_linears
-
-    return {f"{i}.{name}": lin for i, layer in enumerate(decoder_layers(model))
-            for name, lin in layer_linears(layer).items()}
-
-
 def prune_2of4_magnitude(model) -> dict:
     """Zero the 2 smallest-magnitude weights of every 4 consecutive inputs of each decoder linear (in place)."""
-    import torch
-
     from studylib.methods.pruning import is_n_m, nm_prune_mask
 
     linears = decoder_linears(model)
@@ -211,7 +174,6 @@ def to_semi_structured(linears: dict, choice: str = "auto") -> tuple[str, dict]:
     """Swap each linear's weight for a semi-structured sparse tensor: cuSPARSELt, else CUTLASS (``auto``), or the one
     named. The first layer's product is checked against the dense one before all are converted. Returns (the
     subclass that holds the weights, what was tried); raises when none works."""
-    import torch
     from torch.sparse import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
 
     candidates = {"cusparselt": SparseSemiStructuredTensorCUSPARSELT, "cutlass": SparseSemiStructuredTensorCUTLASS}
@@ -252,21 +214,17 @@ def _sparse_2of4(cfg) -> Built:
     from studylib.core.efficiency import saved_storage_bytes
 
     model = _base(cfg)
-    _sync(cfg.device)
-    start = time.perf_counter()
-    info = prune_2of4_magnitude(model)
-    _sync(cfg.device)
-    info["prune_seconds"] = time.perf_counter() - start
+    info, seconds = _timed(cfg.device, lambda: prune_2of4_magnitude(model))
+    info["prune_seconds"] = seconds
     storage = saved_storage_bytes(model) if cfg.storage else None
-    note = "dense safetensors with the pruned weights as zeros (the 2:4 compressed format is not saved)"
     if not str(cfg.device).startswith("cuda"):
         info["sparse_kernel"] = "none on CPU"
         return Built(model, f"dense masked weights (no semi-structured sparse kernel on CPU): {_census(model)}", info,
-                     storage_bytes=storage, storage_note=note)
+                     storage_bytes=storage, storage_note=ZEROS_NOTE)
     holder, tried = to_semi_structured(decoder_linears(model), cfg.sparse_kernel)
     info.update(tried)
     return Built(model, f"{holder} x{info['linears']} (torch semi-structured sparse, {cfg.sparse_kernel})", info,
-                 storage_bytes=storage, storage_note=note)
+                 storage_bytes=storage, storage_note=ZEROS_NOTE)
 
 
 def _layers(fraction: float):
@@ -286,6 +244,25 @@ def _layers(fraction: float):
     return build
 
 
+def _wanda(sparsity: float):
+    def build(cfg) -> Built:
+        from studylib.methods.pruning import sparsity_report
+
+        ids = random_token_ids(ARCHITECTURES[cfg.architecture]["vocab_size"], cfg.wanda_calib_samples,
+                               cfg.wanda_calib_tokens, cfg.seed + 1)
+        model = _base(cfg)
+        done, seconds = _timed(cfg.device, lambda: wanda_layerwise(model, ids, sparsity=sparsity,
+                                                                   batch_size=cfg.wanda_batch_size))
+        info = {"sparsity": sparsity, "linear_sparsity": sparsity_report(model)["linear_sparsity"],
+                "calibration": {"samples": cfg.wanda_calib_samples, "tokens_per_sample": cfg.wanda_calib_tokens,
+                                "batch_size": cfg.wanda_batch_size, "what": "random token ids"},
+                **done, "implementation": "studylib.bench.wanda.wanda_layerwise (Wanda's scores and per-row masks "
+                                          "from studylib.methods.wanda / studylib.methods.pruning; one pass per layer)"}
+        kernel = f"{dense_kernel(model)} (unstructured zeros kept in the dense weights)"
+        return Built(model, kernel, info, storage_note=ZEROS_NOTE, compress_seconds=seconds)
+    return build
+
+
 BUILDERS = {
     "fp16": _dense("float16"),
     "bf16": _dense("bfloat16"),
@@ -296,6 +273,7 @@ BUILDERS = {
     "sparse-2of4": _sparse_2of4,
     "layers-75": _layers(LAYER_FRACTIONS["layers-75"]),
     "layers-50": _layers(LAYER_FRACTIONS["layers-50"]),
+    "wanda-50": _wanda(WANDA_SPARSITY["wanda-50"]),
 }
 assert set(BUILDERS) == set(VARIANTS) == set(LABELS)
 assert set(NO_GRAPH_CAPTURE) <= set(VARIANTS)
@@ -305,84 +283,3 @@ def build_variant(name: str, cfg) -> Built:
     if name not in BUILDERS:
         raise ValueError(f"unknown benchmark variant {name!r}; known: {', '.join(VARIANTS)}")
     return BUILDERS[name](cfg)
-
-
-# ----------------------------------------------------------------------------------------------- Wanda timing
-
-
-class _Captured(Exception):
-    pass
-
-
-def wanda_layerwise(model, input_ids, *, sparsity: float, batch_size: int, progress: bool = True) -> dict:
-    """Wanda (unstructured, per output row) of every decoder linear, one layer at a time on ``input_ids``
-    (samples x tokens), each layer seeing the outputs of the already pruned layers before it. In place."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from studylib.methods.wanda import wanda_scores
-    from studylib.methods.pruning import InputStats, decoder_layers, layer_linears, prune_mask
-
-    layers = decoder_layers(model)
-    device = next(model.parameters()).device
-    cache = []  # [hidden states, layer kwargs] per batch
-
-    def capture(_module, args, kwargs):
-        cache.append([args[0] if args else kwargs.pop("hidden_states"), kwargs])
-        raise _Captured
-
-    handle = layers[0].register_forward_pre_hook(capture, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(input_ids), batch_size):
-                try:
-                    model(input_ids=input_ids[start:start + batch_size].to(device), use_cache=False)
-                except _Captured:
-                    pass
-    finally:
-        handle.remove()
-    tokens = sum(h.shape[0] * h.shape[1] for h, _ in cache)
-    for layer in tqdm(layers, desc="wanda: layers", disable=not progress):
-        linears = layer_linears(layer)
-        stats = {name: InputStats(lin.in_features) for name, lin in linears.items()}
-        hooks = [lin.register_forward_pre_hook(
-                     lambda _m, args, s=stats[name]: s.add(args[0].reshape(-1, args[0].shape[-1])))
-                 for name, lin in linears.items()]
-        try:
-            with torch.no_grad():
-                for hidden, kwargs in cache:
-                    layer(hidden, **kwargs)
-        finally:
-            for h in hooks:
-                h.remove()
-        with torch.no_grad():
-            for name, lin in linears.items():
-                lin.weight[prune_mask(wanda_scores(lin.weight, stats[name].norm), sparsity)] = 0
-            del stats
-            for entry in cache:  # the next layer's inputs come from this pruned layer
-                out = layer(entry[0], **entry[1])
-                entry[0] = out[0] if isinstance(out, tuple) else out
-    return {"layers": len(layers), "calibration_tokens": tokens}
-
-
-def time_wanda(cfg) -> dict:
-    """Wanda at ``wanda_sparsity`` on the random fp16 model: synchronized wall time, and the sparsity it left."""
-    from studylib.bench.benchmark import ARCHITECTURES, free
-    from studylib.methods.pruning import sparsity_report
-
-    ids = random_token_ids(ARCHITECTURES[cfg.architecture]["vocab_size"], cfg.wanda_calib_samples,
-                           cfg.wanda_calib_tokens, cfg.seed + 1)
-    model = _base(cfg)
-    _sync(cfg.device)
-    start = time.perf_counter()
-    done = wanda_layerwise(model, ids, sparsity=cfg.wanda_sparsity, batch_size=cfg.wanda_batch_size)
-    _sync(cfg.device)
-    seconds = time.perf_counter() - start
-    report = sparsity_report(model)
-    model = None
-    free()
-    return {"seconds": seconds, "sparsity": cfg.wanda_sparsity, "linear_sparsity": report["linear_sparsity"],
-            "calibration": {"samples": cfg.wanda_calib_samples, "tokens_per_sample": cfg.wanda_calib_tokens,
-                            "batch_size": cfg.wanda_batch_size, "what": "random token ids"},
-            **done, "implementation": "studylib.bench.variants.wanda_layerwise (Wanda's scores and per-row masks "
-                                      "from studylib.methods.wanda / studylib.methods.pruning; one pass per layer)"}
