@@ -2,18 +2,18 @@ import json
 
 import pytest
 
-from studylib.report import catalog, figures, significance, tables
 from studylib.core import records
+from studylib.report import benchmark, cost, figures, significance, summary
 from synthetic import core, everything
 
 REF = "01_teacher/teacher-lora"
 
 
 def _inputs(results):
-    records.write_summary(results, "full")
+    summary.write_summary(results, "full")
     significance.write(results, "full", REF, n_samples=100)
-    summary = tables.load_summary(tables.summary_path(results, "full"))
-    return summary, significance.read_table(significance.table_path(results, "full"))
+    table = summary.load_summary(summary.summary_path(results, "full"))
+    return table, significance.read_table(significance.table_path(results, "full"))
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,12 @@ def full_study(tmp_path_factory):
 
 
 def _benchmark(results):
-    return tables.benchmark_data(records.load_records(results, "full"))
+    return benchmark.benchmark_data(summary.load_records(results, "full"))
 
 
 def test_every_figure_is_drawn_when_its_records_exist(full_study, tmp_path):
-    results, summary, sig = full_study
-    drawn = figures.draw_all(summary, sig, tmp_path, REF, benchmark=_benchmark(results))
+    results, table, sig = full_study
+    drawn = figures.draw_all(table, sig, tmp_path, REF, benchmark=_benchmark(results))
     assert [f.name for f in drawn] == [name for name, _, _ in figures.FIGURES]
     assert all(f.status == "drawn" for f in drawn), [(f.name, f.reason) for f in drawn]
     for f in drawn:
@@ -51,22 +51,25 @@ def test_every_figure_is_drawn_when_its_records_exist(full_study, tmp_path):
     assert not any("30_kd_data" in r for runs in frontier.values() for r in runs)
     bench = by_name["efficiency_7b"]
     assert bench.data["not_run"] == ["2:4 sparse"] and "random weights" in bench.caption
-    assert "2400 GB/s" in bench.caption and "sparse" in bench.caption  # numbers from the record; failures named
+    assert "2,400 GB/s" in bench.caption and "sparse" in bench.caption  # numbers from the record; failures named
+    assert bench.data["records"] == ["40_efficiency_7b/llama2-7b"]
+    assert all("made by an older layout" not in f.caption for f in drawn)  # no stale record here
 
 
 def test_the_benchmark_table_comes_from_its_record_and_says_when_there_is_none(full_study, tmp_path):
     results, _, _ = full_study
     data = _benchmark(results)
-    text = tables.benchmark_table(data)
+    text = benchmark.benchmark_table(data)
     assert data["status"] == "measured" and [r["variant"] for r in data["runs"][0]["rows"]][:2] == ["fp16", "gptq-w4"]
     lines = text.splitlines()
-    assert lines[0].startswith("| Format | Kernel | Layers | Batch 1 ms/token | × fp16 | × floor | Batch 16 ms/token")
+    assert lines[0] == "**40_efficiency_7b/llama2-7b** (NVIDIA H200, " + data["runs"][0]["date"] + "; one process)"
+    assert lines[2].startswith("| Format | Kernel | Layers | Batch 1 ms/token | × fp16 | × floor | Batch 16 ms/token")
     gptq = next(line for line in lines if line.startswith("| GPTQ W4"))
     assert "| MarlinLinear x224 |" in gptq and "| 0.357× |" in gptq and "| 1.47× |" in gptq  # 2.5/7.0, 2.5/1.7
     assert "unavailable: RuntimeError: no semi-structured sparse kernel ran" in text
     assert "GPTQ 4-bit: 400 s" in text and "Wanda at sparsity 0.5: 60.0 s" in text and "random weights" in text
-    empty = tables.benchmark_data([])
-    assert empty["status"] == "not measured" and "Not measured yet" in tables.benchmark_table(empty)
+    empty = benchmark.benchmark_data([])
+    assert empty["status"] == "not measured" and "Not measured yet" in benchmark.benchmark_table(empty)
     drawn = {f.name: f for f in figures.draw_all(None, None, tmp_path, REF, benchmark=empty)}
     assert drawn["efficiency_7b"].status == "skipped" and "not measured yet" in drawn["efficiency_7b"].reason
     assert not (tmp_path / "efficiency_7b.png").exists()
@@ -75,11 +78,11 @@ def test_the_benchmark_table_comes_from_its_record_and_says_when_there_is_none(f
 def test_sweep_figures_are_skipped_with_a_reason_and_never_left_stale(tmp_path):
     results = tmp_path / "results"
     core(results)
-    summary, sig = _inputs(results)
+    table, sig = _inputs(results)
     out = tmp_path / "figures"
     out.mkdir()
     (out / "gptq_bits.png").write_bytes(b"an old figure")
-    drawn = {f.name: f for f in figures.draw_all(summary, sig, out, REF)}
+    drawn = {f.name: f for f in figures.draw_all(table, sig, out, REF)}
     assert drawn["quality_by_direction"].status == drawn["pareto"].status == "drawn"
     for name in ("gptq_bits", "calibration", "prune_depth", "ood_size"):
         assert drawn[name].status == "skipped" and drawn[name].reason
@@ -88,7 +91,7 @@ def test_sweep_figures_are_skipped_with_a_reason_and_never_left_stale(tmp_path):
 
 
 def test_no_records_at_all_skips_everything(tmp_path):
-    drawn = figures.draw_all(tables.load_summary(tmp_path / "missing.csv"), None, tmp_path / "f", REF)
+    drawn = figures.draw_all(summary.load_summary(tmp_path / "missing.csv"), None, tmp_path / "f", REF)
     assert all(f.status == "skipped" and ("no scored run" in f.reason or "not measured" in f.reason) for f in drawn)
 
 
@@ -98,11 +101,12 @@ def test_one_point_is_not_a_sweep(tmp_path):
     results = tmp_path / "results"
     core(results)
     recipe = [{"method": "gptq", "bits": 4, "group_size": 128}]
-    records.write_record(make("12_gptq", "gptq4", params={"recipe": recipe, "calib_per_direction": 8},
+    records.write_record(make("12_gptq", "gptq4", family="quantization",
+                              params={"recipe": recipe, "calib_per_direction": 8},
                               extra={"compression": {"recipe": [{"method": "gptq", "params": recipe[0]}],
                                                      "calibration": {"n": 1}}}), results)
-    summary, sig = _inputs(results)
-    drawn = {f.name: f for f in figures.draw_all(summary, sig, tmp_path / "f", REF)}
+    table, sig = _inputs(results)
+    drawn = {f.name: f for f in figures.draw_all(table, sig, tmp_path / "f", REF)}
     assert drawn["gptq_bits"].status == "skipped" and "sweep" in drawn["gptq_bits"].reason
     assert drawn["calibration"].status == "skipped"
 
@@ -111,51 +115,16 @@ def test_pareto_front():
     #            0        1        2         3        4 (missing)  5 (equal to 1)
     costs = [1.0, 2.0, 3.0, 2.5, None, 2.0]
     quality = [10.0, 20.0, 15.0, 25.0, 30.0, 20.0]
-    assert figures.pareto_front(costs, quality) == [0, 1, 5, 3]
-    assert figures.pareto_front([1, 1], [5, 6]) == [1]
-    assert figures.pareto_front([], []) == []
+    assert cost.pareto_front(costs, quality) == [0, 1, 5, 3]
+    assert cost.pareto_front([1, 1], [5, 6]) == [1]
+    assert cost.pareto_front([], []) == []
 
 
 def test_runs_table_has_one_row_per_scored_run(full_study):
-    _, summary, _ = full_study
-    table = figures.runs_table(summary)
+    _, table, _ = full_study
+    table = summary.runs_table(table)
     assert table[["notebook", "run"]].duplicated().sum() == 0
     assert "30_kd_data" not in set(table["notebook"])
     row = table[table["run"] == "modelb-ood4"].iloc[0]
     assert row["ood_total"] == 4 and row["ood xx-en:chrf++"] > 0 and row["recovery"] == "qlora"
     assert list(table["run"][:3]) == ["base-3shot", "teacher-full", "teacher-lora"]
-
-
-@pytest.mark.parametrize("record, expected", [
-    ({"notebook": "10_bnb_int8", "params": {"recipe": [{"method": "bnb-int8"}]}},
-     {"family": "quantization", "method": "bnb-int8", "bits": 8.0, "variant": "bnb-int8"}),
-    ({"notebook": "11_bnb_nf4", "params": {"recipe": [{"method": "bnb-nf4"}]}}, {"bits": 4.0}),
-    ({"notebook": "21_wanda_2of4", "params": {"recipe": [{"method": "wanda", "n": 2, "m": 4}]}},
-     {"family": "pruning", "sparsity": 0.5, "variant": "wanda(m=4,n=2)"}),
-    ({"notebook": "17_wanda_gptq", "params": {"recipe": [{"method": "wanda", "sparsity": 0.5},
-                                                         {"method": "gptq", "bits": 4, "group_size": 128}]}},
-     {"method": "wanda+gptq", "bits": 4.0, "sparsity": 0.5, "variant": "wanda+gptq(group_size=128)"}),
-    ({"notebook": "25_layer_pruning", "params": {"strategy": "middle", "depth": 3, "recovery": "lora"},
-      "compression": {"recipe": [{"method": "layer-prune-middle", "params": {"depth": 3}}]}},
-     {"depth": 3.0, "recovery": "lora", "method": "layer-prune-middle"}),
-    ({"notebook": "32_model_b", "params": {"prune_recipe": [{"method": "layer-prune-greedy", "depth": 2}],
-                                           "qlora_r": 64, "kd_data": "kd.jsonl.gz", "ood_total": 0}},
-     {"family": "distillation", "method": "layer-prune-greedy+qlora", "depth": 2.0, "recovery": "qlora",
-      "ood_total": 0.0, "kd": True}),
-    ({"notebook": "00_baseline", "params": {"shots": 3}}, {"family": "base", "method": "base-3shot"}),
-    ({"notebook": "01_teacher", "params": {"method": "lora"}}, {"family": "teacher", "method": "teacher-lora"}),
-    ({"notebook": "40_efficiency_7b", "params": {"variants": ["fp16"]}}, {"family": "efficiency"}),
-])
-def test_catalog_describes_runs(record, expected):
-    got = catalog.describe(record)
-    assert set(got) == set(catalog.COLUMNS)
-    for key, value in expected.items():
-        assert got[key] == value, key
-
-
-def test_calibration_size_only_counts_when_the_run_was_calibrated():
-    params = {"recipe": [{"method": "gptq", "bits": 4}], "calib_per_direction": 32}
-    assert catalog.describe({"notebook": "12_gptq", "params": params,
-                             "compression": {"calibration": {"n": 320}}})["calib_per_direction"] == 32
-    assert catalog.describe({"notebook": "10_bnb_int8", "params": {**params, "recipe": [{"method": "bnb-int8"}]},
-                             "compression": {"calibration": None}})["calib_per_direction"] is None

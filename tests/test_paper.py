@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studylib.report import figures, paper, significance, tables
-from studylib.core import records
+from studylib.report import figures, paper, significance, summary, tables
+from studylib.report.markdown import signed
 from synthetic import core, everything
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,12 +14,10 @@ REF = "01_teacher/teacher-lora"
 
 
 def _chain(results, figures_dir, out, reference=REF):
-    records.write_summary(results, "full")
+    summary.write_summary(results, "full")
     significance.write(results, "full", reference, n_samples=100)
     tables.write(results, "full", reference)
-    summary = tables.load_summary(tables.summary_path(results, "full"))
-    figures.draw_all(summary, significance.read_table(significance.table_path(results, "full")), figures_dir,
-                     reference, benchmark=tables.load_benchmark(results / "tables"))
+    figures.write(results, "full", reference, figures_dir)
     return paper.build(results, "full", figures=figures_dir, out=out, reference=reference)
 
 
@@ -37,12 +35,13 @@ def test_the_paper_is_built_from_generated_files_only(tmp_path):
     assert main.splitlines()[0] in filled  # the main table's header, verbatim
     assert "teacher-bits8" in filled and "closest to the reference" in filled
     assert "Every figure of the study is drawn." in filled
+    assert "Every record was made by the current layout of the code." in filled and "§" not in filled
     assert "Efficiency at the 7B scale" in html and "The fastest format at batch size one is GPTQ W4" in filled
     assert "Compressing the model at this scale took: GPTQ 4-bit 400 s and Wanda 60.0 s" in filled
     # numbers in generated sentences are those of the significance table
     sig = significance.read_table(results / "significance-full.csv")
     row = sig[(sig["run"] == "base-3shot") & (sig["direction"] == "en-xx") & (sig["metric"] == "chrf++")].iloc[0]
-    assert paper.signed(-row["delta"]) in filled
+    assert signed(-row["delta"]) in filled
 
 
 def test_pending_figures_become_notes_and_an_embedded_paper_is_self_contained(tmp_path):
@@ -99,11 +98,11 @@ def test_the_paper_template_has_no_hand_typed_numbers():
 def test_committed_generated_files_match_the_committed_records(tmp_path):
     """summary, significance and tables in results/ are what the committed records give (else: `make paper`)."""
     results = REPO / "results"
-    recs = records.load_records(results, "full")
+    recs = summary.load_records(results, "full")
     if not recs:
         pytest.skip("no committed full-profile records")
-    hint = "stale: run `make paper` and commit results/, figures/ and paper/build/"
-    fresh = records.summary_table(recs)
+    hint = "out of date: run `python -m studylib.report` and commit results/, figures/ and paper/build/"
+    fresh = summary.summary_table(recs)
     committed = pd.read_csv(results / "summary-full.csv")
     pd.testing.assert_frame_equal(committed, pd.read_csv(_csv(fresh, tmp_path)), check_dtype=False, obj=hint)
     sig = significance.read_table(results / "significance-full.csv")
@@ -126,7 +125,7 @@ def test_committed_generated_files_match_the_committed_records(tmp_path):
                 assert row["digest"] == digest, hint
     out = tmp_path / "tables"
     tables.write(results, "full", out=out, params_dir=REPO / "params")
-    for path in sorted(out.glob("*.md")) + [out / "setup.json"]:
+    for path in sorted(out.glob("*.md")) + sorted(out.glob("*.json")) + [out / "main.csv"]:
         committed_file = results / "tables" / path.name
         assert committed_file.is_file() and committed_file.read_text() == path.read_text(), f"{path.name}: {hint}"
 
@@ -136,12 +135,11 @@ def test_figures_and_paper_build_from_the_committed_results(tmp_path):
     if not (results / "summary-full.csv").is_file():
         pytest.skip("no committed summary")
     tables.write(results, "full", out=tmp_path / "tables", params_dir=REPO / "params")
-    summary = tables.load_summary(results / "summary-full.csv")
-    sig = significance.read_table(results / "significance-full.csv")
-    drawn = figures.draw_all(summary, sig, tmp_path / "figures", benchmark=tables.load_benchmark(tmp_path / "tables"))
+    drawn = figures.write(results, "full", out=tmp_path / "figures", tables=tmp_path / "tables")
     committed = json.loads((REPO / "figures" / "figures.json").read_text())
-    assert [(f.name, f.status) for f in drawn] == [(f["name"], f["status"]) for f in committed["figures"]], \
-        "figures/ is stale: run `make paper`"
+    assert [(f.name, f.status, f.caption) for f in drawn] == [
+        (f["name"], f["status"], f["caption"]) for f in committed["figures"]], \
+        "figures/ is out of date: run `python -m studylib.report`"
     for f in drawn:
         if f.status == "drawn":
             assert (REPO / "figures" / f"{f.name}.png").is_file() and (REPO / "figures" / f"{f.name}.pdf").is_file()
@@ -161,10 +159,11 @@ def test_speed_sentence_gives_each_compressed_run_its_ratio_to_the_reference(tmp
     everything(results)
     _chain(results, tmp_path / "figures", tmp_path / "paper")
     ctx = paper.load_context(results, "full", figures=tmp_path / "figures", out=tmp_path / "paper", reference=REF)
-    summary = tables.main_rows(ctx.summary)
-    ref_ms = summary[(summary["notebook"] + "/" + summary["run"]) == REF]["time_per_token_ms"].iloc[0]
-    text = paper.text_speed(ctx)
-    for (nb, run), ms in summary.groupby(["notebook", "run"])["time_per_token_ms"].first().items():
-        if paper.catalog.family(nb) in ("quantization", "pruning", "distillation") and pd.notna(ms):
+    main = summary.main_rows(ctx.summary)
+    ref_ms = main[(main["notebook"] + "/" + main["run"]) == REF]["time_per_token_ms"].iloc[0]
+    text = paper.TEXTS["speed"](ctx)
+    first = main.groupby(["notebook", "run"])[["time_per_token_ms", "family"]].first()
+    for (nb, run), (ms, family) in first.iterrows():
+        if family in ("quantization", "pruning", "distillation") and pd.notna(ms):
             assert f"`{run}` {ms / ref_ms:.2f}×" in text
     assert f"{ref_ms:.1f} ms per token" in text

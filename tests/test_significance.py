@@ -101,3 +101,14 @@ def test_reference_names_are_checked():
     for bad in ("01_teacher", "/x", "a/b/c"):
         with pytest.raises(ValueError):
             significance.parse_reference(bad)
+
+
+def test_the_markdown_marks_a_stale_record_once_and_says_what_the_mark_means():
+    ref = make("01_teacher", "teacher-lora", noise=0.3)
+    runs = [make("10_bnb_int8", "old", noise=0.35), make("11_bnb_nf4", "new", noise=0.4)]
+    table = pd.DataFrame([row for run in runs for row in significance.compare(run, ref, n_samples=50)])
+    text = significance.markdown(table, stale={("10_bnb_int8", "old")})
+    assert all(line.count("§") == 1 for line in text.splitlines() if line.startswith("| old"))
+    assert not any("§" in line for line in text.splitlines() if line.startswith("| new"))
+    assert "§ made by an older layout of the code" in text
+    assert "§" not in significance.markdown(table)

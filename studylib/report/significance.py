@@ -23,9 +23,7 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,8 @@ import numpy as np
 from studylib.core import metrics as M
 from studylib.core import records
 from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN, parse_direction
+from studylib.report.markdown import METRIC_LABEL, arrow, md_table, stale_mark, stale_note, truthy, write_text
+from studylib.report.summary import load_records
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ GROUPS = {"xx-en": XX_EN, "en-xx": EN_XX}
 COLUMNS = ["notebook", "run", "reference", "direction", "metric", "comparable", "reason", "n", "score", "ref_score",
            "delta", "ci_low", "ci_high", "p_value", "significant", "alpha", "n_samples", "seed", "digest"]
 NOT_SIGNIFICANT = "†"
+NOT_COMPARABLE = "°"
 
 
 def parse_reference(reference: str) -> tuple[str, str]:
@@ -213,28 +214,42 @@ def significance_table(recs: list[dict], reference: str = DEFAULT_REFERENCE, met
         if key(rec) == ref_key or not rec.get("metrics"):
             continue
         rows.extend(compare(rec, by_key[ref_key], metrics, n_samples, seed, alpha, cache))
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    return table
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def marks(table) -> dict:
+    """(notebook, run, direction, metric) -> '' (significant), :data:`NOT_SIGNIFICANT` or :data:`NOT_COMPARABLE`."""
+    out = {}
+    if table is None or not len(table):
+        return out
+    for row in table.to_dict("records"):
+        k = (row["notebook"], row["run"], row["direction"], row["metric"])
+        if not truthy(row["comparable"]):
+            out[k] = NOT_COMPARABLE
+        else:
+            out[k] = "" if truthy(row["significant"]) else NOT_SIGNIFICANT
+    return out
+
+
+def alpha_of(table) -> float:
+    """The significance level the table was computed at (:data:`ALPHA` for an empty table)."""
+    alphas = table["alpha"].dropna() if table is not None and len(table) else []
+    return float(alphas.iloc[0]) if len(alphas) else ALPHA
 
 
 # ----------------------------------------------------------------------------------------------- Markdown
 
 
 def _fmt_delta(row) -> str:
-    if not _true(row["comparable"]):
+    if not truthy(row["comparable"]):
         return "n/c"
     text = f"{row['delta']:+.1f}".replace("-", "−")
-    return text if _true(row["significant"]) else text + NOT_SIGNIFICANT
+    return text if truthy(row["significant"]) else text + NOT_SIGNIFICANT
 
 
-def _true(v) -> bool:
-    return v is True or v == "True" or (isinstance(v, (bool, np.bool_)) and bool(v))
-
-
-def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA) -> str:
-    """Per metric: one row per run, one column per direction group and direction; cells are ``run - reference``."""
-    from studylib.report.tables import md_table  # the shared Markdown writer
-
+def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA, stale=frozenset()) -> str:
+    """Per metric: one row per run, one column per direction group and direction; cells are ``run - reference``.
+    ``stale``: (notebook, run) of the stale records, marked after their names."""
     if table is None or not len(table):
         return "*No significance tests: the reference run has no record yet, or no other run has scores.*\n"
     ref = table["reference"].iloc[0]
@@ -245,18 +260,20 @@ def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA) -> str:
         if not len(sub):
             continue
         columns = [g for g in GROUPS if g in set(sub["direction"])] + [d for d in DIRECTIONS if d in set(sub["direction"])]
-        header = ["Run"] + [c.replace("-", "→") for c in columns]
+        header = ["Run"] + [arrow(c) for c in columns]
         body = []
         for (nb, run), rows in sub.groupby(["notebook", "run"], sort=False):
             cells = {r["direction"]: _fmt_delta(r) for r in rows.to_dict("records")}
-            body.append([f"{run}"] + [cells.get(c, "—") for c in columns])
-        label = {"chrf++": "chrF++", "bleu": "BLEU", "chrf": "chrF"}.get(metric, metric)
+            body.append([f"{run}{stale_mark((nb, run) in stale)}"] + [cells.get(c, "—") for c in columns])
+        label = METRIC_LABEL.get(metric, metric)
         parts.append(f"**{label}, run − reference ({ref})**\n\n" + md_table(header, body, align="l" + "r" * len(columns)))
     samples = f"{int(n_samples.iloc[0])} resamples" if len(n_samples) else "resamples"
     parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}, "
                  f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, or "
                  f"outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
-                 f"resampled per direction.\n")
+                 f"resampled per direction."
+                 + (" " + stale_note(True) if stale & set(zip(table["notebook"], table["run"])) else "")
+                 + "\n")
     return "\n\n".join(parts)
 
 
@@ -275,19 +292,10 @@ def read_table(path: str | Path):
         return None
     table = pd.read_csv(path)
     if "significant" in table:
-        table["significant"] = table["significant"].map(_true)
+        table["significant"] = table["significant"].map(truthy)
     if "comparable" in table:
-        table["comparable"] = table["comparable"].map(_true)
+        table["comparable"] = table["comparable"].map(truthy)
     return table
-
-
-def _write_text_atomic(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def write(results: str | Path | None = None, profile: str | None = "full", reference: str = DEFAULT_REFERENCE,
@@ -296,10 +304,11 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     """Test every run of ``profile`` under ``results`` against ``reference``; write the CSV and the Markdown table."""
     csv_path = table_path(results, profile)
     md_path = Path(tables or records.results_dir(results) / "tables") / "significance.md"
-    table = significance_table(records.load_records(results, profile), reference, metrics, n_samples, seed, alpha,
-                               previous=read_table(csv_path))
-    _write_text_atomic(table.to_csv(index=False), csv_path)
-    _write_text_atomic(markdown(table, metrics, alpha), md_path)
+    recs = load_records(results, profile)
+    table = significance_table(recs, reference, metrics, n_samples, seed, alpha, previous=read_table(csv_path))
+    stale = {(r["notebook"], r["run"]) for r in recs if records.is_stale(r)}
+    write_text(table.to_csv(index=False), csv_path)
+    write_text(markdown(table, metrics, alpha, stale), md_path)
     return csv_path, md_path
 
 
