@@ -4,7 +4,7 @@
 #
 #   snakemake                              # one machine (profiles/default, applied by itself; make reproduce)
 #   snakemake --profile profiles/slurm     # a SLURM cluster, one GPU per job
-#   config: profile=full|smoke  results=DIR  params="a.yaml b.yaml"  allow_cpu=1  gpu=0|1
+#   config: profile=full|smoke  results=DIR  params="a.yaml b.yaml"  allow_cpu=1  gpu=0|1  notebooks=DIR
 import sys
 from pathlib import Path
 
@@ -14,6 +14,7 @@ PROFILE = config.get("profile", "full")
 RESULTS = config.get("results") or ("results" if PROFILE == "full" else "build/smoke-results")
 PARAMS = str(config.get("params") or "").split() or sorted(str(p) for p in Path("params").glob("*.yaml"))
 GPU = bool(int(config["gpu"])) if "gpu" in config else study.has_gpu()
+NOTEBOOKS = config.get("notebooks", str(study.NOTEBOOKS))
 FLAGS = f"build/workflow/{PROFILE}/rerun"
 
 try:
@@ -59,5 +60,5 @@ rule run:
         runtime=lambda wc: int(3 * JOBS[f"{wc.notebook}/{wc.run}"].minutes()) + 10,
     shell:
         f"{sys.executable} -m studylib.workflow run {{wildcards.notebook}} {{params.file}} '{{params.setting}}' "
-        f"--profile {PROFILE} --results {RESULTS} --out {{params.executed}} 2>&1 | tee {{log}}"
+        f"--profile {PROFILE} --results {RESULTS} --out {{params.executed}} --notebooks {NOTEBOOKS} 2>&1 | tee {{log}}"
 

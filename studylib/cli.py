@@ -89,7 +89,7 @@ MAX_SHOTS = 5  # ALMA's HW-5-shot files hold five examples per direction
 
 def _style(args) -> str:
     """The prompt style: as asked, else alma-fewshot with shots, tower for Tower models, else alma."""
-    from studylib.core.params import ParamsError
+    from studylib.runs.params import ParamsError
 
     if not 0 <= args.shots <= MAX_SHOTS:
         raise ParamsError(f"--shots must be 0..{MAX_SHOTS} (ALMA's HW-5-shot examples), got {args.shots}")
@@ -106,7 +106,7 @@ def _style(args) -> str:
 def _directions(value: str, present: list[str], path: Path) -> list[str]:
     """``--directions``: 'all' (those in the file) or a comma list of the study's directions, each in the file."""
     from studylib.core.languages import DIRECTIONS
-    from studylib.core.params import ParamsError
+    from studylib.runs.params import ParamsError
 
     if value.strip() == "all":
         return present
@@ -126,7 +126,7 @@ def _directions(value: str, present: list[str], path: Path) -> list[str]:
 
 def _metrics(args) -> list[str]:
     from studylib.core.metrics import ALLOWED_METRICS
-    from studylib.core.params import ParamsError
+    from studylib.runs.params import ParamsError
 
     names = [m.strip() for m in args.eval_metrics.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALLOWED_METRICS]
@@ -139,7 +139,7 @@ def _metrics(args) -> list[str]:
 
 
 def _check_numbers(args) -> None:
-    from studylib.core.params import ParamsError
+    from studylib.runs.params import ParamsError
 
     for option, value, allow_none in (("--limit", args.limit, True), ("--batch_size", args.batch_size, False),
                                       ("--max_new_tokens", args.max_new_tokens, False)):
@@ -170,7 +170,7 @@ def zero_shot_note(model_id: str, style: str, shots: int) -> str | None:
 def run(args) -> Path:
     from studylib.core import data, efficiency, evaluation, models, records
     from studylib.core.languages import DIRECTIONS, parse_direction
-    from studylib.core.params import EvalParams, ParamsError
+    from studylib.runs.params import EvalParams, ParamsError
 
     # everything is checked before the model loads
     if not args.data.is_file():
@@ -236,7 +236,7 @@ def run(args) -> Path:
 
 def main(argv=None) -> int:
     from studylib.core.models import ModelNotAvailable
-    from studylib.core.params import ParamsError
+    from studylib.runs.params import ParamsError
 
     args = build_parser().parse_args(argv)
     try:

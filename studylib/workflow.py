@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studylib.core import records
-from studylib.core.params import ParamsError, Spec, read_spec
+from studylib.runs.params import ParamsError, Spec, read_spec
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -186,12 +186,14 @@ def describe(jobs: list[Job], held: list[Job]) -> str:
     return "\n".join(lines)
 
 
-def execute(notebook: str, params_file: str, setting: dict, profile: str, results: str, out: str) -> None:
-    """Run one job's notebook with papermill (kernel ``python3``): the notebook loads the params file and setting."""
+def execute(notebook: str, params_file: str, setting: dict, profile: str, results: str, out: str,
+            notebooks: Path = NOTEBOOKS) -> None:
+    """Run one job's notebook with papermill (kernel ``python3``): the notebook loads the params file and setting.
+    The record is the notebook's last act, so a run that fails or is killed leaves none."""
     import papermill as pm
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(NOTEBOOKS / f"{notebook}.ipynb"), out, kernel_name="python3", progress_bar=False,
+    pm.execute_notebook(str(Path(notebooks) / f"{notebook}.ipynb"), out, kernel_name="python3", progress_bar=False,
                         log_output=True, cwd=str(REPO),
                         parameters={"params_file": params_file, "setting": setting, "profile": profile,
                                     "results_dir": str(results)})
@@ -211,6 +213,7 @@ def main(argv=None) -> int:
     r.add_argument("--profile", choices=records.PROFILES, default="full")
     r.add_argument("--results", required=True)
     r.add_argument("--out", required=True, help="the executed notebook's path")
+    r.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "plan":
@@ -219,7 +222,8 @@ def main(argv=None) -> int:
             jobs = plan(files, args.profile, results)
             print(describe(jobs, held_back(jobs, args.profile, has_gpu(), allow_cpu=False)))
             return 0
-        execute(args.notebook, args.params_file, json.loads(args.setting), args.profile, args.results, args.out)
+        execute(args.notebook, args.params_file, json.loads(args.setting), args.profile, args.results, args.out,
+                args.notebooks)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

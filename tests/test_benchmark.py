@@ -12,7 +12,7 @@ from studylib.bench import arch, measure, run, schema
 from studylib.bench import variants as bv
 from studylib.bench.params import BenchmarkParams
 from studylib.core import records
-from studylib.core.params import ParamsError, read_spec
+from studylib.runs.params import ParamsError, read_spec
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPO / "params" / "40_efficiency_7b_llama2-7b.yaml"

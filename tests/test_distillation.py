@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from studylib.core import data
@@ -54,19 +56,18 @@ def test_ood_pools_hold_no_test_pair_of_the_reverse_direction(data_root):
     data.assert_no_test_overlap(pool["en-cs"] + pool["cs-en"], test["cs-en"] + test["en-cs"], purpose="check")
 
 
-@pytest.mark.parametrize("params_file, share", [("31_model_a_teacher-nf4-qlora.yaml", None),
-                                                ("33_ood_size_middle8-nf4-qlora.yaml", {"ood_sizes": [20000]})])
-def test_full_size_student_training_sets_pass_the_leak_checks(data_root, params_file, share):
+@pytest.mark.parametrize("params_file, setting", [("31_model_a_teacher-nf4-qlora.yaml", None),
+                                                  ("33_ood_size_middle8-nf4-qlora.yaml", {"ood_total": 20000})])
+def test_full_size_student_training_sets_pass_the_leak_checks(data_root, params_file, setting):
     """The students' data at the committed params' full size (without the KD pairs, made on the GPU): human +
     out-of-domain pairs disjoint from the WMT and held-out Tatoeba tests, sizes as the params say."""
-    from studylib import pipeline
-    from studylib.runs import students
-    from studylib.core.params import params_class
+    import dataclasses
 
-    job = pipeline.load_job(pipeline.NOTEBOOK_DIR.parent / "params" / params_file)
-    job = pipeline.share(job, share) if share else job
-    cfg = params_class(job.notebook)(**{**job.parameters, "kd_data": None})
-    run = cfg.settings()[0] if hasattr(cfg, "settings") else cfg
+    from studylib.runs.params import read_spec
+    from studylib.runs import students
+
+    spec = read_spec(Path(__file__).resolve().parents[1] / "params" / params_file)
+    run = dataclasses.replace(spec.params_class().from_spec(spec, setting), kd_data=None)
     examples, counts, ood_test = students.training_set(run, data_root)
     assert run.ood_total - 10 <= counts["ood"] <= run.ood_total  # a few duplicates may go
     assert counts["human"] > 30_000 and len(examples) == counts["total"]

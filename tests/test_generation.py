@@ -47,7 +47,7 @@ def test_evaluation_decodes_all_directions_together_and_scores_each_on_its_own(t
     """One pool of prompts across directions (wide batches on a GPU); each direction's hypotheses are exactly what
     decoding that direction alone gives, and its scores are computed on them."""
     from studylib.core import evaluation, metrics
-    from studylib.core.params import EvalParams
+    from studylib.runs.params import EvalParams
 
     model, tok = tiny
     cfg = EvalParams(data_dir=str(data_root), directions=["de-en", "en-zh", "is-en"], n_test=3, batch_size=4,

@@ -370,8 +370,8 @@ def test_bad_parameters_fail_at_construction(name, params, match):
 
 
 def test_bad_notebook_parameters_fail_before_any_model_loads():
-    from studylib.core.params import ParamsError
-    from studylib.runs.pruning_params import HeadPruneParams, LayerPruneParams, PruneDepthParams, WandaParams
+    from studylib.runs.params import ParamsError
+    from studylib.runs.pruning import HeadPruneParams, LayerPruneParams, PruneDepthParams, WandaParams
 
     with pytest.raises(ParamsError, match="sparsity"):
         WandaParams(recipe=[{"method": "wanda", "sparsity": 1.2}])
@@ -381,8 +381,10 @@ def test_bad_notebook_parameters_fail_before_any_model_loads():
         LayerPruneParams(strategy="random")
     with pytest.raises(ParamsError, match="recovery"):
         PruneDepthParams(recovery="none")
-    with pytest.raises(ParamsError, match="depths"):
-        PruneDepthParams(depths=[2, 2])
+    with pytest.raises(ParamsError, match="stage must be one of"):
+        PruneDepthParams(stage="during")
+    with pytest.raises(ParamsError, match="depth must be a positive integer"):
+        PruneDepthParams(depth=0)
     with pytest.raises(ParamsError, match="head_fraction"):
         HeadPruneParams(head_fraction=1.5)
 
@@ -395,7 +397,7 @@ def test_semi_structured_on_cpu_says_no_kernel(tiny):
 
 def test_layer_removal_works_on_a_llama_config_without_layer_types():
     """Llama configs carry no layer_types (Gemma-3's do): removing layers must not need them."""
-    from studylib.bench.benchmark import build_random
+    from studylib.bench.arch import build_random
     from studylib.methods.layers import remove_layers
 
     model = build_random("tiny-llama", dtype="float32", device="cpu")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from studylib.methods import MethodError, available, build
-from studylib.core.params import ParamsError
+from studylib.runs.params import ParamsError
 
 QUANT = {"bnb-int8", "bnb-nf4", "gptq", "smoothquant", "smoothquant-nf4"}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (real GPU kernels); CPU machine")
@@ -82,8 +82,8 @@ def test_bad_parameters_fail_at_construction_with_one_clear_message(name, params
 
 
 def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
-    from studylib import pipeline
-    from studylib.runs.quantization import CalibrationSizeParams, GPTQBitsParams, GPTQParams, SmoothQuantParams
+    from studylib.runs.params import read_spec
+    from studylib.runs.quantization import GPTQBitsParams, GPTQParams, SmoothQuantParams
 
     with pytest.raises(ParamsError, match="bits must be one of 2, 3, 4, 8, got 5"):
         GPTQParams(recipe=[{"method": "gptq", "bits": 5}])
@@ -91,49 +91,18 @@ def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
         SmoothQuantParams(recipe=[{"method": "smoothquant", "alpha": 1.2}])
     with pytest.raises(ParamsError, match="12_gptq runs 'gptq'"):
         GPTQParams(recipe=[{"method": "bnb-nf4"}])
-    with pytest.raises(ParamsError, match="sweep value bits=5"):
-        GPTQBitsParams(values=[4, 5])
-    with pytest.raises(ParamsError, match="values repeat"):
-        GPTQBitsParams(values=[4, 4])
-    with pytest.raises(ParamsError, match="calib_per_direction values must be positive integers"):
-        CalibrationSizeParams(values=[8, 0])
+    with pytest.raises(ParamsError, match="bits must be one of"):
+        GPTQBitsParams.load(setting={"bits": 5})
     path = tmp_path / "p.yaml"
     path.write_text("notebook: 12_gptq\nparameters: {run_name: r, recipe: [{method: gptq, bits: 5}]}\n")
     with pytest.raises(ParamsError, match="bits must be one of"):
-        pipeline.load_job(path)
+        read_spec(path)
     path.write_text("notebook: 13_smoothquant\nparameters: {run_name: r, recipe: [{method: smoothquant, alpha: 0}]}\n")
     with pytest.raises(ParamsError, match="alpha"):
-        pipeline.load_job(path)
-
-
-# ----------------------------------------------------------------------------------- sweeps
-
-def test_sweep_settings_are_runs_of_their_own(tmp_path):
-    from studylib.core import records
-    from studylib.runs import sweeps
-    from studylib.runs.quantization import CalibrationSizeParams, GPTQBitsParams
-
-    cfg = GPTQBitsParams(run_name="t", results_dir=str(tmp_path))
-    plan = sweeps.plan(cfg, "15_gptq_bits")
-    assert [s.run for s in plan] == ["t-bits2", "t-bits3", "t-bits4", "t-bits8"]
-    assert [s.cfg.recipe[0]["bits"] for s in plan] == [2, 3, 4, 8] and all(len(s.cfg.values) == 1 for s in plan)
-    assert not any(s.done for s in plan)
-    rec = records.make_record(notebook="15_gptq_bits", run="t-bits4", params=plan[2].cfg.as_dict(), profile="smoke",
-                              metrics={})
-    path = records.write_record(rec, tmp_path)
-    assert [s.done for s in sweeps.plan(cfg, "15_gptq_bits")] == [False, False, True, False]
-    longer = GPTQBitsParams(run_name="t", results_dir=str(tmp_path), values=[4, 8, 2, 3])  # reordered: still done
-    assert sweeps.plan(longer, "15_gptq_bits")[0].done
-    rec["params"]["n_test"] = 99  # the params changed since: redo
-    path.write_text(json.dumps(rec))
-    assert not sweeps.plan(cfg, "15_gptq_bits")[2].done
-
-    sq = CalibrationSizeParams(run_name="s", recipe=[{"method": "smoothquant", "alpha": 0.5}], values=[8, 32])
-    subs = [sq.setting(v) for v in sq.values]
-    assert [(s.run_name, s.calib_per_direction, s.recipe) for s in subs] == [
-        ("s-calib8", 8, sq.recipe), ("s-calib32", 32, sq.recipe)]
-    with pytest.raises(ParamsError, match="not one of the sweep's values"):
-        sq.setting(64)
+        read_spec(path)
+    path.write_text("notebook: 16_calibration_size\nparameters: {run_name: r}\nsweep: {calib_per_direction: [8, 0]}\n")
+    with pytest.raises(ParamsError, match="calib_per_direction"):
+        read_spec(path)
 
 
 # ----------------------------------------------------------------------------------- bitsandbytes

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from studylib.bench.schema import ARCHITECTURES, REFERENCE, SPARSE_KERNELS, VARIANTS
-from studylib.core.params import NotebookParams, ParamsError, _check, _positive_int
+from studylib.runs.params import NotebookParams, ParamsError, _check, _positive_int
 from studylib.core.records import PROFILES
 
 

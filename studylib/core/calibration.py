@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studylib.core import data, prompts
-from studylib.core.params import normalize_directions
+from studylib.core.languages import normalize_directions
 
 
 @dataclass

@@ -256,9 +256,9 @@ def score_comet(
 
     The last loaded model is cached (keyed by checkpoint path and ``pretrained_model``).
     """
-    from studylib.core.metrics import _check_parallel
+    from studylib.core.segments import check_parallel
 
-    sources, hyps, refs = _check_parallel(sources=sources, hyps=hyps, refs=refs)
+    sources, hyps, refs = check_parallel(sources=sources, hyps=hyps, refs=refs)
     check_sources(sources)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

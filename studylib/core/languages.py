@@ -30,6 +30,22 @@ def parse_direction(direction: str) -> tuple[str, str]:
     return src, tgt
 
 
+def normalize_directions(value) -> list[str]:
+    """'all', one direction or a list of them -> the list of directions; anything else is one UnknownDirectionError."""
+    if value == "all":
+        return list(DIRECTIONS)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UnknownDirectionError(f"directions must be 'all' or a non-empty list, got {value!r}")
+    bad = [d for d in value if d not in DIRECTIONS]
+    if bad:
+        raise UnknownDirectionError(f"unknown directions {bad}; the study covers {', '.join(DIRECTIONS)}")
+    if len(set(value)) != len(value):
+        raise UnknownDirectionError(f"directions repeat: {value}")
+    return list(value)
+
+
 def pair_code(direction: str) -> str:
     """The ALMA folder name of a direction: 'de-en' and 'en-de' -> 'deen'."""
     src, tgt = parse_direction(direction)

@@ -23,6 +23,7 @@ import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
 from studylib.core.languages import LANG_NAMES
+from studylib.core.segments import check_parallel, check_texts
 
 #: Metrics computed from sacreBLEU's sufficient statistics.
 STRING_METRICS = ("bleu", "chrf", "chrf++")
@@ -39,28 +40,6 @@ _BOOTSTRAP_CHUNK = 100
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_texts(name: str, texts) -> list[str]:
-    """A non-empty list/tuple of strings, else one clear ValueError."""
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise ValueError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise ValueError(f"{name} is empty: at least one segment is needed")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"{name}[{i}] is {type(t).__name__}, not a string")
-    return list(texts)
-
-
-def _check_parallel(**named: Sequence[str]) -> list[list[str]]:
-    """Check each argument with ``_check_texts`` and that all have the same length."""
-    checked = [_check_texts(name, texts) for name, texts in named.items()]
-    lengths = {name: len(texts) for name, texts in zip(named, checked)}
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{name}={n}" for name, n in lengths.items())
-        raise ValueError(f"segment counts differ ({detail}); they must be parallel")
-    return checked
 
 
 def _check_lang(tgt_lang: str) -> str:
@@ -146,7 +125,7 @@ def corpus_scores(
         ``{"bleu": 12.3, "chrf": 40.1, ..., "signatures": {"bleu": "nrefs:1|...", ...}}``.
         For COMET the "signature" is ``checkpoint:<path of the .ckpt used>``.
     """
-    hyps, refs = _check_parallel(hyps=hyps, refs=refs)
+    hyps, refs = check_parallel(hyps=hyps, refs=refs)
     _check_lang(tgt_lang)
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -183,7 +162,7 @@ def sentence_scores(
     hyps: Sequence[str], refs: Sequence[str], tgt_lang: str, metric: str = "chrf"
 ) -> list[float]:
     """Segment-level scores (sentence BLEU uses effective order; chrF/chrF++ as in corpus)."""
-    hyps, refs = _check_parallel(hyps=hyps, refs=refs)
+    hyps, refs = check_parallel(hyps=hyps, refs=refs)
     _check_lang(tgt_lang)
     m = make_metric(metric, tgt_lang, sentence_level=True)
     stats = _segment_stats(m, hyps, refs)
@@ -299,7 +278,7 @@ def paired_bootstrap(
             resampled deltas;
         ``metric``, ``signature``, ``confidence``, ``n_samples``, ``seed``.
     """
-    sys_a, sys_b, refs = _check_parallel(sys_a=sys_a, sys_b=sys_b, refs=refs)
+    sys_a, sys_b, refs = check_parallel(sys_a=sys_a, sys_b=sys_b, refs=refs)
     _check_lang(tgt_lang)
     _check_bootstrap_args(n_samples, seed, confidence)
     m = make_metric(metric, tgt_lang)

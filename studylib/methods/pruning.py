@@ -324,7 +324,7 @@ def zero_fraction_report(zeros: int, total: int, modules: int, where: str) -> di
 def check_dev_selection_params(p: dict, int_keys: tuple[str, ...], error=ValueError) -> None:
     """The parameters a dev-set-driven selection method shares (layer and head pruning): positive integers,
     a zero-shot prompt style, the study's directions. Raises ``error`` with one clear message."""
-    from studylib.core.params import ParamsError, normalize_directions
+    from studylib.core.languages import UnknownDirectionError, normalize_directions
 
     for key in int_keys:
         if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
@@ -333,7 +333,7 @@ def check_dev_selection_params(p: dict, int_keys: tuple[str, ...], error=ValueEr
         raise error(f"prompt_style must be 'alma' or 'tower', got {p['prompt_style']!r}")
     try:
         normalize_directions(p["directions"])
-    except ParamsError as err:
+    except UnknownDirectionError as err:
         raise error(str(err)) from err
 
 
@@ -369,7 +369,7 @@ class DevSet:
 
 def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None) -> DevSet:
     """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted."""
-    from studylib.core.params import normalize_directions
+    from studylib.core.languages import normalize_directions
 
     directions = normalize_directions(directions)
     root = data.resolve_data_dir(root)
@@ -413,7 +413,7 @@ def recovery_pairs(tokenizer, directions, per_direction: int | None, *, style: s
                    root=None):
     """(prompt, target) pairs from ALMA's train split for recovery fine-tuning; test overlap dropped and asserted."""
     from studylib.core import prompts
-    from studylib.core.params import normalize_directions
+    from studylib.core.languages import normalize_directions
 
     root = data.resolve_data_dir(root)
     pool = selection_test_pool(root)

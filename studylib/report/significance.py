@@ -31,6 +31,7 @@ import numpy as np
 from studylib.core import metrics as M
 from studylib.core import records
 from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN, parse_direction
+from studylib.core.segments import check_parallel
 from studylib.report.markdown import METRIC_LABEL, arrow, md_table, stale_mark, stale_note, truthy, write_text
 from studylib.report.summary import load_records
 
@@ -102,7 +103,7 @@ def paired_bootstrap_mean(items: list[tuple[list[str], list[str], list[str], str
     M._check_bootstrap_args(n_samples, seed, confidence)
     scorers, stats = [], []
     for hyps_a, hyps_b, refs, tgt in items:
-        hyps_a, hyps_b, refs = M._check_parallel(hyps_a=hyps_a, hyps_b=hyps_b, refs=refs)
+        hyps_a, hyps_b, refs = check_parallel(hyps_a=hyps_a, hyps_b=hyps_b, refs=refs)
         m = M.make_metric(metric, tgt)
         scorers.append(m)
         stats.append((M._segment_stats(m, hyps_a, refs), M._segment_stats(m, hyps_b, refs)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from studylib.core.params import EvalParams
+from studylib.runs.params import EvalParams
 
 
 @dataclass

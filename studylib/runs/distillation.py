@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from studylib.core import data, prompts
-from studylib.core.params import EvalParams, _check, _positive_int, normalize_directions
+from studylib.runs.params import EvalParams, _check, _positive_int, normalize_directions
 from studylib.core.generation import generate
 
 

@@ -1,6 +1,6 @@
 """Parameters of the pruning notebooks (20-27), validated before any model loads.
 
-* 20-24 (weight pruning) are :class:`~studylib.core.params.CompressParams` with a default recipe of their own.
+* 20-24 (weight pruning) are :class:`~studylib.runs.params.CompressParams` with a default recipe of their own.
 * 25 (layer pruning), 26 (head pruning) and 27 (the prune-depth sweep) carry their selection parameters and an
   optional recovery fine-tuning (``recovery``: ``none``, ``full`` or ``lora``) on ALMA's train split.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from studylib.core.params import CompressParams, EvalParams, ParamsError, _check, _positive_int, check_training, normalize_directions
+from studylib.runs.params import CompressParams, EvalParams, ParamsError, _check, _positive_int, check_training, normalize_directions
 
 RECOVERY = ("none", "full", "lora")
 STRATEGIES = ("iterative", "middle")

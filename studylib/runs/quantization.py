@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from studylib.core.params import CompressParams, ParamsError
+from studylib.runs.params import CompressParams, ParamsError
 
 
 def _require_method(recipe, allowed: tuple[str, ...], notebook: str):

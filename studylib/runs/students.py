@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from studylib.core import data, efficiency, evaluation, models, prompts, records, training
 from studylib.runs import distillation
-from studylib.core.params import EvalParams, ParamsError, _check, check_training, normalize_directions, _positive_int
+from studylib.runs.params import EvalParams, ParamsError, _check, check_training, normalize_directions, _positive_int
 from studylib.methods import MethodError, apply_recipe, build_recipe
 
 

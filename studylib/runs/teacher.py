@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from studylib.core import records
-from studylib.core.params import EvalParams, _check, _positive_int, check_training, normalize_directions
+from studylib.runs.params import EvalParams, _check, _positive_int, check_training, normalize_directions
 
 
 @dataclass

@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib
 import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from studylib.core.languages import DIRECTIONS
+from studylib.core import languages
 from studylib.core.records import PROFILES
 
 PROMPT_STYLES = ("alma", "alma-fewshot", "tower")
@@ -64,15 +65,11 @@ def check_training(p, prefix: str = "", batch: str = "train_batch_size", lora: s
 
 
 def normalize_directions(value) -> list[str]:
-    if value == "all":
-        return list(DIRECTIONS)
-    if isinstance(value, str):
-        value = [value]
-    _check(isinstance(value, (list, tuple)) and len(value) > 0, f"directions must be 'all' or a list, got {value!r}")
-    bad = [d for d in value if d not in DIRECTIONS]
-    _check(not bad, f"unknown directions {bad}; the study covers {', '.join(DIRECTIONS)}")
-    _check(len(set(value)) == len(value), f"directions repeat: {value}")
-    return list(value)
+    """:func:`studylib.core.languages.normalize_directions`, its error a ParamsError."""
+    try:
+        return languages.normalize_directions(value)
+    except languages.UnknownDirectionError as err:
+        raise ParamsError(str(err)) from None
 
 
 class NotebookParams:
@@ -127,8 +124,8 @@ class NotebookParams:
     def from_spec(cls, spec: "Spec", setting: dict | None = None, *, profile: str | None = None,
                   results_dir: str | None = None):
         """:meth:`load` for a params file already read."""
-        if spec.notebook != cls.NOTEBOOK:
-            raise ParamsError(f"{spec.path}: the file is for notebook {spec.notebook}, not {cls.NOTEBOOK}")
+        if spec.params_class() is not cls:
+            raise ParamsError(f"{spec.path}: the file is for notebook {spec.notebook}, whose runs are not {cls.__name__}")
         setting = dict(setting or {})
         spec.check_setting(setting, profile or "full")
         return cls._setting(spec.parameters_for(profile or "full"), setting, spec.run_name, spec.path, results_dir)
@@ -223,11 +220,12 @@ class EvalParams(NotebookParams):
         return [self.model_id] if str(self.model_id).startswith("results/") else []
 
     def preflight(self) -> None:
-        from studylib.core import data
+        from studylib.core import data, models
 
         try:
             data.resolve_data_dir(self.data_dir)
-        except data.DataError as err:
+            models.check_available(self.model_id)
+        except (data.DataError, models.ModelNotAvailable) as err:
             raise ParamsError(str(err)) from None
 
 
@@ -260,6 +258,41 @@ class CompressParams(EvalParams):
 
 
 # ------------------------------------------------------------------------------------------ params files and sweeps
+
+# Which parameter class each notebook's runs take: a module of studylib.runs (or a full module path) and a class.
+NOTEBOOKS = {
+    "00_baseline": "baseline:BaselineParams",
+    "01_teacher": "teacher:TeacherParams",
+    "10_bnb_int8": "quantization:BnbInt8Params",
+    "11_bnb_nf4": "quantization:BnbNF4Params",
+    "12_gptq": "quantization:GPTQParams",
+    "13_smoothquant": "quantization:SmoothQuantParams",
+    "14_smoothquant_nf4": "quantization:SmoothQuantNF4Params",
+    "15_gptq_bits": "quantization:GPTQBitsParams",
+    "16_calibration_size": "quantization:CalibrationSizeParams",
+    "20_wanda": "pruning:WandaParams",
+    "21_wanda_2of4": "pruning:Wanda24Params",
+    "22_sparsegpt": "pruning:SparseGPTParams",
+    "23_dsnot": "pruning:DSnoTParams",
+    "24_wanda_gptq": "pruning:WandaGPTQParams",
+    "25_layer_pruning": "pruning:LayerPruneParams",
+    "26_head_pruning": "pruning:HeadPruneParams",
+    "27_prune_depth": "pruning:PruneDepthParams",
+    "30_kd_data": "distillation:KDParams",
+    "31_model_a": "students:StudentParams",
+    "32_model_b": "students:ModelBParams",
+    "33_ood_size": "students:OODSizeParams",
+    "40_efficiency_7b": "studylib.bench.params:BenchmarkParams",
+}
+
+
+def params_class(notebook: str):
+    """The parameter class of a notebook's runs."""
+    if notebook not in NOTEBOOKS:
+        raise ParamsError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS)}")
+    module, _, name = NOTEBOOKS[notebook].partition(":")
+    return getattr(importlib.import_module(module if "." in module else f"studylib.runs.{module}"), name)
+
 
 SPEC_KEYS = ("notebook", "parameters", "sweep")
 RUN_LABELS = {"calib_per_direction": "calib", "ood_total": "ood", "depth": "d"}  # short names in run names
@@ -330,8 +363,6 @@ class Spec:
         return self.parameters["run_name"]
 
     def params_class(self):
-        from studylib.runs import params_class
-
         return params_class(self.notebook)
 
     def sweep_values(self, profile: str) -> dict:
@@ -382,8 +413,6 @@ def read_spec(path) -> Spec:
         raise ParamsError(f"{path}: unknown top-level key {unknown[0]!r} (a params file has {', '.join(SPEC_KEYS)})")
     if "notebook" not in raw:
         raise ParamsError(f"{path}: 'notebook' is missing")
-    from studylib.runs import NOTEBOOKS
-
     if raw["notebook"] not in NOTEBOOKS:
         raise ParamsError(f"{path}: unknown notebook {raw['notebook']!r}; known: {', '.join(NOTEBOOKS)}")
     parameters = raw.get("parameters") or {}
