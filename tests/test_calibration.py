@@ -1,6 +1,6 @@
 import pytest
 
-from studylib.core import calibration, data
+from studylib.core import calibration, data, leakage
 from studylib.core.languages import DIRECTIONS
 
 
@@ -8,7 +8,7 @@ def test_balanced_over_all_directions_and_disjoint_from_tests(data_root):
     cal = calibration.calibration_set(3, root=data_root)
     assert cal.per_direction == {d: 3 for d in DIRECTIONS}  # never silently one language
     assert len(cal.texts) == 30
-    pool = data.test_sentences(root=data_root)
+    pool = leakage.test_sentences(root=data_root)
     for text in cal.texts:
         assert text.startswith("Translate this from ")
         src_line = text.split("\n")[1].split(": ", 1)[1]

@@ -1,4 +1,5 @@
-"""Tests of studylib.core.data: real-data counts (from /work/shared/data), errors, sampling, leak guards."""
+"""Tests of studylib.core.data and studylib.core.leakage: real-data counts (from /work/shared/data), errors, sampling,
+leak guards."""
 
 from __future__ import annotations
 
@@ -13,11 +14,8 @@ import pytest
 from studylib.core.data import (
     IS_DEV_SIZE,
     DataError,
-    DataLeakError,
     Example,
-    assert_no_test_overlap,
     balanced_sample,
-    drop_test_overlap,
     load_alma,
     load_few_shot,
     load_hub,
@@ -27,9 +25,9 @@ from studylib.core.data import (
     load_tatoeba,
     resolve_data_dir,
     subsample,
-    test_sentences,
 )
 from studylib.core.languages import DIRECTIONS, UnknownDirectionError
+from studylib.core.leakage import DataLeakError, assert_no_test_overlap, drop_test_overlap, test_sentences
 
 # The shared data folder: $STUDYLIB_DATA if set, else this workplace's ../shared/data.
 _DEFAULT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from studylib.core import data
+from studylib.core import data, leakage
 from studylib.runs import distillation
 
 
@@ -41,8 +41,8 @@ def test_ood_split_holds_out_a_disjoint_test_slice(data_root):
     pool, test = distillation.ood_split(["de-en", "en-is"], n_test_per_direction=50, root=data_root)
     for d in pool:
         assert len(test[d]) == 50
-        data.assert_no_test_overlap(pool[d], test[d], purpose="check")
-        data.assert_no_test_overlap(pool[d] + test[d], data.test_sentences(root=data_root), purpose="check")
+        leakage.assert_no_test_overlap(pool[d], test[d], purpose="check")
+        leakage.assert_no_test_overlap(pool[d] + test[d], leakage.test_sentences(root=data_root), purpose="check")
     sample = distillation.sample_ood(pool, 11, seed=0)
     assert len(sample) == 11 and {e.direction for e in sample} == {"de-en", "en-is"}
     assert distillation.sample_ood(pool, 0) == []
@@ -53,7 +53,7 @@ def test_ood_pools_hold_no_test_pair_of_the_reverse_direction(data_root):
     """A direction and its reverse are the same Tatoeba pairs: en-cs's pool must not hold cs-en's test pairs."""
     pool, test = distillation.ood_split(["cs-en", "en-cs"], n_test_per_direction=200, root=data_root)
     assert len(test["cs-en"]) == len(test["en-cs"]) == 200 and pool["cs-en"] and pool["en-cs"]
-    data.assert_no_test_overlap(pool["en-cs"] + pool["cs-en"], test["cs-en"] + test["en-cs"], purpose="check")
+    leakage.assert_no_test_overlap(pool["en-cs"] + pool["cs-en"], test["cs-en"] + test["en-cs"], purpose="check")
 
 
 @pytest.mark.parametrize("params_file, setting", [("31_model_a_teacher-nf4-qlora.yaml", None),

@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from studylib.core import data
+from studylib.core import data, leakage
 from studylib import methods
-from studylib.methods import pruning
+from studylib.methods import devset, pruning
 from studylib.methods import MethodError
 from studylib.methods import heads as head_mod
 from studylib.methods import layers as layer_mod
@@ -328,18 +328,18 @@ def test_global_head_selection_normalizes_per_layer_and_keeps_a_head():
 def test_selection_dev_split_is_disjoint_from_every_test_split(data_root):
     from studylib.core.languages import DIRECTIONS
 
-    dev = pruning.dev_examples("all", None, root=data_root)
+    dev = devset.dev_examples("all", None, root=data_root)
     assert set(dev.per_direction) == set(DIRECTIONS) and len(dev.examples) == sum(dev.per_direction.values())
-    tests = data.test_sentences(root=data_root)
-    data.assert_no_test_overlap(dev.examples, tests, purpose="check")  # ALMA WMT22/21, all ten directions
+    tests = leakage.test_sentences(root=data_root)
+    leakage.assert_no_test_overlap(dev.examples, tests, purpose="check")  # ALMA WMT22/21, all ten directions
     for d in DIRECTIONS:
         if d.startswith("en-"):  # and WMT24
-            data.assert_no_test_overlap(dev.examples, data.load_split("wmt24", d, "test", root=data_root), "check")
+            leakage.assert_no_test_overlap(dev.examples, data.load_split("wmt24", d, "test", root=data_root), "check")
     # the guard matters: the raw valid files share 885 English sides with the en->is test sources
     raw = data.load_split("alma", "en-de", "dev", root=data_root)
-    assert len(data.find_test_overlap(raw, tests)) == 885 and dev.dropped["en-de"] == 885
+    assert len(leakage.find_test_overlap(raw, tests)) == 885 and dev.dropped["en-de"] == 885
     with pytest.raises(ValueError, match="fewer than"):
-        pruning.dev_examples(["de-en"], 500, root=data_root)
+        devset.dev_examples(["de-en"], 500, root=data_root)
 
 
 # ------------------------------------------------------------------------------------------------ parameters

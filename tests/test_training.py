@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from studylib.core import data, prompts, training
+from studylib.core import data, leakage, prompts, training
 
 PAIRS = [(f"Translate this from German to English:\nGerman: Satz {i}\nEnglish:", f" Sentence {i}\n") for i in range(12)]
 
@@ -67,12 +67,12 @@ def test_fractional_epochs_and_errors(tiny):
 def test_teacher_training_data_is_disjoint_from_every_test_set(data_root):
     """What 01_teacher does: ALMA train minus any pair sharing a sentence with a test set, then asserted."""
     train = [ex for d in ("de-en", "en-ru", "ru-en") for ex in data.load_split("alma", d, "train", root=data_root)]
-    pool = data.test_sentences(root=data_root)
-    kept, dropped = data.drop_test_overlap(train, pool)
+    pool = leakage.test_sentences(root=data_root)
+    kept, dropped = leakage.drop_test_overlap(train, pool)
     assert dropped > 0  # ALMA's train data does share a few short sentences ("So what?") with WMT22
-    data.assert_no_test_overlap(kept, pool, purpose="teacher training")
-    with pytest.raises(data.DataLeakError):
-        data.assert_no_test_overlap(train, pool, purpose="teacher training")
+    leakage.assert_no_test_overlap(kept, pool, purpose="teacher training")
+    with pytest.raises(leakage.DataLeakError):
+        leakage.assert_no_test_overlap(train, pool, purpose="teacher training")
     p, t = prompts.training_text(kept[0], "alma")
     assert p.endswith("English:") and t.endswith("\n")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studylib.core import data, prompts
+from studylib.core import data, leakage, prompts
 from studylib.core.languages import normalize_directions
 
 
@@ -31,14 +31,14 @@ def calibration_set(per_direction: int, directions="all", *, style: str = "alma"
         raise ValueError(f"per_direction must be a positive integer, got {per_direction!r}")
     directions = normalize_directions(directions)
     root = data.resolve_data_dir(root)
-    pool = data.test_sentences(root=root)
+    pool = leakage.test_sentences(root=root)
     texts, counts = [], {}
     for d in directions:
-        candidates, _ = data.drop_test_overlap(data.load_split("alma", d, "train", root=root), pool)
+        candidates, _ = leakage.drop_test_overlap(data.load_split("alma", d, "train", root=root), pool)
         chosen = data.subsample(candidates, per_direction, data.direction_seed(seed, d))  # de-en and en-de differ
         if len(chosen) < per_direction:
             raise ValueError(f"{d}: only {len(chosen)} train pairs for {per_direction} calibration samples")
-        data.assert_no_test_overlap(chosen, pool, purpose="calibration")
+        leakage.assert_no_test_overlap(chosen, pool, purpose="calibration")
         for ex in chosen:
             prompt, target = prompts.training_text(ex, style, tokenizer=tokenizer)
             texts.append(prompt + target.rstrip("\n"))

@@ -19,19 +19,8 @@ Splits
     ``test``   ALMA's ``test.{src}-{tgt}.json`` (WMT22; WMT21 for Icelandic).
 
 Test-set hygiene
-    :func:`test_sentences` collects every ALMA test sentence of the given directions,
-    :func:`assert_no_test_overlap` raises :class:`DataLeakError` when a candidate set
-    (calibration, fine-tuning, layer selection) shares a sentence with them, and
-    :func:`drop_test_overlap` removes such pairs and says how many. Sentences are
-    compared after collapsing whitespace; the comparison is case-sensitive and exact.
-
-    Measured on the shipped data (all ten test sets pooled): 6 ALMA train pairs share a
-    short generic sentence with some test set ("So what?", "Amazing.", "Thank you.",
-    "That was it.", "Ну и что?"), and 885 of the 1,002 pairs of *each* of the cs, de, ru
-    and zh valid files have an English side that is a source sentence of the en->is test
-    set (WMT21 news shared its English source across language pairs). ALMA's dev data
-    must therefore not feed anything that is later evaluated on en->is unless those
-    pairs are dropped first.
+    The guards that keep test sentences out of calibration, selection and training live in
+    :mod:`studylib.core.leakage`.
 
 Errors
     Every missing folder or file, unknown direction or malformed record is one :class:`DataError`
@@ -39,10 +28,7 @@ Errors
     folder and the files under it, ``$STUDYLIB_DATA``), raised without a chained traceback: the
     message says all there is. Unknown directions raise
     :class:`UnknownDirection`, which is both a ``DataError`` and the
-    ``languages.UnknownDirectionError``. :class:`DataLeakError` is deliberately an
-    ``AssertionError`` and *not* a ``DataError``: a leak is a broken invariant of the
-    study, and code that handles "data not found" (``except ValueError``) must not
-    swallow it.
+    ``languages.UnknownDirectionError``.
 """
 
 from __future__ import annotations
@@ -90,7 +76,8 @@ class UnknownDirection(DataError, UnknownDirectionError):
 
 
 class DataLeakError(AssertionError):
-    """Test data would feed calibration, selection or training (an AssertionError on purpose)."""
+    """Test data would feed calibration, selection or training (an AssertionError on purpose: see
+    :mod:`studylib.core.leakage`, whose guards raise it)."""
 
 
 @dataclass(frozen=True)
@@ -505,61 +492,3 @@ def balanced_sample(
             raise DataError(f"{source} {d} {split} has {len(pool)} examples, fewer than {per_direction} requested")
         out.extend(subsample(pool, per_direction, direction_seed(seed, d)))
     return out
-
-
-# --------------------------------------------------------------------------- test-set guards
-
-
-def test_sentences(directions: Iterable[str] | None = None, root=None) -> frozenset[str]:
-    """Every sentence (both sides, normalized) of the ALMA test sets of ``directions`` (default all ten)."""
-    out: set[str] = set()
-    for d in DIRECTIONS if directions is None else directions:
-        for e in load_alma(d, "test", root):
-            out.add(normalize(e.src))
-            out.add(normalize(e.tgt))
-    return frozenset(out)
-
-
-test_sentences.__test__ = False  # not a pytest test, despite the name
-
-
-def _sentence_set(test: Iterable[Example | str]) -> set[str]:
-    out = set()
-    for t in test:
-        if isinstance(t, str):
-            out.add(normalize(t))
-        else:
-            out.add(normalize(t.src))
-            out.add(normalize(t.tgt))
-    return out
-
-
-def find_test_overlap(examples: Iterable[Example], test: Iterable[Example | str]) -> list[Example]:
-    """The examples whose source or target equals (whitespace-normalized) a test sentence."""
-    pool = _sentence_set(test)
-    return [e for e in examples if normalize(e.src) in pool or normalize(e.tgt) in pool]
-
-
-def assert_no_test_overlap(examples: Iterable[Example], test: Iterable[Example | str], purpose: str) -> None:
-    """Raise DataLeakError if any candidate sentence is a test sentence.
-
-    ``test`` is a list of test examples or a set of sentences (e.g. :func:`test_sentences`).
-    """
-    hits = find_test_overlap(examples, test)
-    if hits:
-        shown = "; ".join(f"{e.direction}: {e.src[:60]!r}" for e in hits[:3])
-        raise DataLeakError(
-            f"{len(hits)} example(s) meant for {purpose} share a sentence with the test data "
-            f"(e.g. {shown}); remove them with drop_test_overlap()"
-        )
-
-
-def drop_test_overlap(examples: Iterable[Example], test: Iterable[Example | str]) -> tuple[list[Example], int]:
-    """``(kept, n_dropped)``: the examples without any test sentence, and how many were removed."""
-    examples = list(examples)
-    pool = _sentence_set(test)
-    kept = [e for e in examples if normalize(e.src) not in pool and normalize(e.tgt) not in pool]
-    dropped = len(examples) - len(kept)
-    if dropped:
-        log.info("dropped %d of %d examples that share a sentence with the test data", dropped, len(examples))
-    return kept, dropped

@@ -23,7 +23,7 @@ import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
 from studylib.core.languages import LANG_NAMES
-from studylib.core.segments import check_parallel, check_texts
+from studylib.core.segments import check_parallel
 
 #: Metrics computed from sacreBLEU's sufficient statistics.
 STRING_METRICS = ("bleu", "chrf", "chrf++")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -169,7 +170,7 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
     )
 
 
-def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -> "Path":
+def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -> Path:
     """Save a fine-tuned model atomically: ``<dir>/merged`` (a plain checkpoint) and, for LoRA, ``<dir>/adapter``.
 
     The adapter alone rebuilds the teacher from the base (``models.load_model(<dir>/adapter)``); its config names
@@ -180,7 +181,6 @@ def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -
     import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     final = Path(save_dir)
     final.parent.mkdir(parents=True, exist_ok=True)

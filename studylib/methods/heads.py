@@ -3,7 +3,7 @@
 Importance of query head ``h`` in layer ``l``: ``I_lh = sum over dev batches of |dL/dxi_lh|``, where ``xi_lh`` is a
 gate multiplying the head's output (all gates 1) and ``L`` the teacher-forced cross-entropy on the reference
 translation (prompt masked) of ALMA dev pairs (test overlap dropped and asserted,
-:func:`studylib.methods.pruning.dev_examples`). The gates sit on ``o_proj``'s input, where the heads' outputs are
+:func:`studylib.methods.devset.dev_examples`). The gates sit on ``o_proj``'s input, where the heads' outputs are
 concatenated, so one backward pass per batch gives every head's importance. For a global ranking the scores are
 normalized per layer (L2), as Michel et al. do.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 
-from studylib.methods import pruning
+from studylib.methods import devset, pruning
 from . import Method, MethodError, register
 
 log = logging.getLogger(__name__)
@@ -268,13 +268,13 @@ class HeadPrune(Method):
             raise MethodError(f"fraction (of query heads removed) must be in (0, 1), got {f!r}")
         if p["scope"] not in SCOPES:
             raise MethodError(f"scope must be one of {SCOPES}, got {p['scope']!r}")
-        pruning.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_length"), MethodError)
+        devset.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_length"), MethodError)
 
     def apply(self, model, tokenizer, calibration=None):
         from studylib.core import prompts
 
         p = self.params
-        dev = pruning.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])
+        dev = devset.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])
         pairs = [prompts.training_text(ex, p["prompt_style"], tokenizer=tokenizer) for ex in dev.examples]
         importance = head_importance(model, tokenizer, pairs, batch_size=p["batch_size"], max_length=p["max_length"])
         kv = {kv_heads(a) for a in attention_modules(model)}

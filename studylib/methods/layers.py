@@ -4,7 +4,7 @@
 Efficient Translation Inference"): at each of ``depth`` steps, every remaining layer is tried out -- the model
 without it translates a small dev set -- and the layer whose removal costs least chrF++ (or chrF) is removed for
 good. The dev set is ALMA's dev split, ``dev_per_direction`` pairs of each direction, with every pair sharing a
-sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.methods.pruning.dev_examples`); the
+sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.methods.devset.dev_examples`); the
 score is the mean over directions of the corpus metric. The removal order, the dev score after each step and
 every candidate's score are recorded. Greedy removal is nested: the first ``d`` steps of a depth-``D`` run are a
 depth-``d`` run.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from studylib.methods import pruning
+from studylib.methods import devset, pruning
 from . import Method, MethodError, register
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def greedy_order(model, tokenizer, dev, depth: int, *, metric: str, style: str, 
     n = len(originals)
     if not 0 < depth < n:
         raise ValueError(f"depth must be in 1..{n - 1} for a model of {n} layers, got {depth}")
-    score = lambda: pruning.dev_score(model, tokenizer, dev, metric=metric, style=style,  # noqa: E731
+    score = lambda: devset.dev_score(model, tokenizer, dev, metric=metric, style=style,  # noqa: E731
                                       batch_size=batch_size, max_new_tokens=max_new_tokens)
     base = score()
     remaining = list(range(n))
@@ -164,14 +164,14 @@ class LayerPruneGreedy(_LayerPrune):
         p = self.params
         if p["metric"] not in SELECTION_METRICS:
             raise MethodError(f"metric must be one of {SELECTION_METRICS}, got {p['metric']!r}")
-        pruning.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_new_tokens"), MethodError)
+        devset.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_new_tokens"), MethodError)
 
     def apply(self, model, tokenizer, calibration=None):
         p = self.params
         n = len(pruning.decoder_layers(model))
         if p["depth"] >= n:
             raise MethodError(f"depth {p['depth']} leaves no layer of {n}")
-        dev = pruning.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])
+        dev = devset.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])
         before = sum(x.numel() for x in model.parameters())
         selection = greedy_order(model, tokenizer, dev, p["depth"], metric=p["metric"], style=p["prompt_style"],
                                  batch_size=p["batch_size"], max_new_tokens=p["max_new_tokens"])

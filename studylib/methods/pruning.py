@@ -1,6 +1,5 @@
 """What the pruning methods share: decoder layers and their linears, calibration statistics gathered layer by
-layer, masks (per-row unstructured, N:M), sparsity accounting, dev data for selection, recovery fine-tuning, and
-the 2:4 semi-structured kernel check.
+layer, masks (per-row unstructured, N:M), sparsity accounting, recovery fine-tuning, and the 2:4 semi-structured kernel check.
 
 Sequential calibration (:func:`sequential_calibration`)
     Weight pruning (Wanda, SparseGPT, DSnoT) prunes decoder layer ``i`` with statistics of the inputs its linears
@@ -17,11 +16,7 @@ Sparsity and storage
     (:data:`STORAGE_NOTE`). 2:4 models can run with semi-structured kernels on CUDA (:func:`semi_structured_speed`,
     measured against dense, reported as measured).
 
-Dev data for selection (:func:`dev_examples`)
-    Layer and head selection read ALMA's dev split (``data.load_split(..., "dev")``). ALMA's valid files share
-    885 of 1,002 English sides with the en->is WMT21 test sources, so every dev pair sharing a sentence with any
-    test set of the study (ALMA's WMT22/21 test sets of all ten directions and WMT24) is dropped, and the rest is
-    asserted disjoint before use. That leaves 117 pairs for cs/de/ru/zh and 200 for is (per direction).
+Dev data for layer and head selection: :mod:`studylib.methods.devset`.
 """
 
 from __future__ import annotations
@@ -29,9 +24,9 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from studylib.core import data
+from studylib.core import data, leakage
 
 log = logging.getLogger(__name__)
 
@@ -318,94 +313,6 @@ def zero_fraction_report(zeros: int, total: int, modules: int, where: str) -> di
                     "holds zeros like any other value: sparsity saves nothing more here"}
 
 
-# ----------------------------------------------------------------------------------------- dev data
-
-
-def check_dev_selection_params(p: dict, int_keys: tuple[str, ...], error=ValueError) -> None:
-    """The parameters a dev-set-driven selection method shares (layer and head pruning): positive integers,
-    a zero-shot prompt style, the study's directions. Raises ``error`` with one clear message."""
-    from studylib.core.languages import UnknownDirectionError, normalize_directions
-
-    for key in int_keys:
-        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-            raise error(f"{key} must be a positive integer, got {p[key]!r}")
-    if p["prompt_style"] not in ("alma", "tower"):
-        raise error(f"prompt_style must be 'alma' or 'tower', got {p['prompt_style']!r}")
-    try:
-        normalize_directions(p["directions"])
-    except UnknownDirectionError as err:
-        raise error(str(err)) from err
-
-
-def selection_test_pool(root=None) -> frozenset:
-    """Every sentence of every test set the study evaluates on: ALMA's (WMT22; WMT21 for is) in all ten
-    directions, and WMT24 (en->xx)."""
-    from studylib.core.languages import DIRECTIONS
-
-    pool = set(data.test_sentences(root=root))
-    for d in DIRECTIONS:
-        try:
-            rows = data.load_split("wmt24", d, "test", root=root)
-        except data.DataError:  # WMT24 covers en->xx only; a data folder without wmt24/ has nothing to guard
-            continue
-        pool.update(data.normalize(e.src) for e in rows)
-        pool.update(data.normalize(e.tgt) for e in rows)
-    return frozenset(pool)
-
-
-@dataclass
-class DevSet:
-    examples: list
-    per_direction: dict = field(default_factory=dict)
-    dropped: dict = field(default_factory=dict)
-    seed: int = 0
-
-    def describe(self) -> dict:
-        return {"n": len(self.examples), "per_direction": self.per_direction,
-                "dropped_test_overlap": self.dropped, "seed": self.seed,
-                "source": "ALMA dev split (valid files; is: carved from train), pairs sharing a sentence with any "
-                          "ALMA or WMT24 test set dropped, then asserted disjoint"}
-
-
-def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None) -> DevSet:
-    """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted."""
-    from studylib.core.languages import normalize_directions
-
-    directions = normalize_directions(directions)
-    root = data.resolve_data_dir(root)
-    pool = selection_test_pool(root)
-    out, counts, dropped = [], {}, {}
-    for d in directions:
-        kept, n_dropped = data.drop_test_overlap(data.load_split("alma", d, "dev", root=root), pool)
-        chosen = data.subsample(kept, per_direction, seed)
-        if per_direction is not None and len(chosen) < per_direction:
-            raise ValueError(f"{d}: only {len(chosen)} dev pairs are disjoint from the test sets, "
-                             f"fewer than the {per_direction} asked for")
-        data.assert_no_test_overlap(chosen, pool, purpose="layer/head selection (dev)")
-        out.extend(chosen)
-        counts[d], dropped[d] = len(chosen), n_dropped
-    return DevSet(out, counts, dropped, seed)
-
-
-def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: str = "alma", batch_size: int = 16,
-              max_new_tokens: int = 64) -> dict:
-    """Greedy translations of the dev set scored per direction; ``score`` is the mean over directions."""
-    from studylib.core import generation, metrics, prompts
-    from studylib.core.languages import parse_direction
-
-    # one generate call over every direction (batched by length across directions), scored per direction
-    gens = generation.generate(model, tokenizer, prompts.build_prompts(dev.examples, style, tokenizer=tokenizer),
-                               batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False)
-    by_dir: dict = {}
-    for ex, hyp in zip(dev.examples, gens.texts):
-        by_dir.setdefault(ex.direction, ([], []))
-        by_dir[ex.direction][0].append(hyp)
-        by_dir[ex.direction][1].append(ex.tgt)
-    per = {d: metrics.corpus_scores(hyps, refs, parse_direction(d)[1], [metric])[metric]
-           for d, (hyps, refs) in by_dir.items()}
-    return {"score": sum(per.values()) / len(per), "per_direction": per, "metric": metric}
-
-
 # ----------------------------------------------------------------------------------------- recovery
 
 
@@ -416,11 +323,11 @@ def recovery_pairs(tokenizer, directions, per_direction: int | None, *, style: s
     from studylib.core.languages import normalize_directions
 
     root = data.resolve_data_dir(root)
-    pool = selection_test_pool(root)
+    pool = leakage.every_test_sentence(root)
     train = [ex for d in normalize_directions(directions)
              for ex in data.load_split("alma", d, "train", n=per_direction, seed=seed, root=root)]
-    train, dropped = data.drop_test_overlap(train, pool)
-    data.assert_no_test_overlap(train, pool, purpose="recovery fine-tuning")
+    train, dropped = leakage.drop_test_overlap(train, pool)
+    leakage.assert_no_test_overlap(train, pool, purpose="recovery fine-tuning")
     return [prompts.training_text(ex, style, tokenizer=tokenizer) for ex in train], dropped
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import ClassVar
 
-from studylib.core import data, prompts
+from studylib.core import data, leakage, prompts
 from studylib.runs.params import EvalParams, _check, _positive_int, normalize_directions
 from studylib.core.generation import generate
 
@@ -70,16 +70,16 @@ def ood_split(directions, *, n_test_per_direction: int, seed: int = 0, root=None
     cs-en's test pairs, reversed); pools and test slices are disjoint across all directions (asserted).
     Returns (pool: {direction: [Example]}, test: {direction: [Example]}).
     """
-    wmt_test = data.test_sentences(root=root)
+    wmt_test = leakage.test_sentences(root=root)
     examples, test = {}, {}
     for d in directions:
-        examples[d], _ = data.drop_test_overlap(data.load_split("tatoeba", d, "train", root=root), wmt_test)
+        examples[d], _ = leakage.drop_test_overlap(data.load_split("tatoeba", d, "train", root=root), wmt_test)
         test[d] = data.subsample(examples[d], n_test_per_direction, data.direction_seed(seed, d))
     held = [e for d in directions for e in test[d]]
     held_keys = {data.normalize(e.src) for e in held} | {data.normalize(e.tgt) for e in held}
     pool = {d: [e for e in examples[d] if data.normalize(e.src) not in held_keys
                 and data.normalize(e.tgt) not in held_keys] for d in directions}
-    data.assert_no_test_overlap([e for d in directions for e in pool[d]], held, purpose="out-of-domain training pool")
+    leakage.assert_no_test_overlap([e for d in directions for e in pool[d]], held, purpose="out-of-domain training pool")
     return pool, test
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from studylib.core import data, efficiency, evaluation, models, prompts, records, training
+from studylib.core import data, efficiency, evaluation, leakage, models, prompts, records, training
 from studylib.runs import distillation
 from studylib.runs.params import EvalParams, ParamsError, _check, check_training, normalize_directions, _positive_int
 from studylib.methods import MethodError, apply_recipe, build_recipe
@@ -103,22 +103,22 @@ def training_set(cfg, root) -> tuple[list, dict, dict]:
 
     Returns (examples, counts, ood_test) -- ood_test is the held-out Tatoeba slice per direction.
     """
-    wmt_test = data.test_sentences(root=root)
+    wmt_test = leakage.test_sentences(root=root)
     human = [ex for d in cfg.train_directions
              for ex in data.load_split("alma", d, "train", n=cfg.human_per_direction, seed=cfg.seed, root=root)]
-    human, dropped = data.drop_test_overlap(human, wmt_test)
+    human, dropped = leakage.drop_test_overlap(human, wmt_test)
     kd = []
     if cfg.kd_data:
         kd_path = records.in_results(cfg.kd_data, cfg.results_dir)
         kd = [ex for ex in distillation.load_examples(kd_path) if ex.direction in cfg.train_directions]
-        kd, more = data.drop_test_overlap(kd, wmt_test)
+        kd, more = leakage.drop_test_overlap(kd, wmt_test)
         dropped += more
     pool, ood_test = distillation.ood_split(cfg.directions, n_test_per_direction=cfg.ood_test_per_direction,
                                             seed=cfg.seed, root=root)
     ood = distillation.sample_ood({d: pool[d] for d in cfg.train_directions if d in pool}, cfg.ood_total, cfg.seed)
     examples, counts = distillation.combine(("human", human), ("kd", kd), ("ood", ood))
-    data.assert_no_test_overlap(examples, wmt_test, purpose="student training (WMT test sets)")
-    data.assert_no_test_overlap(examples, [ex for exs in ood_test.values() for ex in exs],
+    leakage.assert_no_test_overlap(examples, wmt_test, purpose="student training (WMT test sets)")
+    leakage.assert_no_test_overlap(examples, [ex for exs in ood_test.values() for ex in exs],
                                 purpose="student training (held-out out-of-domain test)")
     counts["dropped_test_overlap"] = dropped
     return examples, counts, ood_test
