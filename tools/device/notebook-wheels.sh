@@ -3,7 +3,8 @@
 #
 # Downloads (here, where pip reaches PyPI) the cp312 manylinux x86_64 wheels that the lent
 # GPU machine's image lacks for running notebooks with papermill + an ipykernel `python3`
-# kernel, plus gguf 0.19.0. Versions are pinned to what the CPU venv (.venv) uses.
+# kernel, plus gguf 0.19.0 and Snakemake 9.27.1 (the study's workflow; session.sh runs it).
+# Versions are pinned to what the CPU venv (.venv) uses.
 # Packages the image already has (numpy, pyyaml, tqdm, requests, click, aiohttp, attrs,
 # packaging, psutil, pygments, python-dateutil, typing-extensions, jinja2, ...) are NOT
 # carried: a second copy of an image package can break it there.
@@ -39,14 +40,25 @@ PKGS=(
   ipython==9.18.1 ipython-pygments-lexers==1.1.1 jedi==0.20.1 parso==0.8.7
   prompt-toolkit==3.0.53 wcwidth==0.9.4 stack-data==0.6.3 asttokens==3.0.2
   executing==2.3.0 pure-eval==0.2.4 pexpect==4.9.0 ptyprocess==0.7.0
+  # Snakemake and what it needs beyond the above and the image
+  snakemake==9.27.1 argparse-dataclass==2.0.0 conda-inject==1.3.2 configargparse==1.9.0
+  docutils==0.22.4 dpath==2.2.0 gitpython==3.2.1 gitdb==4.0.12 smmap==5.0.3 humanfriendly==10.0 immutables==0.21
+  pulp==3.3.2 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+  smart-open==7.7.1 snakemake-interface-common==1.23.0 snakemake-interface-executor-plugins==9.4.0
+  snakemake-interface-logger-plugins==2.1.0 snakemake-interface-report-plugins==1.3.0
+  snakemake-interface-scheduler-plugins==2.0.2 snakemake-interface-storage-plugins==4.4.1
+  sqlalchemy==2.0.58 greenlet==3.5.6 sqlmodel==0.0.37 throttler==1.2.3 yte==1.9.4
 )
+# published as a source archive only (pure Python): built into a wheel here
+SDIST_ONLY=(connection-pool==0.0.3)
 # EXTRA="name==ver ..." adds wheels, e.g. EXTRA=typing-extensions==4.16.0 if the image's
 # typing_extensions is older than 4.13 (jupyter_client 8.10 needs TypedDict(extra_items=...)).
 read -r -a _extra <<<"${EXTRA:-}"; PKGS+=("${_extra[@]}")
 # Requirements that the image satisfies (KINDS.md, "Python packages already there").
 # tzdata: only python-dateutil 4.x asks for it; the image brings its own python-dateutil.
 IMAGE_HAS="numpy pyyaml tqdm requests click aiohttp attrs packaging psutil pygments
-  python-dateutil typing-extensions jinja2 colorama tzdata cffi"
+  python-dateutil typing-extensions jinja2 colorama tzdata cffi tabulate wrapt markupsafe certifi idna urllib3
+  charset-normalizer"
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -58,6 +70,8 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manyl
 
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --abi cp312 "${PLAT[@]}" -d "$TMP" "${PKGS[@]}" \
+  2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+"$PY" -m pip wheel -q --no-deps --no-binary=:all: -w "$TMP" "${SDIST_ONLY[@]}" \
   2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 # Check: every non-extra requirement of each wheel (linux, CPython 3.12 markers) is either

@@ -6,12 +6,14 @@
 #   session.sh piece N|DIR               (carry .carry/gN, N = 1..6, or DIR) GGUF piece -> /tmp/stage (and a data.tar.xz
 #                                        in DIR -> /tmp/data); the last piece (6, or DIR/gguf.parts's count) assembles
 #                                        and checks
-#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- PIPELINE_ARGS...
-#                                        snapshot studylib/notebooks/params/results into /tmp/work-NAME and run
-#                                        `python -m studylib.pipeline --results /tmp/results PIPELINE_ARGS` there in the
-#                                        background (setsid); --after waits for OTHER to end first; --warm materializes a
-#                                        model into the shared cache before the pipeline starts (no race between jobs);
-#                                        --gpu runs it on that GPU alone (its lock: /tmp/gpulock/gpuID, as `--gpus` uses)
+#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- SNAKEMAKE_ARGS...
+#                                        snapshot studylib/notebooks/params/Snakefile/profiles/results into
+#                                        /tmp/work-NAME and run the workflow there in the background (setsid):
+#                                        `python3 -m snakemake --cores all SNAKEMAKE_ARGS`, e.g.
+#                                        `--config profile=full results=/tmp/results params="params/1*.yaml"`;
+#                                        --after waits for OTHER to end first; --warm materializes a model into the
+#                                        shared cache before the workflow starts (no race between jobs); --gpu shows
+#                                        it only that GPU (CUDA_VISIBLE_DEVICES)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
@@ -59,22 +61,23 @@ start)
   # code from .carry/snap when carried (`git archive` of a commit: edits in progress here do not travel), else the tree
   S=.; [ -d .carry/snap/studylib ] && S=.carry/snap
   W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" \
-    && cp -r $S/studylib $S/notebooks $S/params $S/pyproject.toml results "$W"/ || exit 1
+    && cp -r $S/studylib $S/notebooks $S/params $S/pyproject.toml $S/Snakefile $S/profiles results "$W"/ || exit 1
   echo "code from $S"
+  args=$(printf ' %q' "$@")  # quoted as given (params="a.yaml b.yaml" stays one argument)
   cat > /tmp/$name.sh <<SCRIPT
 cd $W
 export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
-  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4 STUDYLIB_GPU_LOCK=/tmp/gpulock  # one lock per GPU for the session
-[ -n "$gpu" ] && export CUDA_VISIBLE_DEVICES=$gpu STUDYLIB_GPU_LOCK=/tmp/gpulock/gpu$gpu
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
+[ -n "$gpu" ] && export CUDA_VISIBLE_DEVICES=$gpu
 if [ -n "$after" ]; then while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
 if [ -n "$warm" ]; then
   while [ ! -f $GGUF ]; do sleep 5; done
-  python3 -c "from studylib import models; models.load_model('$warm', 'bfloat16', 'cpu'); print('warm: $warm')" || exit 1
+  python3 -c "from studylib.core import models; models.load_model('$warm', 'bfloat16', 'cpu'); print('warm: $warm')" || exit 1
 fi
-echo "pipeline start \$(date -u +%T)"
-python3 -m studylib.pipeline --results /tmp/results $*
+echo "workflow start \$(date -u +%T)"
+python3 -m snakemake --cores all$args
 SCRIPT
   setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
   sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}, gpu: ${gpu:-all}): $*"
@@ -82,7 +85,7 @@ SCRIPT
 wait)
   name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
   while [ ! -f /tmp/$name.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-  grep -aE '^\[(run |skip|start|done|FAILED|not run|bench)|^(pipeline|warm|error)|Traceback|Error' /tmp/$name.log | tail -n 40
+  grep -aE '^  (run|held) |^\[bench|^(workflow|warm|error)|runs: |Finished job|steps \(|Traceback|Error' /tmp/$name.log | tail -n 40
   tail -c 1200 /tmp/$name.log | tr '\r' '\n' | tail -n 6
   ls /tmp/results/runs/*/ 2>/dev/null | tail -n 40 | tr '\n' ' '; echo
   if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi
@@ -92,7 +95,7 @@ collect)
   (cd /tmp/results && find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
   for name in "$@"; do
     W=/tmp/work-$name; cp /tmp/$name.log "$OUT/$name.log"
-    tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed 2>/dev/null)
+    tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed .snakemake/log 2>/dev/null)
   done
   ls -la "$OUT"
   ;;

@@ -6,7 +6,8 @@
 #   .carry/g1..g6   the Gemma-3-270M Q4_K_M GGUF in six raw pieces of ≈ 40.2 MiB (checked by sha256 first)
 # Needs .whl (notebook-wheels.sh), .whl-methods (../shared/device/build-gpu-wheels.sh), .carry/data (stage-data.sh)
 # and .carry/c1..c4 (stage-model.sh). On the device: tools/device/session.sh.
-#   --snap          only (re)write .carry/snap: `git archive HEAD` of studylib, notebooks, params, pyproject.toml, so
+#   --snap          only (re)write .carry/snap: `git archive HEAD` of studylib, notebooks, params, pyproject.toml,
+#                   Snakefile, profiles, so
 #                   the device runs the commit, not edits in progress
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,7 @@ if [ "${1:-}" = "--split" ]; then  # --split N: the GGUF again as N pieces .carr
   exit 0
 fi
 if [ "${1:-}" = "--snap" ]; then
-  rm -rf .carry/snap && mkdir -p .carry/snap && git archive HEAD studylib notebooks params pyproject.toml | tar -x -C .carry/snap
+  rm -rf .carry/snap && mkdir -p .carry/snap && git archive HEAD studylib notebooks params pyproject.toml Snakefile profiles | tar -x -C .carry/snap
   echo "snap of $(git rev-parse --short HEAD): $(du -sh .carry/snap | cut -f1)"; exit 0
 fi
 for need in .whl .whl-methods .carry/data .carry/c1 .carry/c4; do
