@@ -70,7 +70,7 @@ def plan(cfg) -> dict:
 
 def say(start: float, text: str) -> None:
     """One progress line on stderr, flushed: papermill passes a kernel's stderr through as it happens, so the
-    pipeline's log shows it live (its stdout goes only into the executed notebook)."""
+    workflow's log shows it live (its stdout goes only into the executed notebook)."""
     print(f"[bench {time.perf_counter() - start:6.0f} s] {text}", file=sys.stderr, flush=True)
 
 

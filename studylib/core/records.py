@@ -1,7 +1,7 @@
 """One JSON record per run, written atomically, and the summary table built from all of them.
 
 A record lives at ``<results>/runs/<notebook>/<run>.json`` and holds: the run's params (and their hash,
-so a pipeline can tell a stale record from a current one), per-direction metrics (``"de-en": {"bleu",
+so the workflow can tell a stale record from a current one), per-direction metrics (``"de-en": {"bleu",
 "chrf", "chrf++", "comet"?}``), averages over xx->en and en->xx, efficiency, the environment (git sha,
 package versions, device, date), the profile (``smoke`` or ``full``) and, optionally, the system outputs
 per direction (for paired bootstrap later), stored beside it compressed (:func:`write_record`, :func:`read_record`).
@@ -72,20 +72,6 @@ def comparable_params(params: dict) -> dict:
     for key in WHERE_KEYS:
         out.pop(key, None)
     return out
-
-
-def load_record(notebook: str, run: str, results: str | Path | None = None) -> dict:
-    return read_record(record_path(notebook, run, results))
-
-
-def record_matches(notebook: str, run: str, params: dict, results: str | Path | None = None) -> bool:
-    """A record of ``notebook``/``run`` exists and was made with exactly ``params`` (where-keys aside)."""
-    path = record_path(notebook, run, results)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))["params"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return comparable_params(saved) == comparable_params(params)
 
 
 def _git_sha() -> str | None:
