@@ -125,18 +125,27 @@ def gptq_bits(table, sig, reference, metric="chrf++"):
     return fig, caption, {"groups": [label for label, _ in groups]}
 
 
+def _axis_figure(table, reference, metric, x, *, none_recorded, too_few, xlabel, title, caption, **plot):
+    """The figure of one sweep axis ``x``: skipped with ``none_recorded`` when no run has it, with ``too_few`` when
+    no group has two or more of its values; else :func:`_sweep_plot` and ``caption`` (the stale note added)."""
+    if table[x].notna().sum() == 0:
+        raise Skip(none_recorded)
+    groups = sweep_groups(table, x)
+    if not groups:
+        raise Skip(too_few)
+    fig = _sweep_plot(table, x, xlabel, groups, reference, metric, title, **plot)
+    return fig, caption + _caption_end(groups), {"groups": [label for label, _ in groups]}
+
+
 def calibration(table, sig, reference, metric="chrf++"):
     """Calibration pairs per direction against quality, one line per method variant."""
-    if table["calib_per_direction"].notna().sum() == 0:
-        raise Skip("no calibrated run recorded yet (compression runs with calib_per_direction)")
-    groups = sweep_groups(table, "calib_per_direction")
-    if not groups:
-        raise Skip("no method was run with two or more calibration sizes yet")
-    fig = _sweep_plot(table, "calib_per_direction", "calibration pairs per direction", groups, reference, metric,
-                      "Calibration size", log_x=True)
-    caption = (f"Calibration pairs per direction (ALMA train, balanced over directions) against "
-               f"{METRIC_LABEL[metric]}, one line per method variant; dash-dotted: the reference." + _caption_end(groups))
-    return fig, caption, {"groups": [label for label, _ in groups]}
+    return _axis_figure(
+        table, reference, metric, "calib_per_direction",
+        none_recorded="no calibrated run recorded yet (compression runs with calib_per_direction)",
+        too_few="no method was run with two or more calibration sizes yet",
+        xlabel="calibration pairs per direction", title="Calibration size", log_x=True,
+        caption=(f"Calibration pairs per direction (ALMA train, balanced over directions) against "
+                 f"{METRIC_LABEL[metric]}, one line per method variant; dash-dotted: the reference."))
 
 
 def prune_depth(table, sig, reference, metric="chrf++"):
@@ -163,15 +172,11 @@ def prune_depth(table, sig, reference, metric="chrf++"):
 
 def ood_size(table, sig, reference, metric="chrf++"):
     """Out-of-domain training pairs against in-domain (WMT22) and out-of-domain test quality."""
-    if table["ood_total"].notna().sum() == 0:
-        raise Skip("no student with out-of-domain data recorded yet (distillation runs with ood_total)")
-    groups = sweep_groups(table, "ood_total")
-    if not groups:
-        raise Skip("no student variant was trained with two or more out-of-domain data sizes yet")
-    fig = _sweep_plot(table, "ood_total", "out-of-domain training pairs", groups, reference, metric,
-                      "Out-of-domain data size", log_x=True,
-                      extra_series=lambda group: [(f"ood {group}:{metric}", " (out-of-domain test)", "--")])
-    caption = (f"Out-of-domain training pairs added to the students' data against {METRIC_LABEL[metric]} on WMT22 "
-               "(solid) and on the held-out out-of-domain test (dashed); dash-dotted: the reference's WMT22 score."
-               + _caption_end(groups))
-    return fig, caption, {"groups": [label for label, _ in groups]}
+    return _axis_figure(
+        table, reference, metric, "ood_total",
+        none_recorded="no student with out-of-domain data recorded yet (distillation runs with ood_total)",
+        too_few="no student variant was trained with two or more out-of-domain data sizes yet",
+        xlabel="out-of-domain training pairs", title="Out-of-domain data size", log_x=True,
+        extra_series=lambda group: [(f"ood {group}:{metric}", " (out-of-domain test)", "--")],
+        caption=(f"Out-of-domain training pairs added to the students' data against {METRIC_LABEL[metric]} on WMT22 "
+                 "(solid) and on the held-out out-of-domain test (dashed); dash-dotted: the reference's WMT22 score."))
