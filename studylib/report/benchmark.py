@@ -8,7 +8,7 @@ records reads with the same code: the one with every format, or one record per f
 
 from __future__ import annotations
 
-from studylib.bench.schema import LABELS, describe_architecture
+from studylib.bench.schema import LABELS, describe_architecture, graph_not_attempted, has_graph, runs_text
 from studylib.core import records
 from studylib.report.markdown import (clip, code, fmt_sig, join, md_escape, md_table, missing, natural, read_json,
                                       stale_mark, stale_note)
@@ -26,20 +26,6 @@ VS_REFERENCE = (("graph_b1_vs_ref", "graph_b1_ms", "decode_b1_ms"),
                 ("graph_large_vs_ref", "graph_large_ms", "decode_large_ms"),
                 ("floor_vs_ref", "floor_ms", "decode_b1_ms"))
 COMPRESSION = (("gptq-w4", "GPTQ 4-bit"), ("wanda", "Wanda"))
-
-
-def runs_text(n) -> str:
-    return f"{n} run{'' if n == 1 else 's'}"
-
-
-def has_graph(rows) -> bool:
-    """Whether a record's rows carry the graph decode (static KV cache, CUDA graph) fields."""
-    return any("graph_mode" in r for r in rows or [])
-
-
-def not_attempted(row: dict) -> bool:
-    """A format whose graph decode was not attempted (declared not capturable): no figure, no failure."""
-    return str(row.get("graph_mode") or "").startswith("not attempted")
 
 
 def graph_failed(row: dict) -> bool:
@@ -133,7 +119,7 @@ def _graph_notes(rows: list[dict], ref: str) -> list[str]:
     for label, which in (("Graph decode failed (the eager figures stand)",
                           [(r, r.get("graph_error")) for r in ok if r.get("graph_error")]),
                          ("Graph decode not attempted",
-                          [(r, r["graph_mode"].removeprefix("not attempted: ")) for r in ok if not_attempted(r)])):
+                          [(r, r["graph_mode"].removeprefix("not attempted: ")) for r in ok if graph_not_attempted(r)])):
         if which:
             text.append(f"{label}: " + "; ".join(f"{r['label']} ({md_escape(clip(why))})" for r, why in which) + ".")
     off = [r["label"] for r in ok if str(r.get("graph_mode") or "off").startswith("off")]
@@ -381,7 +367,7 @@ def efficiency_7b(bench):
                 if not np.isnan(vals[i]):
                     ax.text(vals[i] + 0.02 * top, i + offset, f"{vals[i]:.2f}", va="center", fontsize=6 if graph else 7)
                 elif n:  # a graph figure that is missing: say why, never a bar
-                    why = ("graph failed" if graph_failed(r) else "graph not attempted" if not_attempted(r)
+                    why = ("graph failed" if graph_failed(r) else "graph not attempted" if graph_not_attempted(r)
                            else "graph not measured")
                     ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
@@ -426,7 +412,7 @@ def efficiency_7b(bench):
         if graph_failures:
             caption += (" Graph decode failed at one batch size or both (the eager bars stand; the table says why): "
                         + ", ".join(graph_failures) + ".")
-        skipped = [name for name, r in zip(names, rows) if r["status"] == "ok" and not_attempted(r)]
+        skipped = [name for name, r in zip(names, rows) if r["status"] == "ok" and graph_not_attempted(r)]
         if skipped:
             caption += (" Graph decode not attempted (a kernel that cannot be captured; the table says why): "
                         + ", ".join(skipped) + ".")

@@ -108,12 +108,6 @@ def directions_table(summary, sig=None, metric: str = "chrf++", reference: str =
 # ----------------------------------------------------------------------------------------------- figure
 
 
-def _reference_row(table, reference):
-    ref = S.parse_reference(reference)
-    hit = table[(table["notebook"] == ref[0]) & (table["run"] == ref[1])]
-    return hit.iloc[0] if len(hit) else None
-
-
 def quality_by_direction(table, sig, reference, metric="chrf++"):
     """Heatmap: runs x directions; colour = score - reference, text = score (+ its significance mark)."""
     import matplotlib.pyplot as plt
@@ -124,7 +118,7 @@ def quality_by_direction(table, sig, reference, metric="chrf++"):
     if not len(table) or not cols:
         raise Skip(f"no run has {METRIC_LABEL[metric]} scores yet")
     scores = table[[f"{c}:{metric}" for c in cols]].astype(float).to_numpy()
-    ref = _reference_row(table, reference)
+    ref = S.reference_row(table, reference)
     is_ref = [ref is not None and (r.notebook, r.run) == (ref["notebook"], ref["run"]) for r in table.itertuples()]
     marks = S.marks(sig)
     text = np.empty(scores.shape, dtype=object)

@@ -58,6 +58,13 @@ def parse_reference(reference: str) -> tuple[str, str]:
     return notebook, run
 
 
+def reference_row(table, reference):
+    """The reference's row of a runs table (:func:`studylib.report.summary.runs_table`), or None when it is absent."""
+    ref = parse_reference(reference)
+    hit = table[(table["notebook"] == ref[0]) & (table["run"] == ref[1])]
+    return hit.iloc[0] if len(hit) else None
+
+
 def key(record: dict) -> str:
     return f"{record['notebook']}/{record['run']}"
 

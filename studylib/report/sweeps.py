@@ -16,12 +16,6 @@ AXIS_LABEL = {"calib_per_direction": "calib", "ood_total": "OOD", "bits": "bits"
               "sparsity": "sparsity", "recovery": "recovery"}
 
 
-def _reference_row(table, reference):
-    ref = S.parse_reference(reference)
-    hit = table[(table["notebook"] == ref[0]) & (table["run"] == ref[1])]
-    return hit.iloc[0] if len(hit) else None
-
-
 def _unique_labels(items) -> list:
     """``items``: (notebook, full label, short label, rows). The short labels where they tell the groups apart,
     else the full ones, else the full ones prefixed with the notebook; the stale mark after a group with a stale
@@ -60,7 +54,7 @@ def _sweep_plot(table, x, xlabel, groups, reference, metric, title, log_x=False,
     """Two panels (xx->en, en->xx): one line per group, the reference as a dash-dotted line, one legend below."""
     import matplotlib.pyplot as plt
 
-    ref = _reference_row(table, reference)
+    ref = S.reference_row(table, reference)
     palette = colours(len(groups))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
     for ax, group in zip(axes, GROUPS):
@@ -91,7 +85,7 @@ def gptq_bits(table, sig, reference, metric="chrf++"):
     groups = sweep_groups(gptq, "bits")
     if not groups:
         raise Skip("the GPTQ runs recorded do not form a bit-width sweep (two or more bit widths of one variant)")
-    ref = _reference_row(table, reference)
+    ref = S.reference_row(table, reference)
     palette = colours(len(groups))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
     costs = (("peak_memory_gb", "-", "o", "peak memory"), ("storage_gb", ":", "^", "storage"))
