@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from studylib.bench.schema import ARCHITECTURES, REFERENCE, SPARSE_KERNELS, VARIANTS
+from studylib.bench.schema import ARCHITECTURES, HF_VARIANTS, REFERENCE, SPARSE_KERNELS, VARIANTS, VLLM_VARIANTS
 from studylib.runs.params import NotebookParams, ParamsError, _check, _positive_int
 from studylib.core.records import PROFILES
 
@@ -35,6 +35,8 @@ class BenchmarkParams(NotebookParams):
     ``gptq_*``: the GPTQ formats' kernel, group size and calibration (``gptq_calib_*`` for W4, whose build is the
     timed GPTQ compression; ``gptq_w8_calib_*`` for W8). ``sparse_kernel``: the 2:4 kernel on CUDA.
     ``wanda_*``: ``wanda-50``'s calibration and batch (its pruning is the timed Wanda compression).
+    ``vllm_memory``: the share of GPU memory a vLLM format's engine takes (``vllm-*`` variants, measured beside
+    ``vllm-fp16``: :mod:`studylib.bench.served`).
 
     Parameters a format does not use (the GPTQ ones for ``bf16``) are ignored by it.
     """
@@ -44,7 +46,8 @@ class BenchmarkParams(NotebookParams):
     GPU: ClassVar[str] = "exclusive"  # times decoding and compression
     H200_MINUTES: ClassVar[float] = 6.0  # fp16 and one format; GPTQ W4's 128 x 2048-token calibration the longest
     # what the CPU smoke profile runs of the full profile's sweep: every format (each a few seconds on the tiny Llama)
-    SMOKE_SWEEP: ClassVar[dict] = {"variant": [v for v in VARIANTS if v != REFERENCE]}
+    # (the vLLM formats need a GPU and vLLM: the smoke profile has neither)
+    SMOKE_SWEEP: ClassVar[dict] = {"variant": [v for v in HF_VARIANTS if v != REFERENCE]}
 
     profile: str = "smoke"
     run_name: str = "smoke"
@@ -71,6 +74,7 @@ class BenchmarkParams(NotebookParams):
     wanda_calib_samples: int = 4
     wanda_calib_tokens: int = 64
     wanda_batch_size: int = 2
+    vllm_memory: float = 0.5
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -110,6 +114,10 @@ class BenchmarkParams(NotebookParams):
         _check(g == -1 or (arch["hidden_size"] % g == 0 and arch["intermediate_size"] % g == 0),
                f"gptq_group_size {g} does not divide {self.architecture}'s layer widths "
                f"({arch['hidden_size']}, {arch['intermediate_size']})")
+        _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
+               f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
+        _check(self.variant not in VLLM_VARIANTS or self.device.startswith("cuda"),
+               f"variant {self.variant!r} is served by vLLM, which needs device 'cuda'")
         _check(self.sparse_kernel in SPARSE_KERNELS,
                f"sparse_kernel must be one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
 

@@ -30,8 +30,8 @@ import traceback
 from dataclasses import dataclass
 
 from studylib.bench.schema import (ARCHITECTURES, COMPRESSION, GRAPH_OFF, NOTEBOOK, RANDOM_CALIBRATION,
-                                   RANDOM_WEIGHTS, REFERENCE, UNAVAILABLE, VARIANTS, capture_skip,
-                                   graph_not_attempted, models, ratios, static_mode, targets)
+                                   RANDOM_WEIGHTS, REFERENCE, UNAVAILABLE, VARIANTS, VLLM_VARIANTS, capture_skip,
+                                   graph_not_attempted, models, ratios, reference_of, static_mode, targets)
 
 GRAPH_DECODE = ("(prefill + new_tokens steps - (prefill + 1 step)) / (new_tokens - 1), greedy, EOS ignored, "
                 "synchronized wall clock, through a transformers StaticCache; on CUDA each step (forward, argmax, "
@@ -183,7 +183,15 @@ def measure_models(cfg) -> Measured:
     start = time.perf_counter()
     bandwidth = measure_bandwidth(cfg)
     say(start, f"bandwidth {bandwidth['gb_per_s']:.1f} GB/s")
-    rows = ratios([measure_model(name, cfg, bandwidth, start) for name in models(cfg.variant)])
+    rows = []
+    for name in models(cfg.variant):
+        if name in VLLM_VARIANTS:
+            from studylib.bench.served import measure_served
+
+            rows.append(measure_served(name, cfg, bandwidth, start, say))
+        else:
+            rows.append(measure_model(name, cfg, bandwidth, start))
+    rows = ratios(rows, reference_of(cfg.variant))
     timed = compression(rows)
     for key, value in timed.items():
         if value["status"] == "ok":
@@ -199,7 +207,8 @@ def make_record(cfg, plan_: dict, measured: Measured) -> dict:
         "config": ARCHITECTURES[cfg.architecture],
         "weights": RANDOM_WEIGHTS,
         "device": plan_.get("device_name") or cfg.device,
-        "reference": REFERENCE,
+        "reference": reference_of(cfg.variant),
+        "engine": "vllm" if cfg.variant in VLLM_VARIANTS else "hf",
         "bandwidth": measured.bandwidth,
         "timing": {"warmup": cfg.warmup, "repeats": cfg.repeats, "statistic": "median of the timed runs",
                    "prompt_tokens": cfg.prompt_tokens, "new_tokens": cfg.new_tokens, "large_batch": cfg.large_batch,
@@ -262,11 +271,14 @@ def check_record(record: dict, cfg) -> None:
             for key in ("decode_b1_ms", "decode_large_ms", "prefill_ms", "weight_bytes", "floor_ms", "params"):
                 assert r[key] and r[key] > 0, (name, key, r[key])
             assert r["host_load"]["cpus"] and "before" in r["host_load"]["eager"], name
-            _check_graph(name, r, cfg)
+            if name in VLLM_VARIANTS:  # vLLM captures its own graphs: no static-cache figures of ours
+                assert r["graph_b1_ms"] is None and r["info"]["engine"]["engine"] == "vllm", name
+            else:
+                _check_graph(name, r, cfg)
             _check_build(name, r)
         else:
             assert r["error"] and r["kernel"] == UNAVAILABLE, name  # why it did not run, said
-    ref = rows[REFERENCE]
+    ref = rows[reference_of(cfg.variant)]
     if ref["status"] == "ok":
         assert abs(ref["decode_b1_ratio"] - 1) < 1e-9 and abs(ref["prefill_speedup"] - 1) < 1e-9
         assert ref.get("graph_b1_ms") is None or abs(ref["graph_b1_ratio"] - 1) < 1e-9

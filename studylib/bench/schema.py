@@ -39,9 +39,31 @@ VARIANTS = {
     "layers-50": "the middle half of the decoder layers removed (50% kept)",
     "wanda-50": "Wanda 50% unstructured pruning on random-token calibration, dense kernels (zeros kept in place)",
 }
+HF_VARIANTS = dict(VARIANTS)  # built and measured through transformers (studylib.bench.variants)
+# served by vLLM (studylib.bench.served): its kernels on the same architecture, one engine per format, beside vLLM's
+# own fp16 in the same process
+VLLM_REFERENCE = "vllm-fp16"
+VLLM_VARIANTS = {
+    "vllm-fp16": "dense float16 served by vLLM: the reference of the vLLM formats",
+    "vllm-fp8": "FP8 W8A8 made by vLLM as it loads (quantization 'fp8': per-tensor weight scales, dynamic "
+                "activation scales), CUTLASS FP8 kernels",
+    "vllm-gptq-w4": "GPTQ 4-bit, group 128 (checkpoint format gptq), vLLM's gptq_marlin",
+    "vllm-gptq-w8": "GPTQ 8-bit, group 128, vLLM's gptq_marlin",
+    "vllm-awq-w4": "AWQ 4-bit, group 128, zero points, vLLM's awq_marlin",
+    "vllm-int8-w8a8": "INT8 W8A8 in compressed-tensors form (int8 weights per channel, dynamic per-token int8 "
+                      "activations), vLLM's CUTLASS INT8 kernels",
+    "vllm-nf4": "bitsandbytes NF4 quantized by vLLM as it loads a float16 checkpoint (random weights, written first)",
+    "vllm-2of4": "2:4 sparse weights: not served by vLLM 0.26.0 (see studylib.bench.served.NOT_SERVED)",
+    "vllm-layers-75": "the middle quarter of the decoder layers removed (a config with 24 of 32), served dense",
+}
+VARIANTS.update(VLLM_VARIANTS)
+LAYER_KEEP = {"layers-75": 0.75, "layers-50": 0.5, "vllm-layers-75": 0.75}
 LABELS = {"fp16": "fp16", "bf16": "bf16", "bnb-int8": "INT8 (bnb)", "bnb-nf4": "NF4 (bnb)", "gptq-w4": "GPTQ W4",
           "gptq-w8": "GPTQ W8", "sparse-2of4": "2:4 sparse", "layers-75": "75% layers", "layers-50": "50% layers",
-          "wanda-50": "Wanda 50%"}
+          "wanda-50": "Wanda 50%",
+          "vllm-fp16": "fp16 (vLLM)", "vllm-fp8": "FP8 (vLLM)", "vllm-gptq-w4": "GPTQ W4 (vLLM)",
+          "vllm-gptq-w8": "GPTQ W8 (vLLM)", "vllm-awq-w4": "AWQ W4 (vLLM)", "vllm-int8-w8a8": "INT8 W8A8 (vLLM)",
+          "vllm-nf4": "NF4 (vLLM)", "vllm-2of4": "2:4 sparse (vLLM)", "vllm-layers-75": "75% layers (vLLM)"}
 SPARSE_KERNELS = ("auto", "cusparselt", "cutlass")
 # the formats whose build is a timed compression, and the key of its time in the record's ``compression``
 COMPRESSION = {"gptq-w4": "gptq-w4", "wanda-50": "wanda"}
@@ -80,9 +102,15 @@ REPORT_KEYS = ("decode_b1_ms", "decode_b1_ratio", "floor_ms", "floor_ratio", "de
                "params", "layers")
 
 
+def reference_of(variant: str) -> str:
+    """The format a run's ratios are taken against: fp16 through the same engine."""
+    return VLLM_REFERENCE if variant in VLLM_VARIANTS else REFERENCE
+
+
 def models(variant: str) -> list[str]:
     """The formats one run measures, in order: the reference, then ``variant`` (the reference alone for itself)."""
-    return [REFERENCE] if variant == REFERENCE else [REFERENCE, variant]
+    ref = reference_of(variant)
+    return [ref] if variant == ref else [ref, variant]
 
 
 def describe_architecture(name: str) -> str:

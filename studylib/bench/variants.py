@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 import torch
 
 from studylib.bench import arch
-from studylib.bench.schema import ARCHITECTURES, LABELS, NO_GRAPH_CAPTURE, VARIANTS
+from studylib.bench.schema import ARCHITECTURES, HF_VARIANTS, LAYER_KEEP, NO_GRAPH_CAPTURE
 from studylib.bench.wanda import wanda_layerwise
 
-LAYER_FRACTIONS = {"layers-75": 0.75, "layers-50": 0.5}
+LAYER_FRACTIONS = {k: v for k, v in LAYER_KEEP.items() if k in HF_VARIANTS}
 WANDA_SPARSITY = {"wanda-50": 0.5}
 ZEROS_NOTE = "dense safetensors with the pruned weights as zeros (the sparse format is not saved compressed)"
 
@@ -275,11 +275,11 @@ BUILDERS = {
     "layers-50": _layers(LAYER_FRACTIONS["layers-50"]),
     "wanda-50": _wanda(WANDA_SPARSITY["wanda-50"]),
 }
-assert set(BUILDERS) == set(VARIANTS) == set(LABELS)
-assert set(NO_GRAPH_CAPTURE) <= set(VARIANTS)
+assert set(BUILDERS) == set(HF_VARIANTS)
+assert set(NO_GRAPH_CAPTURE) <= set(HF_VARIANTS)
 
 
 def build_variant(name: str, cfg) -> Built:
     if name not in BUILDERS:
-        raise ValueError(f"unknown benchmark variant {name!r}; known: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown benchmark variant {name!r}; known: {', '.join(HF_VARIANTS)}")
     return BUILDERS[name](cfg)

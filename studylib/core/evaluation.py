@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studylib.core import data, metrics, prompts
-from studylib.core.generation import generate
+from studylib.core import data, engines, metrics, prompts
+from studylib.core.generation import generate, generate_vllm
 from studylib.core.languages import parse_direction
 
 
@@ -15,10 +15,15 @@ class Evaluation:
     outputs: dict = field(default_factory=dict)  # direction -> {"src", "ref", "hyp"}
     seconds: float = 0.0
     new_tokens: int = 0
+    engine: dict = field(default_factory=dict)  # which engine decoded, its version, and why if not the one asked for
 
 
 def load_test_sets(cfg) -> dict:
-    """The test examples of each direction, subsampled deterministically to ``cfg.n_test``."""
+    """The test examples of each direction, subsampled deterministically to ``cfg.n_test``. Every notebook calls it
+    before its model loads, so an engine that cannot run here (``cfg.engine`` or ``cfg.engines``: vLLM without a GPU
+    or its wheels) fails here too, in one line."""
+    for name in dict.fromkeys([getattr(cfg, "engine", "hf"), *getattr(cfg, "engines", [])]):
+        engines.check_engine(name, cfg.device)
     root = data.resolve_data_dir(cfg.data_dir)
     return {d: data.load_split(cfg.test_source, d, "test", n=cfg.n_test, seed=cfg.seed, root=root)
             for d in cfg.directions}
@@ -32,26 +37,71 @@ def make_prompts(cfg, direction, examples, tokenizer) -> list[str]:
                                  tokenizer=tokenizer)
 
 
-def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: bool = True) -> Evaluation:
+def recipe_methods(cfg) -> list[str]:
+    """The compression methods a run's model went through (none for a base or a teacher)."""
+    return [step["method"] for step in (getattr(cfg, "recipe", None) or [])]
+
+
+def serve_with_vllm(model, cfg, **kwargs):
+    """A vLLM engine serving ``model`` as it is in memory: saved as a plain checkpoint in its dtype into a temporary
+    folder (kept while the engine lives; ``engine.served_dir``), started with the run's seed."""
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="studylib-vllm-")
+    model.save_pretrained(tmp, safe_serialization=True)
+    engine = engines.VLLMEngine(tmp, dtype=cfg.dtype, seed=cfg.seed, **kwargs)
+    engine.served_dir = tmp
+    return engine
+
+
+def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: bool = True, *, engine=None,
+             pooled: bool = True) -> Evaluation:
     """Greedy translations of every direction's test set, scored with ``cfg.metrics``.
 
-    All directions are decoded together: one pool of prompts, batched by length across directions
-    (``cfg.batch_size`` prompts a batch), so a small model keeps the GPU busy with few, wide decoding steps. The
-    scores are per direction. COMET gets the plain source sentences (never the prompt) from a local checkpoint.
+    ``pooled`` (the default): all directions are decoded together, one pool of prompts (on hf batched by length
+    across directions, ``cfg.batch_size`` prompts a batch), so a small model keeps the GPU busy; else each direction
+    is decoded as a pool of its own. The scores are per direction. COMET gets the plain source sentences (never the
+    prompt) from a local checkpoint.
+
+    ``cfg.engine`` 'vllm' decodes through vLLM (``engine``: one already started, e.g. to decode twice; else one is
+    started for ``model`` and closed after) unless a method of the run's recipe is one vLLM does not serve
+    (:func:`studylib.core.engines.choose`); ``Evaluation.engine`` says which engine ran and why.
     """
     test_sets = test_sets if test_sets is not None else load_test_sets(cfg)
     result = Evaluation()
-    prompts, spans = [], {}
-    for direction, examples in test_sets.items():
-        ps = make_prompts(cfg, direction, examples, tokenizer)
-        spans[direction] = (len(prompts), len(prompts) + len(ps))
-        prompts += ps
-    gens = generate(model, tokenizer, prompts, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                    progress=progress, desc=f"translating ({len(test_sets)} directions)")
+    name, why = engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg))
+    if name == "vllm" and (hasattr(model, "peft_config") or getattr(model, "is_quantized", False)):
+        name, why = "hf", "an adapter or a quantized base in memory: served as a plain checkpoint it would not be itself"
+    own = name == "vllm" and engine is None
+    if own:
+        engine = serve_with_vllm(model, cfg)
+    result.engine = {**(engine.info() if name == "vllm" else engines.hf_info()), "asked": getattr(cfg, "engine", "hf"),
+                     "why": why, "pooled": pooled}
+    pools = [list(test_sets)] if pooled else [[d] for d in test_sets]
+    texts, counts, seconds = {}, {}, 0.0
+    try:
+        for pool in pools:
+            prompts_, spans = [], {}
+            for direction in pool:
+                ps = make_prompts(cfg, direction, test_sets[direction], tokenizer)
+                spans[direction] = (len(prompts_), len(prompts_) + len(ps))
+                prompts_ += ps
+            desc = f"translating ({', '.join(pool) if len(pool) < 3 else f'{len(pool)} directions'})"
+            if name == "vllm":
+                gens = generate_vllm(engine, tokenizer, prompts_, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                     progress=progress)
+            else:
+                gens = generate(model, tokenizer, prompts_, batch_size=cfg.batch_size,
+                                max_new_tokens=cfg.max_new_tokens, progress=progress, desc=desc)
+            seconds += gens.seconds
+            for direction, (first, last) in spans.items():
+                texts[direction], counts[direction] = gens.texts[first:last], gens.new_tokens[first:last]
+    finally:
+        if own:
+            engine.close()
     for direction, examples in test_sets.items():
         _, tgt_lang = parse_direction(direction)
-        first, last = spans[direction]
-        hyps = gens.texts[first:last]
+        hyps = texts[direction]
         srcs = [ex.src for ex in examples]
         refs = [ex.tgt for ex in examples]
         scores = metrics.corpus_scores(hyps, refs, tgt_lang, [m for m in cfg.metrics if m != "comet"])
@@ -60,11 +110,11 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
 
             scores["comet"] = score_comet(srcs, hyps, refs, cfg.comet_checkpoint)["score"]
         scores["n"] = len(examples)
-        scores["new_tokens"] = int(sum(gens.new_tokens[first:last]))
+        scores["new_tokens"] = int(sum(counts[direction]))
         result.metrics[direction] = scores
         result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": hyps}
-    result.seconds = gens.seconds
-    result.new_tokens = gens.total_new_tokens
+    result.seconds = seconds
+    result.new_tokens = int(sum(sum(c) for c in counts.values()))
     return result
 
 

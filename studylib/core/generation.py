@@ -1,4 +1,5 @@
-"""Batched greedy decoding with left padding, stopping each sequence at its first newline or EOS.
+"""Greedy decoding, stopping each sequence at its first newline or EOS: batched ``generate`` with left padding (hf),
+or a vLLM engine (:func:`generate_vllm`), both cut and counted by :func:`studylib.core.engines.finish`.
 
 Progress is reported from inside each batch. A batch stays one ``model.generate`` call as wide as the caller's
 ``batch_size`` (on a GPU the width is what keeps a small model busy, and splitting it for the bar's sake would
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from studylib.core.engines import finish
 from studylib.core.prompts import cut_output
 
 _STOP_IDS: dict[int, list[int]] = {}
@@ -148,14 +150,34 @@ def generate(
                 top_k=None,
                 **extra,
             )
-        new = out[:, enc["input_ids"].shape[1] :]
-        stop_set = torch.tensor(stops, device=new.device)
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
         for row, i in zip(new, idx):
-            hit = torch.isin(row, stop_set).nonzero()
-            n = int(hit[0, 0]) + 1 if len(hit) else int(row.shape[0])
-            counts[i] = n
-            texts[i] = cut_output(tokenizer.decode(row[:n], skip_special_tokens=True))
+            counts[i] = finish(row, stops, max_new_tokens)
+            texts[i] = cut_output(tokenizer.decode(row[: counts[i]], skip_special_tokens=True))
         bar.update(len(idx) - (hook.count if hook else 0))  # the rest of the batch: rows cut by max_new_tokens
     bar.close()
     _sync(device)
     return Generations(texts=[t or "" for t in texts], new_tokens=counts, seconds=time.perf_counter() - start)
+
+
+def generate_vllm(engine, tokenizer, prompts: list[str], *, max_new_tokens: int = 256, seed: int = 0,
+                  progress: bool = True, order: list[int] | None = None) -> Generations:
+    """:func:`generate` through a :class:`studylib.core.engines.VLLMEngine`: the same token ids (the tokenizer's,
+    BOS included), stop tokens, cap and cut. vLLM schedules the prompts itself; ``order`` (a permutation of the
+    prompts) changes the order they are handed over in, and so what shares a batch, for the rerun check. Its tqdm bar
+    counts finished prompts with rate and ETA."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    stops = stop_token_ids(tokenizer)
+    order = list(range(len(prompts))) if order is None else list(order)
+    if sorted(order) != list(range(len(prompts))):
+        raise ValueError("order must be a permutation of the prompts' indices")
+    ids = tokenizer([prompts[i] for i in order])["input_ids"]
+    start = time.perf_counter()
+    rows = engine.generate(ids, max_new_tokens=max_new_tokens, stop_ids=stops, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    texts, counts = [""] * len(prompts), [0] * len(prompts)
+    for i, row in zip(order, rows):
+        counts[i] = finish(row, stops, max_new_tokens)
+        texts[i] = cut_output(tokenizer.decode(row[: counts[i]], skip_special_tokens=True))
+    return Generations(texts=texts, new_tokens=counts, seconds=seconds)

@@ -25,7 +25,7 @@ PROFILES = ("smoke", "full")
 METRICS = ("bleu", "chrf", "chrf++", "comet")
 _PACKAGES = (
     "torch", "transformers", "tokenizers", "accelerate", "peft", "sacrebleu", "unbabel-comet", "bitsandbytes",
-    "gptqmodel", "llmcompressor", "optimum", "gguf", "numpy", "papermill",
+    "gptqmodel", "llmcompressor", "optimum", "gguf", "numpy", "papermill", "vllm", "compressed-tensors",
 )
 
 
@@ -150,9 +150,10 @@ def is_stale(record: dict) -> bool:
 
 def make_record(*, notebook: str, run: str, params: dict, profile: str, metrics: dict, efficiency: dict | None = None,
                 outputs: dict | None = None, extra: dict | None = None, family: str = "other",
-                sweep: dict | None = None, method: str | None = None) -> dict:
+                sweep: dict | None = None, method: str | None = None, engine: dict | None = None) -> dict:
     """Assemble a record; checks the profile and direction keys. ``family``, ``sweep`` (``{"parent", "axes"}`` of
-    one setting) and ``method`` say what the run is (:func:`studylib.core.what.describe`)."""
+    one setting) and ``method`` say what the run is (:func:`studylib.core.what.describe`); ``engine`` which engine
+    decoded its translations (``studylib.core.evaluation.Evaluation.engine``)."""
     from studylib.core import what
 
     if profile not in PROFILES:
@@ -173,6 +174,7 @@ def make_record(*, notebook: str, run: str, params: dict, profile: str, metrics:
         "averages": direction_averages(metrics),
         "efficiency": efficiency or {},
         "environment": environment(),
+        **({"engine": engine} if engine else {}),
         **extra,
         **({"outputs": outputs} if outputs else {}),
     }

@@ -95,7 +95,7 @@ def describe(family: str, params: dict, compression: dict | None = None, sweep: 
     elif family == "teacher":
         out["method"] = out["variant"] = f"teacher-{params.get('method', 'full')}"
     elif family == "efficiency":
-        out["method"] = out["variant"] = str(params.get("variant") or "benchmark")
+        out["method"] = out["variant"] = str(params.get("variant") or method or "benchmark")
     else:
         if is_student:
             names.append("qlora")

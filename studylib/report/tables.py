@@ -10,6 +10,8 @@
     the distillation study (:mod:`~studylib.report.students`).
 ``benchmark.md`` / ``benchmark.json``
     the 7B-architecture benchmark, one section per record (:mod:`~studylib.report.benchmark`).
+``targets.md`` / ``targets.json``
+    the issues' targets next to what the records measured (:mod:`~studylib.report.targets`).
 ``environment.md``, ``commands.md``, ``setup.json``
     where and with what each record was made, the command that remakes it, the facts of the setup section
     (:mod:`~studylib.report.setup`).
@@ -23,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import benchmark, quality, setup, students
+from studylib.report import benchmark, quality, setup, students, targets
 from studylib.report import significance as S
 from studylib.report.markdown import write_json, write_text
 from studylib.report.summary import load_records, load_summary, summary_path
@@ -40,6 +42,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     frame, main_md = quality.main_table(summary, sig, reference)
     bench = benchmark.benchmark_data(recs)
     study = students.students_data(recs, reference)
+    goals = targets.targets_data(recs)
     texts = {
         "main.md": main_md,
         "main.csv": frame.to_csv(index=False) if len(frame) else "",
@@ -49,9 +52,10 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
         "commands.md": setup.commands_table(recs, params_dir, profile or "full"),
         "benchmark.md": benchmark.benchmark_table(bench),
         "students.md": students.students_table(study),
+        "targets.md": targets.targets_table(goals),
     }
     written = [write_text(text, out / name) for name, text in texts.items()]
-    for name, data in (("benchmark.json", bench), ("students.json", study),
+    for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals),
                        ("setup.json", setup.setup_facts(recs, reference, profile))):
         written.append(write_json(data, out / name))
     return written

@@ -103,5 +103,5 @@ def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str,
     }
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
                                **cfg.identity(), metrics=ev.metrics, efficiency=eff,
-                               outputs=ev.outputs if cfg.keep_outputs else None,
+                               outputs=ev.outputs if cfg.keep_outputs else None, engine=ev.engine,
                                extra={"compression": compression_info, **(extra or {})})

@@ -185,9 +185,11 @@ class EvalParams(NotebookParams):
     speed_new_tokens: int = 8
     speed_batch_sizes: list = field(default_factory=lambda: [1])
     keep_outputs: bool = True
+    engine: str = "hf"
     results_dir: str | None = None
 
     def __post_init__(self):
+        from studylib.core.engines import ENGINES
         from studylib.core.models import ModelSpec
 
         _check(self.profile in PROFILES, f"profile must be one of {PROFILES}, got {self.profile!r}")
@@ -206,6 +208,9 @@ class EvalParams(NotebookParams):
         _positive_int("speed_new_tokens", self.speed_new_tokens)
         _check(isinstance(self.metrics, list) and self.metrics and all(m in ALLOWED_METRICS for m in self.metrics),
                f"metrics must be a non-empty list from {ALLOWED_METRICS}, got {self.metrics!r}")
+        _check(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        _check(self.engine != "vllm" or self.dtype in ("bfloat16", "float16"),
+               f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
         _check("comet" not in self.metrics or self.comet_checkpoint,
                "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
         _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
@@ -283,6 +288,7 @@ NOTEBOOKS = {
     "32_model_b": "students:ModelBParams",
     "33_ood_size": "students:OODSizeParams",
     "40_efficiency_7b": "studylib.bench.params:BenchmarkParams",
+    "41_engines": "engines:EngineParams",
 }
 
 

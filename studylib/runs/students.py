@@ -193,7 +193,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         extra["teacher_record"] = cfg.teacher_record
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
                                **cfg.identity(), metrics=ev.metrics, efficiency=eff,
-                               outputs=ev.outputs if cfg.keep_outputs else None, extra=extra)
+                               outputs=ev.outputs if cfg.keep_outputs else None, engine=ev.engine, extra=extra)
 
 
 def ev_to_dict(ev) -> dict:

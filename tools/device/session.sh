@@ -6,6 +6,10 @@
 #   session.sh piece N|DIR               (carry .carry/gN, N = 1..6, or DIR) GGUF piece -> /tmp/stage (and a data.tar.xz
 #                                        in DIR -> /tmp/data); the last piece (6, or DIR/gguf.parts's count) assembles
 #                                        and checks
+#   session.sh vllm-piece DIR            (carry DIR = .carry/vllm/pieces/vN, made by tools/device/vllm-wheels.sh) a piece of
+#                                        the vLLM closure -> /tmp/vstage; the last one assembles it (sha256 checked) and
+#                                        installs it into /tmp/vllm-site (its own target: vLLM pins compressed-tensors
+#                                        0.17.0, llm-compressor 0.19.0); start vLLM runs with PYTHONPATH=/tmp/vllm-site:...
 #   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- SNAKEMAKE_ARGS...
 #                                        snapshot studylib/notebooks/params/Snakefile/profiles/results into
 #                                        /tmp/work-NAME and run the workflow there in the background (setsid):
@@ -15,6 +19,11 @@
 #                                        shared cache before the workflow starts (no race between jobs); --gpu shows
 #                                        it only that GPU (CUDA_VISIBLE_DEVICES)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
+#   session.sh jobs NAME JOB...          like start, but runs the given jobs one after another, each
+#                                        `python3 -m studylib.workflow run` (what a Snakemake rule runs): JOB is
+#                                        NOTEBOOK:PARAMS_FILE[:SETTING_JSON], e.g. 41_engines:params/41_engines_teacher-lora.yaml
+#                                        or '40_efficiency_7b:params/40_efficiency_7b_llama2-7b.yaml:{"variant":"vllm-fp8"}';
+#                                        /tmp/vllm-site, where installed, comes first on PYTHONPATH
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
 # Set STUDYLIB_GIT_SHA in the calling command (the checkout's commit) so records name it.
@@ -33,9 +42,9 @@ kit)
     rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf "$K/data.tar.xz" || exit 1
   fi
   [ -f /tmp/results/.kit-stamp ] || { mkdir -p /tmp/results && cp -rn results/. /tmp/results/ && touch /tmp/results/.kit-stamp; }
-  PYTHONPATH=/tmp/site python3 -c "import papermill, gptqmodel, bitsandbytes, llmcompressor, torch; \
-print('kit ok: torch', torch.__version__, '| gptqmodel', gptqmodel.__version__, '| bnb', bitsandbytes.__version__, \
-'|', torch.cuda.get_device_name(0))"
+  PYTHONPATH=/tmp/site python3 -c "import importlib.util as u, importlib.metadata as m, torch; \
+print('kit: torch', torch.__version__, '|', torch.cuda.get_device_name(0), '|', ', '.join(f'{n} {m.version(n)}' \
+for n in ('papermill', 'gguf', 'gptqmodel', 'bitsandbytes', 'llmcompressor') if u.find_spec(n)))"
   du -sh /tmp/site /tmp/data
   ;;
 piece)
@@ -49,6 +58,22 @@ piece)
   if [ "$(ls /tmp/stage/gguf.part[0-9]* 2>/dev/null | wc -l)" = "$total" ]; then
     cat $(ls /tmp/stage/gguf.part[0-9]* | sort -V) > $GGUF.tmp && echo "$SHA  $GGUF.tmp" | sha256sum -c - \
       && mv $GGUF.tmp $GGUF && rm -f /tmp/stage/gguf.part[0-9]* && echo "GGUF assembled and checked"
+  fi
+  ;;
+vllm-piece)
+  P=${1:?piece folder}; [ -f "$P/parts" ] || { echo "no $P/parts: carry a piece made by vllm-wheels.sh" >&2; exit 1; }
+  mkdir -p /tmp/vstage && cp "$P"/vllm.tar.part* /tmp/vstage/ || exit 1
+  total=$(cat "$P/parts"); have=$(ls /tmp/vstage/vllm.tar.part* | wc -l); echo "vLLM pieces here: $have of $total"
+  if [ "$have" = "$total" ]; then
+    cat $(ls /tmp/vstage/vllm.tar.part* | sort) > /tmp/vllm.tar && echo "$(cat "$P/sha256")  /tmp/vllm.tar" \
+      | sha256sum -c - || exit 1
+    rm -rf /tmp/vstage /tmp/vkit && mkdir -p /tmp/vkit && tar -C /tmp/vkit -xf /tmp/vllm.tar && rm /tmp/vllm.tar
+    t0=$(date +%s)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vllm-site \
+      /tmp/vkit/whl/*.whl || exit 1
+    rm -rf /tmp/vkit
+    PYTHONPATH=/tmp/vllm-site python3 -c "import vllm, torch; print('vllm', vllm.__version__, '| torch', torch.__version__)" \
+      && echo "installed in $(( $(date +%s) - t0 )) s; $(du -sh /tmp/vllm-site | cut -f1)"
   fi
   ;;
 start)
@@ -82,10 +107,36 @@ SCRIPT
   setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
   sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}, gpu: ${gpu:-all}): $*"
   ;;
+jobs)
+  name=${1:?name}; shift
+  S=.; [ -d .carry/snap/studylib ] && S=.carry/snap
+  W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" \
+    && cp -r $S/studylib $S/notebooks $S/params $S/pyproject.toml results "$W"/ || exit 1
+  : > /tmp/$name.jobs
+  for job in "$@"; do printf '%s\n' "$job" >> /tmp/$name.jobs; done
+  cat > /tmp/$name.sh <<SCRIPT
+cd $W
+export PYTHONPATH=/tmp/vllm-site:/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
+  STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
+  STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
+rc=0
+while IFS= read -r job; do
+  nb=\${job%%:*}; rest=\${job#*:}; pf=\${rest%%:*}; setting={}; [ "\$rest" != "\$pf" ] && setting=\${rest#*:}
+  echo "job start \$(date -u +%T): \$nb \$pf \$setting"
+  python3 -m studylib.workflow run "\$nb" "\$pf" "\$setting" --profile full --results /tmp/results \
+    --out "build/executed/\$nb-\$(echo "\$setting" | tr -dc 'a-z0-9-').ipynb"
+  r=\$?; echo "job end \$(date -u +%T) rc=\$r: \$nb \$setting"; [ \$r = 0 ] || rc=\$r
+done < /tmp/$name.jobs
+exit \$rc
+SCRIPT
+  setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
+  sleep 2; echo "started $name: $# jobs"; cat /tmp/$name.jobs
+  ;;
 wait)
   name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
   while [ ! -f /tmp/$name.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-  grep -aE '^  (run|held) |^\[bench|^(workflow|warm|error)|runs: |Finished job|steps \(|Traceback|Error' /tmp/$name.log | tail -n 40
+  grep -aE '^  (run|held) |^\[bench|^(workflow|warm|error|job )|runs: |Finished job|steps \(|Traceback|Error' /tmp/$name.log | tail -n 40
   tail -c 1200 /tmp/$name.log | tr '\r' '\n' | tail -n 6
   ls /tmp/results/runs/*/ 2>/dev/null | tail -n 40 | tr '\n' ' '; echo
   if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi

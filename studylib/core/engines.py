@@ -1,0 +1,202 @@
+"""The decoding engines an evaluation runs on: transformers ``generate`` (``hf``) and vLLM (``vllm``).
+
+``hf`` runs everywhere (CPU, CI, the smoke profile) and serves every format the study makes. ``vllm`` is the GPU
+engine: paged attention, continuous batching and CUDA graphs, so that full test sets and several seeds fit the GPU
+time a session has. Both get the same token ids (the prompts built and tokenized by the study's own code; vLLM starts
+with ``skip_tokenizer_init`` and never tokenizes), the same stopping rule (EOS or any token whose text holds a
+newline, :func:`studylib.core.generation.stop_token_ids`), the same token cap, greedy decoding, and their outputs are
+cut and scored by the same code.
+
+vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, Hopper and newer) makes a prompt's greedy output independent
+of what else is in its batch, so the same params give the same hypotheses however the prompts are pooled; it is on
+by default and the record says whether it was.
+
+A compressed model reaches vLLM as a plain checkpoint, unless a method of its recipe is one vLLM cannot serve from
+this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`). This module imports neither torch nor vLLM until
+an engine starts: the mapping from params to vLLM's arguments is plain Python, tested on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import time
+
+ENGINES = ("hf", "vllm")
+VLLM_VERSION = "0.26.0"  # the version the device kit carries (tools/device/vllm-wheels.sh)
+
+# Recipe methods whose models vLLM does not serve from this study yet, and why: hf decodes them (:func:`choose`). Every
+# other model reaches vLLM as a plain checkpoint in the run's dtype (the zeros of unstructured pruning stay in place;
+# removed layers leave a config with fewer layers). vLLM's own kernels for the quantized formats are timed at 7B by
+# the benchmark (engine vllm), on weights made in vLLM's formats.
+HF_ONLY = {
+    "bnb-int8": "vLLM has no LLM.int8() (bitsandbytes 8-bit with outlier decomposition) path",
+    "bnb-nf4": "the study's NF4 model is not exported for vLLM's bitsandbytes loader yet",
+    "gptq": "GPTQModel's checkpoint is written to a temporary folder and not kept for vLLM yet",
+    "head-prune": "the heads kept differ between layers; vLLM's Gemma-3 takes one head count for every layer",
+    "smoothquant": "the study's SmoothQuant W8A8 has no compressed-tensors export yet",
+    "smoothquant-nf4": "the study's smoothed NF4 model has no export for vLLM yet",
+}
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run here (vLLM not installed, no GPU): one line, before any model loads."""
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version, or None when vLLM is not importable (CPU machines and CI never have it)."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    try:
+        return importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_engine(engine: str, device: str) -> None:
+    """Whether ``engine`` can run on ``device`` here; an :class:`EngineError` of one line if not."""
+    if engine not in ENGINES:
+        raise EngineError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "vllm":
+        if device == "cpu" or not _cuda():
+            raise EngineError("engine 'vllm' needs a CUDA GPU; on the CPU use engine 'hf'")
+        if vllm_version() is None:
+            raise EngineError(f"engine 'vllm' needs vllm=={VLLM_VERSION}, which is not installed here (on the lent "
+                              "GPU: tools/device/vllm-wheels.sh and session.sh vllm-piece); use engine 'hf'")
+
+
+def choose(engine: str, methods: list[str]) -> tuple[str, str | None]:
+    """The engine a run's model is decoded with, and why it is not the one asked for: vLLM serves a model when
+    every method of its recipe is servable (:data:`HF_ONLY`), else hf decodes it."""
+    if engine != "vllm":
+        return engine, None
+    for name in methods:
+        if name in HF_ONLY:
+            return "hf", f"{name}: {HF_ONLY[name]}"
+    return "vllm", None
+
+
+def sampling_kwargs(max_new_tokens: int, stop_ids: list[int], seed: int = 0) -> dict:
+    """vLLM ``SamplingParams`` for the study's decoding: greedy, at most ``max_new_tokens``, stopped by the first of
+    ``stop_ids`` (kept in the output so that the cut is the one hf makes), token ids only (no detokenizer)."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    return {"n": 1, "temperature": 0.0, "seed": seed, "max_tokens": int(max_new_tokens),
+            "stop_token_ids": sorted(int(i) for i in stop_ids), "ignore_eos": False, "detokenize": False,
+            "skip_special_tokens": False}
+
+
+def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | None = None, seed: int = 0,
+               max_model_len: int = 2048, gpu_memory_utilization: float = 0.4, max_num_seqs: int = 256,
+               load_format: str = "auto", capture_sizes: list[int] | None = None,
+               enforce_eager: bool = False) -> dict:
+    """vLLM ``LLM(...)`` arguments for a local checkpoint (never a hub id: nothing is downloaded). Prefix caching is
+    off: a cached prefix would be computed in another batch than the rest of its prompt."""
+    if dtype not in ("bfloat16", "float16", "auto"):
+        raise ValueError(f"vLLM serves bfloat16 or float16 activations, got dtype {dtype!r}")
+    if not 0 < gpu_memory_utilization < 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1), got {gpu_memory_utilization!r}")
+    kw = {"model": str(model_dir), "skip_tokenizer_init": True, "dtype": dtype, "seed": seed,
+          "max_model_len": int(max_model_len), "gpu_memory_utilization": gpu_memory_utilization,
+          "max_num_seqs": int(max_num_seqs), "enable_prefix_caching": False, "load_format": load_format,
+          "enforce_eager": enforce_eager}
+    if quantization:
+        kw["quantization"] = quantization
+    if capture_sizes:
+        kw["compilation_config"] = {"cudagraph_capture_sizes": sorted(set(int(s) for s in capture_sizes))}
+    return kw
+
+
+def finish(row: list[int], stops, max_new_tokens: int) -> int:
+    """How many of a continuation's tokens count: up to and including its first stop token, else all of them."""
+    stop = set(stops)
+    for i, token in enumerate(row):
+        if token in stop:
+            return i + 1
+    return min(len(row), max_new_tokens)
+
+
+class VLLMEngine:
+    """One vLLM engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the model is reachable for counting its
+    bytes, and closing it frees the GPU for the next one)."""
+
+    def __init__(self, model_dir: str, *, batch_invariant: bool = True, **kwargs):
+        os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"  # read when vLLM is imported
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model's function, if it crosses
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
+        importlib.invalidate_caches()  # a vLLM installed into a folder on the path after this process started
+        from vllm import LLM
+
+        self.kwargs = llm_kwargs(model_dir, **kwargs)
+        self.batch_invariant = batch_invariant
+        start = time.perf_counter()
+        self.llm = LLM(**self.kwargs)
+        self.start_seconds = time.perf_counter() - start
+
+    def generate(self, prompt_ids: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], seed: int = 0,
+                 progress: bool = True) -> list[list[int]]:
+        """Each prompt's greedy continuation as token ids, in prompt order, ending with its stop token if it
+        stopped on one."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(**sampling_kwargs(max_new_tokens, stop_ids, seed))
+        outs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=progress)
+        rows = []
+        for out in outs:
+            c = out.outputs[0]
+            row = list(c.token_ids)
+            if isinstance(c.stop_reason, int) and (not row or row[-1] != c.stop_reason):
+                row.append(c.stop_reason)  # a stop token vLLM left out of the ids
+            rows.append(row)
+        return rows
+
+    def model_bytes(self) -> dict:
+        """Parameters and bytes of the model as vLLM holds it on the GPU (quantized weights as stored)."""
+        def count(model):
+            tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+            return {"bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
+                    "tensors": len(tensors)}
+
+        return self.llm.apply_model(count)[0]
+
+    def info(self) -> dict:
+        return {"engine": "vllm", "version": vllm_version(), "batch_invariant": self.batch_invariant,
+                "start_seconds": self.start_seconds,
+                "kwargs": {k: v for k, v in self.kwargs.items() if k != "model"}}
+
+    def close(self) -> None:
+        """Free the engine and its GPU memory."""
+        import gc
+
+        import torch
+
+        llm, self.llm = self.llm, None
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 -- best effort: in-process engines have no core process to stop
+            pass
+        del llm
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception:  # noqa: BLE001
+            pass
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def hf_info() -> dict:
+    import transformers
+
+    return {"engine": "hf", "version": transformers.__version__, "batch_invariant": False}
