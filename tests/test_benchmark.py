@@ -85,7 +85,7 @@ def test_the_full_profile_sweeps_every_format_each_beside_its_own_fp16():
     assert "variant" not in spec.parameters and "variants" not in spec.parameters
     assert spec.run_name == "llama2-7b" and list(spec.sweep) == ["variant"]
     swept = spec.sweep["variant"]
-    assert set(swept) == set(schema.VARIANTS) - {schema.REFERENCE} and len(swept) == len(set(swept))
+    assert set(swept) == set(schema.VARIANTS) - {schema.REFERENCE, schema.VLLM_REFERENCE} and len(swept) == len(set(swept))
     for value in swept:
         c = BenchmarkParams.load(PARAMS_FILE, {"variant": value})
         assert (c.run_name, c.variant, c.profile) == (f"llama2-7b-{value}", value, "full")

@@ -22,8 +22,12 @@ from pathlib import Path
 from studylib.bench.schema import ARCHITECTURES, LAYER_KEEP, VLLM_VARIANTS
 
 # what each vLLM format is, for the model's config.json (``quantization_config``) or vLLM's ``quantization`` argument
+# vLLM reads which layers a GPTQ checkpoint quantized from its safetensors' dtypes unless the config lists them; with
+# weights it makes itself there are no files, so the config names every decoder linear (else none is quantized)
+LINEARS = [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
+           ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]]
 GPTQ = {"quant_method": "gptq", "group_size": 128, "desc_act": False, "sym": True, "lm_head": False,
-        "checkpoint_format": "gptq"}
+        "checkpoint_format": "gptq", "modules_in_block_to_quantize": LINEARS}
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
 INT8_W8A8 = {  # compressed-tensors: int8 weights per output channel, int8 activations per token (dynamic)
     "quant_method": "compressed-tensors", "format": "int-quantized", "quantization_status": "compressed",
@@ -41,6 +45,7 @@ NOT_SERVED = {
                  "sparse-2of4 is the study's 2:4 figure)",
 }
 QUANTIZATION = {"vllm-fp8": "fp8", "vllm-nf4": "bitsandbytes"}
+UNQUANTIZED = ("vllm-fp16", "vllm-layers-75")  # every other format must reach a quantized linear method
 
 
 def hf_config(variant: str, architecture: str) -> dict:
@@ -160,6 +165,9 @@ def _measure(name, cfg, d, load_format, bandwidth, start, say) -> dict:
     start_s = time.perf_counter() - t0
     try:
         facts = engine.llm.apply_model(_model_facts)[0]
+        if name not in UNQUANTIZED and set(facts["kernels"]) <= {"UnquantizedLinearMethod"}:
+            raise RuntimeError(f"vLLM served {name} unquantized (every linear layer {facts['kernels']}): its config "
+                               "was not applied")
         say(start, f"{name}: engine up in {start_s:.0f} s ({facts['kernels']}); measuring")
         from vllm import SamplingParams
 
@@ -198,7 +206,7 @@ def _measure(name, cfg, d, load_format, bandwidth, start, say) -> dict:
         full = hf_config("vllm-fp16", cfg.architecture)
         info.update(layers_before=full["num_hidden_layers"], layers_after=config["num_hidden_layers"],
                     params_before=logical_params(full), params_after=logical_params(config))
-    kernel = f"vllm {engines.vllm_version()}: " + ", ".join(sorted(facts["kernels"]) or ["unquantized"])
+    kernel = f"vllm {engines.vllm_version()} " + ", ".join(sorted(facts["kernels"]) or ["unquantized"])
     row = {"variant": name, "kernel": kernel, "status": "ok", "error": None,
            "decode_b1_ms": b1, "decode_large_ms": big, "large_batch": cfg.large_batch, "prefill_ms": prefill,
            "prefill_tokens": cfg.prefill_tokens, "peak_memory_bytes": facts["weight_bytes"],

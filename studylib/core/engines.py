@@ -194,6 +194,11 @@ class VLLMEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        served = getattr(self, "served_dir", None)
+        if served:  # the checkpoint studylib.core.evaluation.serve_with_vllm wrote for this engine
+            import shutil
+
+            shutil.rmtree(served, ignore_errors=True)
 
 
 def hf_info() -> dict:

@@ -42,11 +42,12 @@ def record_rows(record: dict) -> list[dict]:
     """A benchmark record's rows as the reports use them (the record's order), each with its label and with its graph
     times and floor over the eager time of the record's own reference (:data:`VS_REFERENCE`)."""
     bench = record["benchmark"]
-    graph = has_graph(bench.get("variants"))
+    engine = bench.get("engine") or "hf"
+    graph = has_graph(bench.get("variants")) and engine == "hf"  # vLLM captures its own graphs: no static-cache figures
     rows = []
     for r in bench.get("variants", []):
         row = {"variant": r["variant"], "label": LABELS.get(r["variant"], r["variant"]), "status": r["status"],
-               "kernel": r.get("kernel"), "error": r.get("error"), **{k: r.get(k) for k in ROW_KEYS}}
+               "kernel": r.get("kernel"), "error": r.get("error"), "engine": engine, **{k: r.get(k) for k in ROW_KEYS}}
         if graph:
             row.update({k: r.get(k) for k in GRAPH_KEYS})
         rows.append(row)
@@ -102,7 +103,10 @@ def _graph_x(row: dict, key: str, ms_key: str) -> str:
 
 
 def _kernel(kernel) -> str:
-    return clip(str(kernel or "—").split(": ")[0], 72)
+    """The kernel's name, short: the part before ': ' (what follows lists the layers), or vLLM's linear methods."""
+    text = str(kernel or "—")
+    head, _, rest = text.partition(": ")
+    return clip(text if head.startswith("vllm ") else head, 72)
 
 
 def _graph_notes(rows: list[dict], ref: str) -> list[str]:
@@ -241,7 +245,8 @@ def record_text(run: dict) -> list[str]:
     if ref is None:
         return [f"{where}, {ref_name} was not measured, so no format is compared with it."]
     graph = has_graph(rows)
-    gen = " through `generate`" if graph else ""  # said only where the graph figures stand beside these
+    gen = (" through `generate`" if graph else
+           " through vLLM (its own CUDA graphs)" if any(r.get("engine") == "vllm" for r in rows) else "")
     out = [f"{where}, {describe_architecture(run['architecture'])} in {ref_name} decodes at "
            f"{fmt_sig(ref['decode_b1_ms'])} ms per token at batch size one{gen}, {fmt_sig(ref['floor_ratio'])}× its "
            f"floor of {fmt_sig(ref['floor_ms'])} ms (its weights over the measured copy bandwidth of "
@@ -345,7 +350,8 @@ def efficiency_7b(bench):
     y = np.arange(len(rows))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 0.9 + 0.36 * len(rows)), sharey=True)
     colours = ["#1f77b4" if r["variant"] in (run["reference"], "bf16")  # dense, quantized, pruned
-               else "#ff7f0e" if r["variant"].startswith(("bnb", "gptq")) else "#2ca02c" for run, r in bars]
+               else "#ff7f0e" if r["variant"].removeprefix("vllm-").startswith(("bnb", "gptq", "awq", "fp8", "int8", "nf4"))
+               else "#2ca02c" for run, r in bars]
     graph = has_graph(rows)
     breaks = np.cumsum([len(run["rows"]) for run in runs])[:-1] - 0.5
     for ax, (key, title) in zip(axes, panels):
@@ -368,14 +374,14 @@ def efficiency_7b(bench):
                     ax.text(vals[i] + 0.02 * top, i + offset, f"{vals[i]:.2f}", va="center", fontsize=6 if graph else 7)
                 elif n:  # a graph figure that is missing: say why, never a bar
                     why = ("graph failed" if graph_failed(r) else "graph not attempted" if graph_not_attempted(r)
-                           else "graph not measured")
+                           else "vLLM: its own graphs" if r.get("engine") == "vllm" else "graph not measured")
                     ax.text(0.03 * top, i + offset, why, va="center", fontsize=6, color="#b22222", style="italic")
         if key == "decode_b1_ratio":
             ax.scatter([np.nan if missing(r.get("floor_vs_ref")) else r["floor_vs_ref"] for r in rows], y, marker="|",
                        s=160, color="black", linewidths=2, zorder=3)
             title += " (black ticks: floor)"
         if graph and key in GRAPH_PANELS:
-            title += "\nplain: generate; hatched: static cache"
+            title += "\nplain: generate or vLLM; hatched: static cache"
         for b in breaks:  # between the records
             ax.axhline(b, color="#333333", lw=0.8)
         ax.axvline(1.0, color="#555555", ls="--", lw=0.9, zorder=1)

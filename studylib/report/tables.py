@@ -10,6 +10,8 @@
     the distillation study (:mod:`~studylib.report.students`).
 ``benchmark.md`` / ``benchmark.json``
     the 7B-architecture benchmark, one section per record (:mod:`~studylib.report.benchmark`).
+``engines.md`` / ``engines.json``
+    the evaluation engines side by side on one model (:mod:`~studylib.report.engines`).
 ``targets.md`` / ``targets.json``
     the issues' targets next to what the records measured (:mod:`~studylib.report.targets`).
 ``environment.md``, ``commands.md``, ``setup.json``
@@ -25,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import benchmark, quality, setup, students, targets
+from studylib.report import benchmark, engines, quality, setup, students, targets
 from studylib.report import significance as S
 from studylib.report.markdown import write_json, write_text
 from studylib.report.summary import load_records, load_summary, summary_path
@@ -43,6 +45,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     bench = benchmark.benchmark_data(recs)
     study = students.students_data(recs, reference)
     goals = targets.targets_data(recs)
+    compared = engines.engines_data(recs)
     texts = {
         "main.md": main_md,
         "main.csv": frame.to_csv(index=False) if len(frame) else "",
@@ -53,9 +56,10 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
         "benchmark.md": benchmark.benchmark_table(bench),
         "students.md": students.students_table(study),
         "targets.md": targets.targets_table(goals),
+        "engines.md": engines.engines_table(compared),
     }
     written = [write_text(text, out / name) for name, text in texts.items()]
-    for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals),
+    for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals), ("engines.json", compared),
                        ("setup.json", setup.setup_facts(recs, reference, profile))):
         written.append(write_json(data, out / name))
     return written

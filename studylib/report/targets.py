@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from studylib.bench.schema import NOTEBOOK as BENCH
 from studylib.core import records
-from studylib.report.markdown import md_table, stale_mark, stale_note
+from studylib.report.markdown import code, join, md_table, read_json, stale_mark, stale_note
 
 OPS = {"<=": operator.le, ">=": operator.ge, "==": lambda a, b: abs(a - b) < 1e-12}
 
@@ -147,3 +147,18 @@ def targets_table(rows: list[dict]) -> str:
         body.append([f"`{r['id']}`", r["target"], r["goal"], _fmt(r["measured"]), verdict, where])
     note = stale_note(any(r["stale"] for r in rows))
     return md_table(header, body, "lllrll") + (f"\n{note}\n" if note else "")
+
+
+def text_targets(ctx) -> str:
+    """Which targets the records meet, from ``<tables>/targets.json``."""
+    rows = read_json(ctx.tables / "targets.json") or []
+    if not rows:
+        return "No target is measured yet."
+    said = lambda r: f"{code(r['id'])} ({_fmt(r['measured'])}, goal {r['goal']})"  # noqa: E731
+    met = [said(r) for r in rows if r["met"] is True]
+    not_met = [said(r) for r in rows if r["met"] is False]
+    absent = [code(r["id"]) for r in rows if r["met"] is None]
+    parts = [f"met: {join(met)}" if met else "none is met",
+             *([f"not met: {join(not_met)}"] if not_met else []),
+             *([f"not measured yet: {join(absent)}"] if absent else [])]
+    return f"Of the {len(rows)} targets, " + "; ".join(parts) + "."

@@ -1,0 +1,343 @@
+"""The decoding engines (hf and vLLM): the mapping from params to vLLM's arguments, which engine a run's model gets,
+the cut both engines share, the one-line errors before any model loads, and 41_engines' params, agreement figures and
+record -- on the CPU. vLLM itself is never imported: its engine is a stand-in that decodes with the tiny model."""
+
+import copy
+import sys
+
+import pytest
+import torch
+
+from studylib.core import engines as E
+from studylib.core import evaluation, records
+from studylib.core.generation import generate, generate_vllm, stop_token_ids
+from studylib.runs import engines as RE
+from studylib.runs.engines import EngineParams
+from studylib.runs.params import EvalParams, ParamsError
+
+PROMPTS = [f"Translate this from German to English:\nGerman: Satz {i} {'lang ' * i}\nEnglish:" for i in range(7)]
+FAST = dict(directions=["de-en", "en-de"], n_test=2, batch_size=4, max_new_tokens=8, device="cpu")
+
+
+class HFAsVLLM:
+    """Stands in for :class:`studylib.core.engines.VLLMEngine`: each prompt's ids decoded alone (no padding) by the
+    tiny model, greedy, stopped by the first stop id and keeping it -- what vLLM hands back."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.calls, self.closed = [], False
+
+    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True):
+        self.calls.append({"ids": [list(i) for i in prompt_ids], "max_new_tokens": max_new_tokens,
+                           "stop_ids": list(stop_ids), "seed": seed})
+        rows = []
+        for ids in prompt_ids:
+            x = torch.tensor([ids])
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                                          num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids),
+                                          pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
+                                          top_k=None)
+            rows.append(out[0, x.shape[1]:].tolist())
+        return rows
+
+    def info(self):
+        return {"engine": "vllm", "version": "stand-in", "batch_invariant": True}
+
+    def close(self):
+        self.closed = True
+
+
+class FixedRows:
+    """An engine that returns given rows (in the order the prompts are handed over) and records what it got."""
+
+    def __init__(self, rows):
+        self.rows, self.got = rows, None
+
+    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True):
+        self.got = [list(i) for i in prompt_ids]
+        return [list(self.rows[k]) for k in range(len(prompt_ids))]
+
+
+# ----------------------------------------------------------------------------------------------- vLLM's arguments
+
+
+def test_sampling_kwargs_are_greedy_capped_and_token_ids_only():
+    kw = E.sampling_kwargs(17, [106, 1, 50, 1], seed=3)
+    assert kw["temperature"] == 0.0 and kw["n"] == 1 and kw["seed"] == 3
+    assert kw["max_tokens"] == 17 and isinstance(kw["max_tokens"], int)
+    assert kw["stop_token_ids"] == [1, 1, 50, 106]  # sorted
+    assert kw["detokenize"] is False and kw["ignore_eos"] is False and kw["skip_special_tokens"] is False
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            E.sampling_kwargs(bad, [1])
+
+
+def test_llm_kwargs_never_tokenize_never_cache_prefixes_and_check_their_values(tmp_path):
+    kw = E.llm_kwargs(tmp_path, dtype="float16", seed=5)
+    assert kw["model"] == str(tmp_path) and kw["skip_tokenizer_init"] is True
+    assert kw["enable_prefix_caching"] is False and kw["dtype"] == "float16" and kw["seed"] == 5
+    assert "compilation_config" not in kw and "quantization" not in kw
+    kw = E.llm_kwargs("m", capture_sizes=[16, 1, 16], quantization="fp8", load_format="dummy")
+    assert kw["compilation_config"] == {"cudagraph_capture_sizes": [1, 16]}
+    assert kw["quantization"] == "fp8" and kw["load_format"] == "dummy"
+    assert "compilation_config" not in E.llm_kwargs("m", capture_sizes=[])
+    for bad in ("float32", "int8"):
+        with pytest.raises(ValueError, match="bfloat16 or float16"):
+            E.llm_kwargs("m", dtype=bad)
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match="gpu_memory_utilization"):
+            E.llm_kwargs("m", gpu_memory_utilization=bad)
+
+
+# ----------------------------------------------------------------------------------------------- which engine
+
+
+def test_choose_keeps_hf_and_sends_servable_recipes_to_vllm():
+    assert E.choose("hf", []) == ("hf", None)
+    assert E.choose("hf", ["bnb-int8"]) == ("hf", None)
+    assert E.choose("vllm", []) == ("vllm", None)
+    assert E.choose("vllm", ["wanda"]) == ("vllm", None)
+    for method in ("bnb-int8", "head-prune"):
+        name, why = E.choose("vllm", [method])
+        assert name == "hf" and why.startswith(f"{method}: ") and E.HF_ONLY[method] in why
+    name, why = E.choose("vllm", ["wanda", "head-prune"])  # one HF-only step is enough
+    assert name == "hf" and "head-prune" in why
+
+
+def test_finish_counts_up_to_and_including_the_first_stop():
+    assert E.finish([5, 6, 9, 7, 9], {9}, 10) == 3
+    assert E.finish([9], [9], 10) == 1
+    assert E.finish([5, 6, 7], [9], 10) == 3
+    assert E.finish([5, 6, 7, 8], [9], 2) == 2  # no stop: at most max_new_tokens
+    assert E.finish([], [9], 4) == 0
+
+
+def test_check_engine_is_one_line_before_any_model_loads(monkeypatch):
+    E.check_engine("hf", "cpu")
+    E.check_engine("hf", "cuda")
+    with pytest.raises(E.EngineError, match="engine must be one of hf, vllm"):
+        E.check_engine("tgi", "cpu")
+    with pytest.raises(E.EngineError) as err:
+        E.check_engine("vllm", "cpu")
+    assert "\n" not in str(err.value) and "'hf'" in str(err.value) and "CUDA" in str(err.value)
+    monkeypatch.setattr(E, "_cuda", lambda: True)  # a GPU without vLLM's wheels
+    monkeypatch.setattr(E, "vllm_version", lambda: None)
+    with pytest.raises(E.EngineError) as err:
+        E.check_engine("vllm", "cuda")
+    assert f"vllm=={E.VLLM_VERSION}" in str(err.value) and "'hf'" in str(err.value) and "\n" not in str(err.value)
+    assert "vllm" not in sys.modules  # nothing here imported it
+
+
+# ----------------------------------------------------------------------------------------------- generate_vllm
+
+
+def test_generate_vllm_cuts_at_the_stop_token_and_counts_it(tiny):
+    _, tok = tiny
+    stops = stop_token_ids(tok)
+    nl = tok.convert_tokens_to_ids("Ċ")
+    assert nl in stops
+    words = tok.encode(" Guten Tag", add_special_tokens=False)
+    more = tok.encode(" und mehr", add_special_tokens=False)
+    assert not set(words + more) & set(stops)
+    rows = [words + [nl] + more, words + more, [nl] + words, words + [tok.eos_token_id] + more]
+    fake = FixedRows(rows)
+    out = generate_vllm(fake, tok, PROMPTS[:4], max_new_tokens=50, progress=False)
+    head = tok.decode(words, skip_special_tokens=True).strip()
+    assert out.texts[0] == head and out.new_tokens[0] == len(words) + 1
+    assert out.texts[1] == tok.decode(words + more, skip_special_tokens=True).strip()
+    assert out.new_tokens[1] == len(words + more)
+    assert out.texts[2] == "" and out.new_tokens[2] == 1  # stopped at once
+    assert out.texts[3] == head and out.new_tokens[3] == len(words) + 1  # EOS is a stop too
+    assert out.total_new_tokens == sum(out.new_tokens) and out.seconds >= 0
+    assert fake.got == tok(PROMPTS[:4])["input_ids"]  # the tokenizer's ids, BOS included, unpadded
+    capped = generate_vllm(FixedRows([words + more]), tok, PROMPTS[:1], max_new_tokens=len(words), progress=False)
+    assert capped.new_tokens == [len(words)] and capped.texts == [head]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_vllm(fake, tok, PROMPTS[:4], max_new_tokens=0)
+
+
+def test_generate_vllm_hands_prompts_over_in_order_and_gives_them_back_in_prompt_order(tiny):
+    _, tok = tiny
+    rows = [tok.encode(f" Wort {i}", add_special_tokens=False) for i in range(4)]
+    order = [2, 0, 3, 1]
+    fake = FixedRows(rows)  # row k belongs to the k-th prompt handed over, i.e. prompt order[k]
+    out = generate_vllm(fake, tok, PROMPTS[:4], max_new_tokens=20, progress=False, order=order)
+    assert fake.got == [tok(PROMPTS[i])["input_ids"] for i in order]
+    for k, i in enumerate(order):
+        assert out.texts[i] == tok.decode(rows[k], skip_special_tokens=True).strip()
+        assert out.new_tokens[i] == len(rows[k])
+    for bad in ([0, 1, 2], [0, 0, 1, 2], [0, 1, 2, 4]):
+        with pytest.raises(ValueError, match="permutation"):
+            generate_vllm(fake, tok, PROMPTS[:4], max_new_tokens=20, progress=False, order=bad)
+
+
+def test_generate_vllm_gives_what_hf_generate_gives_for_the_same_token_ids(tiny):
+    model, tok = tiny
+    hf = generate(model, tok, PROMPTS, batch_size=4, max_new_tokens=10, progress=False)
+    fake = HFAsVLLM(model, tok)
+    vl = generate_vllm(fake, tok, PROMPTS, max_new_tokens=10, seed=7, progress=False, order=[6, 5, 4, 3, 2, 1, 0])
+    assert vl.texts == hf.texts and vl.new_tokens == hf.new_tokens
+    assert all(hf.texts)  # real continuations, not empty cuts
+    (call,) = fake.calls
+    assert call["max_new_tokens"] == 10 and call["seed"] == 7 and call["stop_ids"] == stop_token_ids(tok)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_through_a_vllm_engine_and_back_to_hf_for_a_recipe_vllm_does_not_serve(tiny, data_root):
+    model, tok = tiny
+    cfg = EvalParams(data_dir=str(data_root), **FAST)
+    test_sets = evaluation.load_test_sets(cfg)
+    hf = evaluation.evaluate(model, tok, cfg, test_sets, progress=False)
+    assert hf.engine["engine"] == "hf" and hf.engine["asked"] == "hf" and hf.engine["why"] is None
+    vcfg = copy.copy(cfg)
+    vcfg.engine = "vllm"
+    fake = HFAsVLLM(model, tok)
+    vl = evaluation.evaluate(model, tok, vcfg, test_sets, progress=False, engine=fake)
+    assert vl.engine["engine"] == "vllm" and vl.engine["asked"] == "vllm" and vl.engine["why"] is None
+    assert len(fake.calls) == 1 and not fake.closed  # one pool; an engine handed in is the caller's to close
+    assert {d: o["hyp"] for d, o in vl.outputs.items()} == {d: o["hyp"] for d, o in hf.outputs.items()}
+    assert vl.metrics == hf.metrics and vl.new_tokens == hf.new_tokens
+    vcfg.recipe = [{"method": "head-prune"}]
+    fake = HFAsVLLM(model, tok)
+    back = evaluation.evaluate(model, tok, vcfg, test_sets, progress=False, engine=fake)
+    assert back.engine["engine"] == "hf" and back.engine["asked"] == "vllm" and "head-prune" in back.engine["why"]
+    assert fake.calls == []
+
+
+def test_load_test_sets_refuses_vllm_on_the_cpu_before_loading_anything(monkeypatch):
+    from studylib.core import data
+
+    def refuse(*a, **k):
+        raise AssertionError("data was loaded before the engine was checked")
+
+    monkeypatch.setattr(data, "load_split", refuse)
+    monkeypatch.setattr(data, "resolve_data_dir", refuse)
+    with pytest.raises(ParamsError, match="engine 'vllm' decodes in bfloat16 or float16, got dtype 'float32'"):
+        EngineParams.load(None, {"engines": ["hf", "vllm"]})
+    with pytest.raises(ParamsError, match="engine 'vllm' decodes in bfloat16 or float16"):
+        EvalParams(engine="vllm", dtype="float32")
+    cfg = EngineParams.load(None, {"engines": ["hf", "vllm"], "dtype": "bfloat16", "device": "cpu"})
+    with pytest.raises(E.EngineError, match="on the CPU use engine 'hf'"):
+        evaluation.load_test_sets(cfg)
+    one = EvalParams(engine="vllm", dtype="float16", device="cpu")
+    with pytest.raises(E.EngineError, match="'hf'"):
+        evaluation.load_test_sets(one)
+
+
+# ----------------------------------------------------------------------------------------------- 41_engines
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("engines", [], "engines must be a list of distinct engines"),
+    ("engines", ["hf", "hf"], "engines must be a list of distinct engines"),
+    ("engines", ["hf", "tgi"], r"engines must be a list of distinct engines from \('hf', 'vllm'\), got \['hf', 'tgi'\]"),
+    ("engines", "hf", "engines must be a list"),
+    ("vllm_memory", 0.0, "vllm_memory must be a float in"),
+    ("vllm_memory", 1.0, "vllm_memory must be a float in"),
+    ("vllm_memory", 1.5, "vllm_memory must be a float in"),
+    ("vllm_memory", 1, "vllm_memory must be a float in"),
+    ("rerun", "yes", "rerun must be true or false"),
+])
+def test_bad_engine_params_are_one_line(key, value, message):
+    with pytest.raises(ParamsError, match=message) as err:
+        EngineParams.build({key: value}, "p.yaml")
+    assert str(err.value).startswith("p.yaml: ") and "\n" not in str(err.value)
+
+
+def test_engine_params_defaults_and_the_teacher_file():
+    from pathlib import Path
+
+    cfg = EngineParams()
+    assert cfg.engines == ["hf"] and cfg.rerun is True and 0 < cfg.vllm_memory < 1 and cfg.profile == "smoke"
+    assert EngineParams.NOTEBOOK == "41_engines" and EngineParams.GPU == "exclusive"
+    path = Path(__file__).resolve().parent.parent / "params" / "41_engines_teacher-lora.yaml"
+    from studylib.runs.params import read_spec
+
+    spec = read_spec(path)
+    assert spec.params_class() is EngineParams and spec.parameters["engines"] == ["hf", "vllm"]
+    assert spec.parameters["dtype"] in ("bfloat16", "float16")
+
+
+def _outputs(hyps: dict) -> dict:
+    return {d: {"src": [f"s{i}" for i in range(len(h))], "ref": [f"the reference sentence {i}" for i in range(len(h))],
+                "hyp": list(h)} for d, h in hyps.items()}
+
+
+def test_identical_share_per_direction_and_in_all():
+    a = _outputs({"de-en": ["a b", "c d", "e f"], "en-de": ["x", "y"]})
+    b = _outputs({"de-en": ["a b", "c X", "e f"], "en-de": ["x", "y"]})
+    s = RE.identical_share(a, b)
+    assert (s["identical"], s["segments"]) == (4, 5) and s["share"] == pytest.approx(0.8)
+    assert s["per_direction"] == {"de-en": pytest.approx(2 / 3), "en-de": 1.0}
+    assert RE.identical_share(a, a)["share"] == 1.0
+    empty = RE.identical_share(_outputs({"de-en": []}), _outputs({"de-en": []}))
+    assert empty["share"] is None and empty["per_direction"] == {"de-en": None}
+    with pytest.raises(ValueError):  # different numbers of hypotheses are not the same test set
+        RE.identical_share(a, _outputs({"de-en": ["a b"], "en-de": ["x", "y"]}))
+
+
+def test_chrf_difference_is_zero_for_identical_hypotheses_and_signed_otherwise():
+    refs = {"de-en": ["the cat sat on the mat", "a dog runs in the park", "it is raining today"],
+            "en-de": ["die Katze sitzt", "ein Hund rennt", "es regnet heute"]}
+    good = {d: {"src": ["s"] * 3, "ref": r, "hyp": list(r)} for d, r in refs.items()}
+    bad = {d: {"src": ["s"] * 3, "ref": r, "hyp": ["something else entirely"] * 3} for d, r in refs.items()}
+    same = RE.chrf_difference(good, copy.deepcopy(good), n_samples=50)
+    assert same["delta"] == 0 and same["score_a"] == same["score_b"] and same["ci_low"] <= 0 <= same["ci_high"]
+    assert same["n_samples"] == 50 and same["seed"] == 12345
+    diff = RE.chrf_difference(good, bad, n_samples=50)
+    assert diff["delta"] > 0 and diff["score_a"] > diff["score_b"]
+    assert diff["delta"] == pytest.approx(diff["score_a"] - diff["score_b"])
+    assert diff["ci_low"] <= diff["delta"] <= diff["ci_high"]
+    assert RE.chrf_difference(bad, good, n_samples=50)["delta"] == pytest.approx(-diff["delta"])
+
+
+def _record(cfg, block, outputs):
+    """The record as notebooks/41_engines.ipynb makes it."""
+    return records.make_record(notebook="41_engines", run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
+                               **cfg.identity(), metrics={}, outputs=outputs if cfg.keep_outputs else None,
+                               extra={"engines": block})
+
+
+def test_a_run_with_hf_alone_decodes_twice_and_its_record_checks(tiny, data_root):
+    model, tok = tiny
+    cfg = EngineParams(engines=["hf"], rerun=True, data_dir=str(data_root), **FAST)
+    test_sets = evaluation.load_test_sets(cfg)
+    block, outputs = RE.run(model, tok, cfg, test_sets, progress=False)
+    record = _record(cfg, block, outputs)
+    RE.check_record(record, cfg, test_sets)
+    assert block["reference"] == "hf" and block["agreement"] == {}
+    assert [(p["engine"], p["pooled"]) for p in block["passes"]] == [("hf", True), ("hf", False)]
+    assert all(p["segments"] == 4 and p["start_seconds"] is None for p in block["passes"])
+    assert block["rerun"]["engine"] == "hf" and block["rerun"]["share"] == 1.0 and block["rerun"]["segments"] == 4
+    assert set(outputs) == {"de-en", "en-de"} and record["outputs"] == outputs
+    assert record["metrics"] == {} and record["engines"] is block
+    bad = copy.deepcopy(record)
+    bad["engines"]["passes"].pop()
+    with pytest.raises(AssertionError):
+        RE.check_record(bad, cfg, test_sets)  # the rerun is missing
+
+
+def test_a_run_with_hf_and_a_vllm_stand_in_agrees_and_closes_its_engine(tiny, data_root, monkeypatch):
+    model, tok = tiny
+    hf_cfg = EngineParams(data_dir=str(data_root), **FAST)
+    test_sets = evaluation.load_test_sets(hf_cfg)
+    cfg = EngineParams(engines=["hf", "vllm"], dtype="bfloat16", data_dir=str(data_root), **FAST)
+    started = []
+
+    def serve(m, c, **kw):
+        assert m is model and kw["gpu_memory_utilization"] == cfg.vllm_memory
+        started.append(HFAsVLLM(m, tok))
+        return started[-1]
+
+    monkeypatch.setattr(evaluation, "serve_with_vllm", serve)
+    block, outputs = RE.run(model, tok, cfg, test_sets, progress=False)
+    RE.check_record(_record(cfg, block, outputs), cfg, test_sets)
+    assert [(p["engine"], p["pooled"]) for p in block["passes"]] == [("hf", True), ("vllm", True), ("vllm", False)]
+    assert len(started) == 1 and started[0].closed and len(started[0].calls) == 3  # one pool, then 2 directions
+    assert block["passes"][1]["start_seconds"] is not None and block["passes"][1]["info"]["engine"] == "vllm"
+    agree = block["agreement"]["vllm"]
+    assert agree["share"] == 1.0 and agree["segments"] == 4 and agree["chrf++"]["delta"] == 0
+    assert block["rerun"] == {"engine": "vllm", **RE.identical_share(outputs, outputs)}

@@ -1,0 +1,90 @@
+"""targets.json and the engines report: what they read from records, on synthetic records (no measured result is
+asserted here: the numbers are made up for the mechanics)."""
+
+from types import SimpleNamespace
+
+from studylib.core.records import LAYOUT
+from studylib.report import engines as ER
+from studylib.report import targets as T
+from studylib.report.markdown import write_json
+
+
+def bench_record(run, rows, layout=LAYOUT):
+    return {"notebook": "40_efficiency_7b", "run": run, "layout": layout, "metrics": {},
+            "benchmark": {"variants": rows, "reference": rows[0]["variant"]}}
+
+
+def engines_record(seconds=40.0, share=0.98):
+    passes = [{"engine": "hf", "pooled": True, "seconds": 300.0, "start_seconds": None, "segments": 10,
+               "new_tokens": 50, "segments_per_s": 10 / 300, "info": {"version": "5.17.0"},
+               "averages": {"xx-en": {"chrf++": 40.0}, "en-xx": {"chrf++": 30.0}}},
+              {"engine": "vllm", "pooled": True, "seconds": seconds, "start_seconds": 20.0, "segments": 10,
+               "new_tokens": 50, "segments_per_s": 10 / seconds, "info": {"version": "0.26.0", "batch_invariant": True},
+               "averages": {"xx-en": {"chrf++": 40.1}, "en-xx": {"chrf++": 30.0}}},
+              {"engine": "vllm", "pooled": False, "seconds": seconds + 5, "start_seconds": None, "segments": 10,
+               "new_tokens": 50, "info": {"version": "0.26.0", "batch_invariant": True}, "averages": {}}]
+    return {"notebook": "41_engines", "run": "teacher-lora", "layout": LAYOUT, "metrics": {},
+            "params": {"model_id": "m", "max_new_tokens": 256}, "environment": {"device": {"name": "GPU"}},
+            "engines": {"reference": "hf", "passes": passes,
+                        "agreement": {"vllm": {"share": 0.6, "identical": 6, "segments": 10,
+                                               "chrf++": {"delta": 0.1, "ci_low": -0.2, "ci_high": 0.3,
+                                                          "n_samples": 1000}}},
+                        "rerun": {"engine": "vllm", "share": share, "segments": 10,
+                                  "per_direction": {"de-en": 1.0, "en-is": share}}}}
+
+
+def by_id(rows):
+    return {r["id"]: r for r in rows}
+
+
+def test_every_target_is_listed_and_absent_ones_are_null():
+    rows = T.targets_data([])
+    assert [r["id"] for r in rows] == [t[0] for t in T.TARGETS]
+    assert {"fp16-floor", "w4-decode", "fp8-decode", "int8-decode", "nf4-decode", "sparse24-prefill",
+            "eval-throughput", "identical-rerun"} <= set(by_id(rows))
+    assert all(r["measured"] is None and r["met"] is None and r["record"] is None for r in rows)
+    assert set(rows[0]) == {"id", "target", "goal", "measured", "met", "record", "figure", "stale"}
+
+
+def test_values_come_from_the_first_record_that_measured_them():
+    vllm = bench_record("llama2-7b-vllm-fp8", [
+        {"variant": "vllm-fp16", "status": "ok", "floor_ratio": 1.5, "decode_b1_ratio": 1.0},
+        {"variant": "vllm-fp8", "status": "ok", "decode_b1_ratio": 0.5}])
+    hf = bench_record("llama2-7b-gptq-w4", [
+        {"variant": "fp16", "status": "ok", "graph_floor_ratio": 2.0},
+        {"variant": "gptq-w4", "status": "ok", "graph_b1_ratio": 0.8}])
+    failed = bench_record("llama2-7b-vllm-gptq-w4", [
+        {"variant": "vllm-fp16", "status": "ok", "floor_ratio": 1.4},
+        {"variant": "vllm-gptq-w4", "status": "failed", "decode_b1_ratio": 0.1}])
+    old = bench_record("llama2-7b", [{"variant": "fp16", "status": "ok"},
+                                     {"variant": "sparse-2of4", "status": "ok", "prefill_speedup": 0.05}], layout=1)
+    rows = by_id(T.targets_data([vllm, hf, failed, old, engines_record()]))
+    assert rows["fp16-floor"]["measured"] == 1.5 and rows["fp16-floor"]["met"] is False  # vLLM's fp8 record first
+    assert rows["fp8-decode"]["measured"] == 0.5 and rows["fp8-decode"]["met"] is True
+    # a failed row is not a measurement: the transformers path's figure is read instead
+    assert rows["w4-decode"]["measured"] == 0.8 and rows["w4-decode"]["record"] == "40_efficiency_7b/llama2-7b-gptq-w4.json"
+    assert rows["sparse24-prefill"]["measured"] == 0.05 and rows["sparse24-prefill"]["stale"] is True
+    assert rows["eval-throughput"]["measured"] == 40.0 and rows["eval-throughput"]["met"] is True
+    assert rows["identical-rerun"]["measured"] == 0.98 and rows["identical-rerun"]["met"] is False
+    assert rows["int8-decode"]["met"] is None
+    table = T.targets_table(list(rows.values()))
+    assert "not measured" in table and "not met" in table and "§" in table
+
+
+def test_text_says_met_not_met_and_absent(tmp_path):
+    rows = T.targets_data([engines_record(share=1.0)])
+    write_json(rows, tmp_path / "targets.json")
+    text = T.text_targets(SimpleNamespace(tables=tmp_path))
+    assert text.startswith(f"Of the {len(rows)} targets, met: ")
+    assert "`identical-rerun`" in text and "not measured yet: " in text
+
+
+def test_the_engines_report_reads_every_pass(tmp_path):
+    data = ER.engines_data([engines_record()])
+    assert len(data) == 1 and [p["engine"] for p in data[0]["passes"]] == ["hf", "vllm", "vllm"]
+    table = ER.engines_table(data)
+    assert table.count("\n| 41_engines/teacher-lora") == 3 and "each direction alone" in table
+    write_json(data, tmp_path / "engines.json")
+    text = ER.text_engines(SimpleNamespace(tables=tmp_path))
+    assert "300.0 s" in text and "7.50× faster" in text and "within noise" in text and "98.00%" in text
+    assert ER.text_engines(SimpleNamespace(tables=tmp_path / "none")).startswith("The engines have not")
