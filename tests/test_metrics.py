@@ -198,9 +198,29 @@ def test_bootstrap_segment_means():
     seg_a = [x + 0.1 for x in seg_b]
     res = paired_bootstrap_segment_means(seg_a, seg_b, n_samples=200)
     assert res["delta"] == pytest.approx(0.1)
-    assert res["p_value"] == 0.0
+    assert res["p_value"] < 1e-9  # every resample moves by the same +0.1: no spread at all
     assert res["ci_low"] == pytest.approx(0.1) and res["ci_high"] == pytest.approx(0.1)
     same = paired_bootstrap_segment_means(seg_b, seg_b, n_samples=50)
     assert same["delta"] == 0.0 and same["p_value"] == 1.0
     with pytest.raises(ValueError, match="segment counts differ"):
         paired_bootstrap_segment_means([0.1], [0.1, 0.2])
+
+
+def test_holm_step_down_matches_the_textbook_example():
+    from studylib.core.metrics import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+
+
+def test_two_sided_p_from_the_bootstrap_standard_error():
+    from studylib.core.metrics import two_sided_p
+
+    assert two_sided_p(0.0, 1.0) == 1.0 and two_sided_p(0.5, 0.0) == 0.0
+    assert two_sided_p(1.96, 1.0) == pytest.approx(0.05, abs=1e-3)  # |z| = 1.96: p = 0.05, either sign
+    assert two_sided_p(-1.96, 1.0) == two_sided_p(1.96, 1.0)
+    assert two_sided_p(1.0, 1.0) > two_sided_p(2.0, 1.0)
+    refs, bad = _corpus()
+    res = paired_bootstrap(refs, bad, refs, metric="chrf", n_samples=300)
+    assert res["p_value"] == pytest.approx(two_sided_p(res["delta"], res["se"]))
+    assert 0 <= res["p_one_sided"] <= 1

@@ -24,7 +24,10 @@ def test_identical_outputs_are_never_significant():
 def test_a_clearly_better_run_is_significant_and_deltas_are_run_minus_reference():
     ref = make("01_teacher", "teacher-lora", noise=0.5)
     good = make("10_bnb_int8", "good", noise=0.0)
-    table = pd.DataFrame(significance.compare(good, ref, n_samples=200))
+    rows = significance.compare(good, ref, n_samples=200)
+    assert all(r["p_holm"] is None and r["significant"] is None for r in rows)  # a table's family decides
+    table = pd.DataFrame(significance.adjust(rows))
+    assert (table["p_holm"] >= table["p_value"]).all()
     for direction in ("de-en", "en-zh", "xx-en", "en-xx"):
         row = _rows(table, "good", direction)
         assert row["comparable"] and row["significant"] and row["delta"] > 0 and row["ci_low"] > 0
@@ -112,3 +115,15 @@ def test_the_markdown_marks_a_stale_record_once_and_says_what_the_mark_means():
     assert not any("§" in line for line in text.splitlines() if line.startswith("| new"))
     assert "§ made by an older layout of the code" in text
     assert "§" not in significance.markdown(table)
+
+
+def test_holm_adjusts_over_the_whole_table_and_an_interval_holding_zero_is_never_significant():
+    ref = make("01_teacher", "teacher-lora", noise=0.5)
+    runs = [make("10_bnb_int8", "good", noise=0.0), make("11_x", "close", noise=0.49)]
+    table = significance.significance_table([ref, *runs], reference="01_teacher/teacher-lora", n_samples=200)
+    tested = table[table["comparable"]]
+    assert list(tested["p_holm"]) == pytest.approx(metrics.holm(list(tested["p_value"])))
+    assert (tested["significant"] == (tested["p_holm"] < significance.ALPHA)).all()
+    spans = tested[(tested["ci_low"] < 0) & (tested["ci_high"] > 0)]
+    assert not spans["significant"].any()
+    assert set(tested["test"]) == {significance.TEST}

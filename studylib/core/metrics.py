@@ -17,6 +17,7 @@ a re-tokenisation of the corpus.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -202,24 +203,52 @@ def _bootstrap_summary(
 ) -> dict:
     delta = score_a - score_b
     if delta > 0:
-        p_value = float(np.mean(deltas <= 0))
+        one_sided = float(np.mean(deltas <= 0))
     elif delta < 0:
-        p_value = float(np.mean(deltas >= 0))
+        one_sided = float(np.mean(deltas >= 0))
     else:
-        p_value = 1.0
+        one_sided = 1.0
+    se = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0
     alpha = (1.0 - confidence) / 2.0
     ci_low, ci_high = np.quantile(deltas, [alpha, 1.0 - alpha])
     return {
         "score_a": score_a,
         "score_b": score_b,
         "delta": delta,
-        "p_value": p_value,
+        "p_value": two_sided_p(delta, se),
+        "p_one_sided": one_sided,
+        "se": se,
         "ci_low": float(ci_low),
         "ci_high": float(ci_high),
         "confidence": confidence,
         "n_samples": n_samples,
         "seed": seed,
     }
+
+
+def two_sided_p(delta: float, se: float) -> float:
+    """Two-sided p-value of ``delta`` against no difference, from the bootstrap standard error of the paired
+    differences (normal approximation, Efron & Tibshirani 1993, ch. 16): ``P(|Z| >= |delta| / se)``. Continuous, so
+    that a Holm correction over many tests is not limited by the number of resamples; 1 for no difference, 0 for a
+    difference that no resample moves."""
+    if delta == 0:
+        return 1.0
+    if not se > 0:
+        return 0.0
+    return float(math.erfc(abs(delta) / se / math.sqrt(2.0)))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment (Holm, 1979) of a family of p-values, in their order: the k-th smallest times
+    (m - k + 1), made monotone, capped at 1. A test is significant at ``alpha`` when its adjusted p is below it."""
+    p = [float(v) for v in p_values]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 def _check_bootstrap_args(n_samples, seed, confidence) -> None:
@@ -269,11 +298,11 @@ def paired_bootstrap(
     Returns a dict with
         ``score_a``, ``score_b``: corpus scores on the full test set (equal to
             ``corpus_scores``), ``delta = score_a - score_b``;
-        ``p_value``: the share of resamples in which the observed winner does *not*
-            win, i.e. ``mean(delta_i <= 0)`` if ``delta > 0``, ``mean(delta_i >= 0)``
-            if ``delta < 0``, and 1.0 if ``delta == 0`` (no winner, nothing to test).
-            This is a one-sided test; "A is significantly better at 95%" in Koehn's
-            sense is ``delta > 0 and p_value < 0.05``;
+        ``p_value``: two-sided, against no difference (:func:`two_sided_p`: the
+            normal approximation from the resampled deltas' standard error ``se``);
+            ``p_one_sided``: Koehn's share of resamples in which the observed winner
+            does *not* win (``mean(delta_i <= 0)`` if ``delta > 0``, ``mean(delta_i >= 0)``
+            if ``delta < 0``, 1.0 if ``delta == 0``), kept for reference;
         ``ci_low``, ``ci_high``: the percentile ``confidence`` interval of the
             resampled deltas;
         ``metric``, ``signature``, ``confidence``, ``n_samples``, ``seed``.

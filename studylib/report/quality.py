@@ -189,9 +189,10 @@ def verdict(row) -> str:
         return "untested"
     if not row["comparable"]:
         return "not comparable"
-    p, n = row["p_value"], row.get("n_samples")
-    shown = f"p < {1 / n:g}" if p == 0 and not missing(n) and n else f"p = {p:.3f}"
-    return shown if row["significant"] else f"not significant, p = {p:.2f}"
+    p = row.get("p_holm")
+    p = row["p_value"] if missing(p) else p
+    shown = "Holm-adjusted p < 0.001" if p < 0.001 else f"Holm-adjusted p = {p:.3f}"
+    return shown if row["significant"] else f"not significant, Holm-adjusted p = {p:.2f}"
 
 
 def difference(ctx, a: tuple[str, str], b: tuple[str, str], group: str, metric: str = "chrf++") -> str | None:

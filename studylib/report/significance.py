@@ -7,8 +7,10 @@ reported as not comparable, never tested. The direction groups (``xx-en``, ``en-
 per-direction corpus scores (the records' ``averages``): each resample draws every direction's segments anew, the
 same draws for both systems.
 
-``delta = run - reference``; ``p_value`` is :func:`~studylib.core.metrics.paired_bootstrap`'s (the share of resamples
-in which the observed winner does not win); a difference is significant when ``p_value < alpha`` (0.05).
+``delta = run - reference`` with its 95 % percentile interval; ``p_value`` is two-sided
+(:func:`~studylib.core.metrics.two_sided_p`: the normal approximation from the resampled deltas' standard error) and
+``p_holm`` that p adjusted by Holm's step-down method over every comparable test of the table (all runs, directions,
+groups and metrics: one family); a difference is significant when ``p_holm < alpha`` (0.05).
 
     python -m studylib.report.significance [--results results] [--profile full] [--reference 01_teacher/gemma3-270m-lora]
 
@@ -44,7 +46,10 @@ N_SAMPLES = 1000
 SEED = 12345
 GROUPS = {"xx-en": XX_EN, "en-xx": EN_XX}
 COLUMNS = ["notebook", "run", "reference", "direction", "metric", "comparable", "reason", "n", "score", "ref_score",
-           "delta", "ci_low", "ci_high", "p_value", "significant", "alpha", "n_samples", "seed", "digest"]
+           "delta", "ci_low", "ci_high", "p_value", "p_holm", "significant", "alpha", "n_samples", "seed", "test",
+           "digest"]
+# what the p-values are (part of every row's digest: a table made by another test is recomputed, never reused)
+TEST = "paired bootstrap; two-sided p from the bootstrap standard error; Holm over the table"
 NOT_SIGNIFICANT = "†"
 NOT_COMPARABLE = "°"
 
@@ -142,10 +147,19 @@ def _row(run: dict, ref_key: str, direction: str, metric: str, **values) -> dict
 
 
 def _result_row(run, ref_key, direction, metric, result, n, alpha, digest):
+    """A tested row; ``p_holm`` and ``significant`` are set for the whole table (:func:`adjust`)."""
     return _row(run, ref_key, direction, metric, comparable=True, reason="", n=n, score=result["score_a"],
                 ref_score=result["score_b"], delta=result["delta"], ci_low=result["ci_low"],
-                ci_high=result["ci_high"], p_value=result["p_value"], significant=bool(result["p_value"] < alpha),
-                alpha=alpha, n_samples=result["n_samples"], seed=result["seed"], digest=digest)
+                ci_high=result["ci_high"], p_value=result["p_value"], alpha=alpha, n_samples=result["n_samples"],
+                seed=result["seed"], test=TEST, digest=digest)
+
+
+def adjust(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """Holm's adjustment over every comparable row (one family: the table), and each row's significance from it."""
+    tested = [r for r in rows if truthy(r.get("comparable"))]
+    for r, p in zip(tested, M.holm([r["p_value"] for r in tested])):
+        r["p_holm"], r["significant"] = p, bool(p < alpha)
+    return rows
 
 
 def compare(run: dict, reference: dict, metrics=DEFAULT_METRICS, n_samples: int = N_SAMPLES, seed: int = SEED,
@@ -160,7 +174,7 @@ def compare(run: dict, reference: dict, metrics=DEFAULT_METRICS, n_samples: int 
     for d in directions:
         if aligned[d] is None:
             a, b = run["outputs"][d], reference["outputs"][d]
-            digests[d] = _digest(a["src"], a["ref"], a["hyp"], b["hyp"], n_samples, seed, alpha)
+            digests[d] = _digest(a["src"], a["ref"], a["hyp"], b["hyp"], n_samples, seed, alpha, TEST)
     for metric in metrics:
         for d in directions:
             if aligned[d] is not None:
@@ -222,7 +236,7 @@ def significance_table(recs: list[dict], reference: str = DEFAULT_REFERENCE, met
         if key(rec) == ref_key or not rec.get("metrics"):
             continue
         rows.extend(compare(rec, by_key[ref_key], metrics, n_samples, seed, alpha, cache))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(adjust(rows, alpha), columns=COLUMNS)
 
 
 def marks(table) -> dict:
@@ -276,7 +290,9 @@ def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA, stale=frozens
         label = METRIC_LABEL.get(metric, metric)
         parts.append(f"**{label}, run − reference ({ref})**\n\n" + md_table(header, body, align="l" + "r" * len(columns)))
     samples = f"{int(n_samples.iloc[0])} resamples" if len(n_samples) else "resamples"
-    parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}, "
+    tests = int(table["comparable"].map(truthy).sum())
+    parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}; "
+                 f"two-sided p from the bootstrap standard error, Holm-adjusted over the table's {tests} tests, "
                  f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, or "
                  f"outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
                  f"resampled per direction."
