@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studylib.core import data, engines, metrics, prompts
+from studylib.core import data, engines, failures, metrics, prompts
 from studylib.core.generation import generate, generate_vllm
 from studylib.core.languages import parse_direction
 
@@ -61,7 +61,8 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     ``pooled`` (the default): all directions are decoded together, one pool of prompts (on hf batched by length
     across directions, ``cfg.batch_size`` prompts a batch), so a small model keeps the GPU busy; else each direction
     is decoded as a pool of its own. The scores are per direction. COMET gets the plain source sentences (never the
-    prompt) from a local checkpoint.
+    prompt) from a local checkpoint. Each direction also gets its failure rates (off-target, runaway, empty:
+    :mod:`studylib.core.failures`).
 
     ``cfg.engine`` 'vllm' decodes through vLLM (``engine``: one already started, e.g. to decode twice; else one is
     started for ``model`` and closed after) unless a method of the run's recipe is one vLLM does not serve
@@ -76,7 +77,8 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     if own:
         engine = serve_with_vllm(model, cfg)
     result.engine = {**(engine.info() if name == "vllm" else engines.hf_info()), "asked": getattr(cfg, "engine", "hf"),
-                     "why": why, "pooled": pooled}
+                     "why": why, "pooled": pooled,
+                     "language_id": failures.lid_name() or "not installed: no off-target rate"}
     pools = [list(test_sets)] if pooled else [[d] for d in test_sets]
     texts, counts, seconds = {}, {}, 0.0
     try:
@@ -111,6 +113,8 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
             scores["comet"] = score_comet(srcs, hyps, refs, cfg.comet_checkpoint)["score"]
         scores["n"] = len(examples)
         scores["new_tokens"] = int(sum(counts[direction]))
+        scores.update(failures.direction_failures(hyps, srcs, tgt_lang, tokenizer, counts[direction],
+                                                  cfg.max_new_tokens))
         result.metrics[direction] = scores
         result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": hyps}
     result.seconds = seconds

@@ -23,6 +23,7 @@ from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN
 
 PROFILES = ("smoke", "full")
 METRICS = ("bleu", "chrf", "chrf++", "comet")
+FAILURES = ("off_target_rate", "runaway_rate", "empty_rate")  # studylib.core.failures.RATES
 _PACKAGES = (
     "torch", "transformers", "tokenizers", "accelerate", "peft", "sacrebleu", "unbabel-comet", "bitsandbytes",
     "gptqmodel", "llmcompressor", "optimum", "gguf", "numpy", "papermill", "vllm", "compressed-tensors",
@@ -131,7 +132,7 @@ def direction_averages(per_direction: dict) -> dict:
         if not present:
             continue
         out[group] = {}
-        for metric in METRICS:
+        for metric in (*METRICS, *FAILURES):
             values = [per_direction[d].get(metric) for d in present]
             if all(isinstance(v, (int, float)) for v in values):
                 out[group][metric] = sum(values) / len(values)

