@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 
 from studylib.bench.schema import (ARCHITECTURES, COMPRESSION, GRAPH_OFF, NOTEBOOK, RANDOM_CALIBRATION,
                                    RANDOM_WEIGHTS, REFERENCE, UNAVAILABLE, VARIANTS, VLLM_VARIANTS, capture_skip,
-                                   graph_not_attempted, models, ratios, reference_of, static_mode, targets)
+                                   failed_row, graph_not_attempted, models, ratios, reference_of, static_mode,
+                                   targets)
 
 GRAPH_DECODE = ("(prefill + new_tokens steps - (prefill + 1 step)) / (new_tokens - 1), greedy, EOS ignored, "
                 "synchronized wall clock, through a transformers StaticCache; on CUDA each step (forward, argmax, "
@@ -83,11 +83,6 @@ def measure_bandwidth(cfg) -> dict:
             "method": "device-to-device copy of one buffer into another; (bytes read + bytes written) / median time"}
 
 
-def _failed(name: str, err: BaseException) -> dict:
-    return {"variant": name, "status": "failed", "kernel": UNAVAILABLE, "error": f"{type(err).__name__}: "
-            f"{str(err)[:600]}", "traceback": "".join(traceback.format_exception(err))[-3000:]}
-
-
 def _ms(value) -> str:
     return "not measured" if value is None else f"{value:.3f} ms/token"
 
@@ -125,7 +120,7 @@ def measure_model(name: str, cfg, bandwidth: dict, start: float) -> dict:
                        + f"; batch {m.large_batch} {_ms(m.graph_large_ms)}"
                        + (f" ({m.graph_error[:300]})" if m.graph_error and m.graph_mode[:6] != "failed" else ""))
     except Exception as err:  # noqa: BLE001 -- a format that fails is a result, recorded
-        row = _failed(name, err)
+        row = failed_row(name, err)
         say(start, f"{name}: FAILED {row['error'][:300]}")
     built = None
     free()

@@ -102,6 +102,14 @@ REPORT_KEYS = ("decode_b1_ms", "decode_b1_ratio", "floor_ms", "floor_ratio", "de
                "params", "layers")
 
 
+def failed_row(name: str, err: BaseException) -> dict:
+    """The row of a format that could not be built or measured: its error, kernel ``unavailable``."""
+    import traceback
+
+    return {"variant": name, "status": "failed", "kernel": UNAVAILABLE, "error": f"{type(err).__name__}: "
+            f"{str(err)[:600]}", "traceback": "".join(traceback.format_exception(err))[-3000:]}
+
+
 def reference_of(variant: str) -> str:
     """The format a run's ratios are taken against: fp16 through the same engine."""
     return VLLM_REFERENCE if variant in VLLM_VARIANTS else REFERENCE

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from studylib.bench.schema import ARCHITECTURES, LAYER_KEEP, VLLM_VARIANTS
+from studylib.bench.schema import ARCHITECTURES, LAYER_KEEP, VLLM_VARIANTS, failed_row
 
 # what each vLLM format is, for the model's config.json (``quantization_config``) or vLLM's ``quantization`` argument
 # vLLM reads which layers a GPTQ checkpoint quantized from its safetensors' dtypes unless the config lists them; with
@@ -128,11 +128,9 @@ def _model_facts(model) -> dict:
 
 def measure_served(name: str, cfg, bandwidth: dict, start: float, say) -> dict:
     """One vLLM format started, measured and closed: its row, or its error (status failed) when it cannot run."""
-    from studylib.bench.run import _failed
-
     if name in NOT_SERVED:
         say(start, f"{name}: not served ({NOT_SERVED[name][:120]})")
-        return _failed(name, RuntimeError(NOT_SERVED[name]))
+        return failed_row(name, RuntimeError(NOT_SERVED[name]))
     say(start, f"{name}: starting vLLM ({VLLM_VARIANTS[name]})")
     engine, root = None, Path(tempfile.mkdtemp(prefix="studylib-served-"))
     try:
@@ -143,7 +141,7 @@ def measure_served(name: str, cfg, bandwidth: dict, start: float, say) -> dict:
             load_format = "bitsandbytes"
         return _measure(name, cfg, d, load_format, bandwidth, start, say)
     except Exception as err:  # noqa: BLE001 -- a format that fails is a result, recorded
-        row = _failed(name, err)
+        row = failed_row(name, err)
         say(start, f"{name}: FAILED {row['error'][:300]}")
         return row
     finally:
