@@ -172,8 +172,8 @@ def generate_vllm(engine, tokenizer, prompts: list[str], *, max_new_tokens: int 
     order = list(range(len(prompts))) if order is None else list(order)
     if sorted(order) != list(range(len(prompts))):
         raise ValueError("order must be a permutation of the prompts' indices")
+    start = time.perf_counter()  # tokenizing included, as generate() times it
     ids = tokenizer([prompts[i] for i in order])["input_ids"]
-    start = time.perf_counter()
     rows = engine.generate(ids, max_new_tokens=max_new_tokens, stop_ids=stops, seed=seed, progress=progress)
     seconds = time.perf_counter() - start
     texts, counts = [""] * len(prompts), [0] * len(prompts)

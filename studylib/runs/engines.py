@@ -104,7 +104,8 @@ def run(model, tokenizer, cfg, test_sets: dict, progress: bool = True) -> tuple[
     reference = cfg.engines[0]
     block = {"reference": reference, "passes": passes,
              "what": "decoding seconds: prompts tokenized and decoded, scoring and the engine's start apart "
-                     "(start_seconds); the rerun decodes each direction as a pool of its own"}
+                     "(start_seconds; vLLM's includes saving the model for it); the rerun decodes each direction "
+                     "as a pool of its own"}
     block["agreement"] = {name: {**identical_share(outputs[reference], outputs[name]),
                                  "chrf++": chrf_difference(outputs[name], outputs[reference])}
                           for name in cfg.engines[1:]}
