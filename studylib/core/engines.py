@@ -7,13 +7,14 @@ with ``skip_tokenizer_init`` and never tokenizes), the same stopping rule (EOS o
 newline, :func:`studylib.core.generation.stop_token_ids`), the same token cap, greedy decoding, and their outputs are
 cut and scored by the same code.
 
-vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, Hopper and newer) makes a prompt's greedy output independent
-of what else is in its batch, so the same params give the same hypotheses however the prompts are pooled; it is on
-by default and the record says whether it was.
+vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, Hopper and newer) is meant to make a prompt's greedy output
+independent of what else is in its batch; it is on by default and the record says whether it was. Whether it holds is
+measured, not assumed: notebook 41 decodes the same prompts pooled in two ways and records the share that repeat.
 
 A compressed model reaches vLLM as a plain checkpoint, unless a method of its recipe is one vLLM cannot serve from
-this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`). This module imports neither torch nor vLLM until
-an engine starts: the mapping from params to vLLM's arguments is plain Python, tested on the CPU.
+this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`). This module imports
+neither torch nor vLLM until an engine starts: the mapping from params to vLLM's arguments is plain Python, tested on
+the CPU.
 """
 
 from __future__ import annotations
