@@ -125,11 +125,12 @@ def finish(row: list[int], stops, max_new_tokens: int) -> int:
 
 
 class VLLMEngine:
-    """One vLLM engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the model is reachable for counting its
-    bytes, and closing it frees the GPU for the next one)."""
+    """One vLLM engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: ``llm.apply_model`` reaches the model
+    to count its bytes, and closing the engine frees the GPU for the next one)."""
 
     def __init__(self, model_dir: str, *, batch_invariant: bool = True, **kwargs):
-        os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"  # read when vLLM is imported
+        # read when vLLM is first imported: every engine of one process runs with the first one's setting
+        os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model's function, if it crosses
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -159,15 +160,6 @@ class VLLMEngine:
                 row.append(c.stop_reason)  # a stop token vLLM left out of the ids
             rows.append(row)
         return rows
-
-    def model_bytes(self) -> dict:
-        """Parameters and bytes of the model as vLLM holds it on the GPU (quantized weights as stored)."""
-        def count(model):
-            tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-            return {"bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
-                    "tensors": len(tensors)}
-
-        return self.llm.apply_model(count)[0]
 
     def info(self) -> dict:
         return {"engine": "vllm", "version": vllm_version(), "batch_invariant": self.batch_invariant,
