@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -169,8 +170,6 @@ def _measure(name, cfg, d, load_format, bandwidth, start, say) -> dict:
         say(start, f"{name}: engine up in {start_s:.0f} s ({facts['kernels']}); measuring")
         from vllm import SamplingParams
 
-        import random
-
         rng = random.Random(cfg.seed)
         vocab = ARCHITECTURES[cfg.architecture]["vocab_size"]
         prompt = lambda n: {"prompt_token_ids": [rng.randrange(3, vocab) for _ in range(n)]}  # noqa: E731
@@ -210,7 +209,9 @@ def _measure(name, cfg, d, load_format, bandwidth, start, say) -> dict:
            "prefill_tokens": cfg.prefill_tokens, "peak_memory_bytes": facts["weight_bytes"],
            "weight_bytes": facts["weight_bytes"], "floor_bytes": facts["floor_bytes"], "floor_ms": floor_ms,
            "storage_bytes": None,
-           "storage_note": "not saved: vLLM made the weights in its own format (load_format dummy)",
+           "storage_note": ("not saved: vLLM made the weights in its own format (load_format dummy)"
+                            if load_format == "dummy" else
+                            f"not saved: vLLM quantized a random float16 checkpoint as it loaded ({load_format})"),
            "params": logical_params(config), "layers": config["num_hidden_layers"],
            "graph_b1_ms": None, "graph_large_ms": None, "graph_floor_ratio": None,
            "graph_mode": "off (vLLM captures its own CUDA graphs: decode_b1_ms is through them)",
