@@ -46,7 +46,7 @@ def test_group_bootstrap_of_one_direction_is_the_plain_bootstrap():
     ref = make("01_teacher", "r", noise=0.5, directions=("de-en",))
     run = make("10_x", "a", noise=0.3, directions=("de-en",))
     a, b = run["outputs"]["de-en"], ref["outputs"]["de-en"]
-    one = significance.paired_bootstrap_mean([(a["hyp"], b["hyp"], a["ref"], "en")], "chrf++", n_samples=300, seed=7)
+    one = metrics.paired_bootstrap_mean([(a["hyp"], b["hyp"], a["ref"], "en")], "chrf++", n_samples=300, seed=7)
     plain = metrics.paired_bootstrap(a["hyp"], b["hyp"], a["ref"], "chrf++", "en", n_samples=300, seed=7)
     for key in ("score_a", "score_b", "delta", "p_value", "ci_low", "ci_high"):
         assert one[key] == pytest.approx(plain[key])
@@ -84,7 +84,7 @@ def test_write_tables_reuses_unchanged_rows_and_marks_non_significant(tmp_path, 
         raise AssertionError("a cached comparison was recomputed")
 
     monkeypatch.setattr(significance.M, "paired_bootstrap", boom)
-    monkeypatch.setattr(significance, "paired_bootstrap_mean", boom)
+    monkeypatch.setattr(significance.M, "paired_bootstrap_mean", boom)
     csv2, _ = significance.write(results, "full", REF, n_samples=100)
     pd.testing.assert_frame_equal(significance.read_table(csv2), table)
     # a changed setting invalidates the cache

@@ -326,6 +326,43 @@ def paired_bootstrap(
     return result
 
 
+def paired_bootstrap_mean(items: list[tuple[list[str], list[str], list[str], str]], metric: str = "chrf++",
+                          n_samples: int = 1000, seed: int = 12345, confidence: float = 0.95) -> dict:
+    """Paired bootstrap of the *mean over directions* of a corpus metric.
+
+    ``items``: one ``(hyps_a, hyps_b, refs, tgt_lang)`` per direction. Each resample draws every direction's
+    segments with replacement (its own draws, shared by both systems) and averages the per-direction corpus scores;
+    p-value and interval are defined as in :func:`paired_bootstrap`.
+    """
+    if not items:
+        raise ValueError("no directions to test")
+    _check_bootstrap_args(n_samples, seed, confidence)
+    scorers, stats = [], []
+    for hyps_a, hyps_b, refs, tgt in items:
+        hyps_a, hyps_b, refs = check_parallel(hyps_a=hyps_a, hyps_b=hyps_b, refs=refs)
+        m = make_metric(metric, tgt)
+        scorers.append(m)
+        stats.append((_segment_stats(m, hyps_a, refs), _segment_stats(m, hyps_b, refs)))
+
+    def mean_score(sums, which):
+        return float(np.mean([_score_from_summed_stats(m, s[which]) for m, s in zip(scorers, sums)]))
+
+    full = [(a.sum(axis=0), b.sum(axis=0)) for a, b in stats]
+    score_a, score_b = mean_score(full, 0), mean_score(full, 1)
+    deltas = np.empty(n_samples, dtype=np.float64)
+    pos = 0
+    # one generator per direction, each seeded apart; they yield chunks of the same size, so zip keeps them in step
+    generators = [_resample_sums([a, b], n_samples, seed + i) for i, (a, b) in enumerate(stats)]
+    for chunks in zip(*generators):
+        for r in range(chunks[0][0].shape[0]):
+            rows = [(c[0][r], c[1][r]) for c in chunks]
+            deltas[pos] = mean_score(rows, 0) - mean_score(rows, 1)
+            pos += 1
+    out = _bootstrap_summary(score_a, score_b, deltas, n_samples, seed, confidence)
+    out["metric"] = metric
+    return out
+
+
 def paired_bootstrap_segment_means(
     seg_a: Sequence[float],
     seg_b: Sequence[float],

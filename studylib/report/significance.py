@@ -33,7 +33,6 @@ import numpy as np
 from studylib.core import metrics as M
 from studylib.core import records
 from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN, parse_direction
-from studylib.core.segments import check_parallel
 from studylib.report.markdown import METRIC_LABEL, arrow, md_table, stale_mark, stale_note, truthy, write_text
 from studylib.report.summary import load_records
 
@@ -100,43 +99,6 @@ def check_aligned(run: dict, reference: dict, direction: str) -> str | None:
     if not (len(a["hyp"]) == len(a["src"]) == len(b["hyp"])):
         return "not comparable: hypotheses and sources differ in number"
     return None
-
-
-def paired_bootstrap_mean(items: list[tuple[list[str], list[str], list[str], str]], metric: str = "chrf++",
-                          n_samples: int = N_SAMPLES, seed: int = SEED, confidence: float = 0.95) -> dict:
-    """Paired bootstrap of the *mean over directions* of a corpus metric.
-
-    ``items``: one ``(hyps_a, hyps_b, refs, tgt_lang)`` per direction. Each resample draws every direction's
-    segments with replacement (its own draws, shared by both systems) and averages the per-direction corpus scores;
-    p-value and interval are defined as in :func:`studylib.core.metrics.paired_bootstrap`.
-    """
-    if not items:
-        raise ValueError("no directions to test")
-    M._check_bootstrap_args(n_samples, seed, confidence)
-    scorers, stats = [], []
-    for hyps_a, hyps_b, refs, tgt in items:
-        hyps_a, hyps_b, refs = check_parallel(hyps_a=hyps_a, hyps_b=hyps_b, refs=refs)
-        m = M.make_metric(metric, tgt)
-        scorers.append(m)
-        stats.append((M._segment_stats(m, hyps_a, refs), M._segment_stats(m, hyps_b, refs)))
-
-    def mean_score(sums, which):
-        return float(np.mean([M._score_from_summed_stats(m, s[which]) for m, s in zip(scorers, sums)]))
-
-    full = [(a.sum(axis=0), b.sum(axis=0)) for a, b in stats]
-    score_a, score_b = mean_score(full, 0), mean_score(full, 1)
-    deltas = np.empty(n_samples, dtype=np.float64)
-    pos = 0
-    # one generator per direction, each seeded apart; they yield chunks of the same size, so zip keeps them in step
-    generators = [M._resample_sums([a, b], n_samples, seed + i) for i, (a, b) in enumerate(stats)]
-    for chunks in zip(*generators):
-        for r in range(chunks[0][0].shape[0]):
-            rows = [(c[0][r], c[1][r]) for c in chunks]
-            deltas[pos] = mean_score(rows, 0) - mean_score(rows, 1)
-            pos += 1
-    out = M._bootstrap_summary(score_a, score_b, deltas, n_samples, seed, confidence)
-    out["metric"] = metric
-    return out
 
 
 def _row(run: dict, ref_key: str, direction: str, metric: str, **values) -> dict:
@@ -206,7 +168,7 @@ def compare(run: dict, reference: dict, metrics=DEFAULT_METRICS, n_samples: int 
                 continue
             items = [(run["outputs"][d]["hyp"], reference["outputs"][d]["hyp"], run["outputs"][d]["ref"],
                       parse_direction(d)[1]) for d in present]
-            result = paired_bootstrap_mean(items, metric, n_samples=n_samples, seed=seed)
+            result = M.paired_bootstrap_mean(items, metric, n_samples=n_samples, seed=seed)
             n = sum(len(run["outputs"][d]["hyp"]) for d in present)
             rows.append(_result_row(run, ref_key, group, metric, result, n, alpha, digest))
     return rows

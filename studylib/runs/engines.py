@@ -61,7 +61,7 @@ def identical_share(a: dict, b: dict) -> dict:
 def chrf_difference(a: dict, b: dict, n_samples: int = 1000, seed: int = 12345) -> dict:
     """Paired bootstrap of the mean over directions of chrF++: ``a`` minus ``b`` with its 95 % interval."""
     from studylib.core.languages import parse_direction
-    from studylib.report.significance import paired_bootstrap_mean
+    from studylib.core.metrics import paired_bootstrap_mean
 
     items = [(a[d]["hyp"], b[d]["hyp"], a[d]["ref"], parse_direction(d)[1]) for d in a]
     r = paired_bootstrap_mean(items, metric="chrf++", n_samples=n_samples, seed=seed)
