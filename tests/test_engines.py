@@ -90,6 +90,14 @@ def test_llm_kwargs_never_tokenize_never_cache_prefixes_and_check_their_values(t
             E.llm_kwargs("m", gpu_memory_utilization=bad)
 
 
+def test_without_chunked_prefill_every_prompt_fits_one_step():
+    assert "enable_chunked_prefill" not in E.llm_kwargs("m") and "max_num_batched_tokens" not in E.llm_kwargs("m")
+    kw = E.llm_kwargs("m", chunked_prefill=False)
+    assert kw["enable_chunked_prefill"] is False and kw["max_num_batched_tokens"] == E.WHOLE_PROMPT_TOKENS
+    kw = E.llm_kwargs("m", chunked_prefill=False, max_model_len=32768, max_num_batched_tokens=1024)
+    assert kw["max_num_batched_tokens"] == 32768  # the longest prompt still fits one step
+
+
 # ----------------------------------------------------------------------------------------------- which engine
 
 
@@ -240,6 +248,7 @@ def test_load_test_sets_refuses_vllm_on_the_cpu_before_loading_anything(monkeypa
     ("vllm_memory", 1.5, "vllm_memory must be a float in"),
     ("vllm_memory", 1, "vllm_memory must be a float in"),
     ("rerun", "yes", "rerun must be true or false"),
+    ("repeat", 1, "repeat must be true or false"),
 ])
 def test_bad_engine_params_are_one_line(key, value, message):
     with pytest.raises(ParamsError, match=message) as err:
@@ -259,6 +268,9 @@ def test_engine_params_defaults_and_the_teacher_file():
     spec = read_spec(path)
     assert spec.params_class() is EngineParams and spec.parameters["engines"] == ["hf", "vllm"]
     assert spec.parameters["dtype"] in ("bfloat16", "float16")
+    spec = read_spec(path.with_name("41_engines_teacher-lora-vllm.yaml"))
+    cfg = EngineParams.build(spec.parameters, "p.yaml")
+    assert cfg.engines == ["vllm"] and cfg.repeat and cfg.rerun and cfg.n_test is None
 
 
 def _outputs(hyps: dict) -> dict:
@@ -318,6 +330,19 @@ def test_a_run_with_hf_alone_decodes_twice_and_its_record_checks(tiny, data_root
     bad["engines"]["passes"].pop()
     with pytest.raises(AssertionError):
         RE.check_record(bad, cfg, test_sets)  # the rerun is missing
+
+
+def test_a_repeat_decodes_the_same_pool_again_before_the_rerun(tiny, data_root):
+    model, tok = tiny
+    cfg = EngineParams(engines=["hf"], repeat=True, rerun=True, data_dir=str(data_root), **FAST)
+    test_sets = evaluation.load_test_sets(cfg)
+    block, outputs = RE.run(model, tok, cfg, test_sets, progress=False)
+    RE.check_record(_record(cfg, block, outputs), cfg, test_sets)
+    assert [(p["engine"], p["pooled"]) for p in block["passes"]] == [("hf", True), ("hf", True), ("hf", False)]
+    assert block["repeat"]["share"] == 1.0 and block["repeat"]["segments"] == 4 and block["rerun"]["share"] == 1.0
+    cfg.repeat = False
+    with pytest.raises(AssertionError):
+        RE.check_record(_record(cfg, block, outputs), cfg, test_sets)  # a pass more than the params ask for
 
 
 def test_a_run_with_hf_and_a_vllm_stand_in_agrees_and_closes_its_engine(tiny, data_root, monkeypatch):

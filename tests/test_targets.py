@@ -14,7 +14,7 @@ def bench_record(run, rows, layout=LAYOUT):
             "benchmark": {"variants": rows, "reference": rows[0]["variant"]}}
 
 
-def engines_record(seconds=40.0, share=0.98):
+def engines_record(seconds=40.0, share=0.98, run="teacher-lora"):
     passes = [{"engine": "hf", "pooled": True, "seconds": 300.0, "start_seconds": None, "segments": 10,
                "new_tokens": 50, "segments_per_s": 10 / 300, "info": {"version": "5.17.0"},
                "averages": {"xx-en": {"chrf++": 40.0}, "en-xx": {"chrf++": 30.0}}},
@@ -23,7 +23,7 @@ def engines_record(seconds=40.0, share=0.98):
                "averages": {"xx-en": {"chrf++": 40.1}, "en-xx": {"chrf++": 30.0}}},
               {"engine": "vllm", "pooled": False, "seconds": seconds + 5, "start_seconds": None, "segments": 10,
                "new_tokens": 50, "info": {"version": "0.26.0", "batch_invariant": True}, "averages": {}}]
-    return {"notebook": "41_engines", "run": "teacher-lora", "layout": LAYOUT, "metrics": {},
+    return {"notebook": "41_engines", "run": run, "layout": LAYOUT, "metrics": {},
             "params": {"model_id": "m", "max_new_tokens": 256}, "environment": {"device": {"name": "GPU"}},
             "engines": {"reference": "hf", "passes": passes,
                         "agreement": {"vllm": {"share": 0.6, "identical": 6, "segments": 10,
@@ -77,6 +77,31 @@ def test_text_says_met_not_met_and_absent(tmp_path):
     text = T.text_targets(SimpleNamespace(tables=tmp_path))
     assert text.startswith(f"Of the {len(rows)} targets, met: ")
     assert "`identical-rerun`" in text and "not measured yet: " in text
+
+
+def test_the_determinism_run_comes_first_for_the_rerun_and_second_for_the_time():
+    det = engines_record(seconds=45.0, share=1.0, run="teacher-lora-vllm")
+    rows = by_id(T.targets_data([engines_record(), det]))
+    assert rows["identical-rerun"]["measured"] == 1.0 and rows["identical-rerun"]["met"] is True
+    assert rows["identical-rerun"]["record"] == "41_engines/teacher-lora-vllm.json"
+    assert rows["eval-throughput"]["measured"] == 40.0  # the record with hf beside it
+    assert by_id(T.targets_data([det]))["eval-throughput"]["measured"] == 45.0
+
+
+def test_the_engines_report_tells_the_repeat_from_the_rerun(tmp_path):
+    rec = engines_record()
+    again = dict(rec["engines"]["passes"][1], seconds=41.0)
+    rec["engines"]["passes"].insert(2, again)
+    rec["engines"]["passes"][3]["info"] = {"version": "0.26.0", "batch_invariant": True,
+                                          "kwargs": {"enable_chunked_prefill": False}}
+    rec["engines"]["repeat"] = {"engine": "vllm", "share": 0.995, "segments": 10, "per_direction": {}}
+    data = ER.engines_data([rec])
+    assert [p["kind"] for p in data[0]["passes"]] == ["first", "first", "repeat", "rerun"]
+    assert "all directions, again" in ER.engines_table(data)
+    write_json(data, tmp_path / "engines.json")
+    text = ER.text_engines(SimpleNamespace(tables=tmp_path))
+    assert "in 40.0 s" in text  # the agreement reads the first pooled pass, not the repeat
+    assert "repeated 99.50%" in text and "every prompt prefilled whole" in text
 
 
 def test_the_engines_report_reads_every_pass(tmp_path):

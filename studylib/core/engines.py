@@ -8,8 +8,11 @@ newline, :func:`studylib.core.generation.stop_token_ids`), the same token cap, g
 cut and scored by the same code.
 
 vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, Hopper and newer) is meant to make a prompt's greedy output
-independent of what else is in its batch; it is on by default and the record says whether it was. Whether it holds is
-measured, not assumed: notebook 41 decodes the same prompts pooled in two ways and records the share that repeat.
+independent of what else is in its batch; it is on by default and the record says whether it was. Its kernels do not
+make a prompt's prefill independent of where the scheduler cuts it: with chunked prefill a long pool has its prompts
+split at token-budget boundaries that depend on their neighbours, so with batch invariance on every prompt is
+prefilled whole (``enable_chunked_prefill`` off). Whether it holds is measured, not assumed: notebook 41 decodes the
+same prompts again in the same pool and pooled otherwise, and records the share that repeat.
 
 A compressed model reaches vLLM as a plain checkpoint, unless a method of its recipe is one vLLM cannot serve from
 this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`). This module imports
@@ -94,12 +97,18 @@ def sampling_kwargs(max_new_tokens: int, stop_ids: list[int], seed: int = 0) -> 
             "skip_special_tokens": False}
 
 
+WHOLE_PROMPT_TOKENS = 16384  # tokens a scheduler step holds when prompts are never split (vLLM's offline default)
+
+
 def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | None = None, seed: int = 0,
                max_model_len: int = 2048, gpu_memory_utilization: float = 0.4, max_num_seqs: int = 256,
                load_format: str = "auto", capture_sizes: list[int] | None = None,
-               enforce_eager: bool = False) -> dict:
+               enforce_eager: bool = False, chunked_prefill: bool = True,
+               max_num_batched_tokens: int = WHOLE_PROMPT_TOKENS) -> dict:
     """vLLM ``LLM(...)`` arguments for a local checkpoint (never a hub id: nothing is downloaded). Prefix caching is
-    off: a cached prefix would be computed in another batch than the rest of its prompt."""
+    off: a cached prefix would be computed in another batch than the rest of its prompt. Without ``chunked_prefill``
+    each prompt is prefilled in one step, and a step holds up to ``max_num_batched_tokens`` tokens (at least
+    ``max_model_len``, so that every prompt fits one)."""
     if dtype not in ("bfloat16", "float16", "auto"):
         raise ValueError(f"vLLM serves bfloat16 or float16 activations, got dtype {dtype!r}")
     if not 0 < gpu_memory_utilization < 1:
@@ -108,6 +117,9 @@ def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | N
           "max_model_len": int(max_model_len), "gpu_memory_utilization": gpu_memory_utilization,
           "max_num_seqs": int(max_num_seqs), "enable_prefix_caching": False, "load_format": load_format,
           "enforce_eager": enforce_eager}
+    if not chunked_prefill:
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = max(int(max_num_batched_tokens), int(max_model_len))
     if quantization:
         kw["quantization"] = quantization
     if capture_sizes:
@@ -128,7 +140,9 @@ class VLLMEngine:
     """One vLLM engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: ``llm.apply_model`` reaches the model
     to count its bytes, and closing the engine frees the GPU for the next one)."""
 
-    def __init__(self, model_dir: str, *, batch_invariant: bool = True, **kwargs):
+    def __init__(self, model_dir: str, *, batch_invariant: bool = True, chunked_prefill: bool | None = None,
+                 **kwargs):
+        """``chunked_prefill`` None: off when ``batch_invariant`` (see the module's docstring), else vLLM's default."""
         # read when vLLM is first imported: every engine of one process runs with the first one's setting
         os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -138,7 +152,9 @@ class VLLMEngine:
         importlib.invalidate_caches()  # a vLLM installed into a folder on the path after this process started
         from vllm import LLM
 
-        self.kwargs = llm_kwargs(model_dir, **kwargs)
+        if chunked_prefill is None:
+            chunked_prefill = not batch_invariant
+        self.kwargs = llm_kwargs(model_dir, chunked_prefill=chunked_prefill, **kwargs)
         self.batch_invariant = batch_invariant
         start = time.perf_counter()
         self.llm = LLM(**self.kwargs)

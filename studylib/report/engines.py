@@ -1,8 +1,8 @@
 """The evaluation engines compared on one model (notebook 41): ``engines.json``, ``engines.md`` and the paper's text.
 
 Every number is read from the 41_engines records: each pass's decoding time, segments and tokens, its chrF++ per
-direction group, the share of hypotheses the rerun reproduced and the share two engines share, with the paired
-bootstrap of their mean chrF++ difference.
+direction group, the share of hypotheses the repeat (the same pool again) and the rerun (each direction alone)
+reproduced and the share two engines share, with the paired bootstrap of their mean chrF++ difference.
 """
 
 from __future__ import annotations
@@ -12,25 +12,32 @@ from studylib.report.markdown import code, fmt, fmt_sig, md_table, read_json, si
 
 NOTEBOOK = "41_engines"
 ENGINE_NAMES = {"hf": "transformers `generate`", "vllm": "vLLM"}
+POOLS = {"first": "all directions", "repeat": "all directions, again", "rerun": "each direction alone"}
 
 
 def engines_data(recs: list[dict]) -> list[dict]:
-    """One entry per 41_engines record: its model, passes, agreement and rerun, as the table and text read them."""
+    """One entry per 41_engines record: its model, passes, agreement, repeat and rerun, as the table and text read
+    them."""
     out = []
     for rec in sorted((r for r in recs if r.get("notebook") == NOTEBOOK and r.get("engines")), key=lambda r: r["run"]):
         block, params = rec["engines"], rec.get("params") or {}
         passes = [{"engine": p["engine"], "version": (p.get("info") or {}).get("version"),
                    "batch_invariant": (p.get("info") or {}).get("batch_invariant"), "pooled": p["pooled"],
+                   "chunked_prefill": ((p.get("info") or {}).get("kwargs") or {}).get("enable_chunked_prefill", True),
                    "seconds": p["seconds"], "start_seconds": p.get("start_seconds"), "segments": p["segments"],
                    "new_tokens": p["new_tokens"], "segments_per_s": p.get("segments_per_s"),
                    "chrf++": {g: (p.get("averages") or {}).get(g, {}).get("chrf++") for g in ("xx-en", "en-xx")}}
                   for p in block["passes"]]
+        seen = set()
+        for p in passes:  # the first pooled pass of an engine, its repeat (pooled again), its rerun (not pooled)
+            p["kind"] = "rerun" if not p["pooled"] else "repeat" if p["engine"] in seen else "first"
+            seen.add(p["engine"])
         out.append({"record": f"{rec['notebook']}/{rec['run']}", "run": rec["run"], "stale": records.is_stale(rec),
                     "model": params.get("model_id"), "device": ((rec.get("environment") or {}).get("device") or {})
                     .get("name"), "date": str((rec.get("environment") or {}).get("date") or "")[:10],
                     "max_new_tokens": params.get("max_new_tokens"), "batch_size": params.get("batch_size"),
                     "reference": block["reference"], "passes": passes, "agreement": block.get("agreement") or {},
-                    "rerun": block.get("rerun")})
+                    "repeat": block.get("repeat"), "rerun": block.get("rerun")})
     return out
 
 
@@ -45,7 +52,7 @@ def engines_table(data: list[dict]) -> str:
         for p in run["passes"]:
             body.append([f"{run['record']}{stale_mark(run['stale'])}",
                          f"{ENGINE_NAMES.get(p['engine'], p['engine'])} {p['version'] or ''}".strip(),
-                         "all directions" if p["pooled"] else "each direction alone", fmt(p["seconds"]),
+                         POOLS[p.get("kind", "first" if p["pooled"] else "rerun")], fmt(p["seconds"]),
                          "—" if p["start_seconds"] is None else fmt(p["start_seconds"]), str(p["segments"]),
                          fmt(p["segments_per_s"]), fmt(p["chrf++"]["xx-en"], 2), fmt(p["chrf++"]["en-xx"], 2)])
     note = stale_note(any(run["stale"] for run in data))
@@ -53,7 +60,9 @@ def engines_table(data: list[dict]) -> str:
 
 
 def record_text(run: dict) -> list[str]:
-    by = {(p["engine"], p["pooled"]): p for p in run["passes"]}
+    by = {}
+    for p in run["passes"]:
+        by.setdefault((p["engine"], p["pooled"]), p)
     ref = by.get((run["reference"], True))
     out = []
     if ref is None:
@@ -74,12 +83,18 @@ def record_text(run: dict) -> list[str]:
                    f"{c['n_samples']} resamples), "
                    + ("an interval that holds 0: within noise." if c["ci_low"] <= 0 <= c["ci_high"]
                       else "an interval that excludes 0."))
+    repeat = run.get("repeat")
+    if repeat:
+        out.append(f"Decoding the same pool again with {ENGINE_NAMES.get(repeat['engine'], repeat['engine'])} "
+                   f"repeated {fmt(100 * repeat['share'], 2)}% of the hypotheses.")
     rerun = run.get("rerun")
     if rerun:
         p = by.get((rerun["engine"], False))
-        invariant = p and p.get("batch_invariant")
+        mode = [] if not p else (["batch-invariant mode on"] if p.get("batch_invariant") else []) + (
+            [] if p.get("chunked_prefill", True) else ["every prompt prefilled whole"])
+        how = f" ({', '.join(mode)})" if mode else ""
         out.append(f"Decoded again by {ENGINE_NAMES.get(rerun['engine'], rerun['engine'])}"
-                   f"{' (batch-invariant mode on)' if invariant else ''} with each direction as a pool of its own, "
+                   f"{how} with each direction as a pool of its own, "
                    f"{fmt(100 * rerun['share'], 2)}% of the hypotheses came out the same"
                    + (f"; the least in {min(rerun['per_direction'], key=rerun['per_direction'].get)} "
                       f"({fmt(100 * min(rerun['per_direction'].values()), 1)}%)." if rerun["share"] < 1 else "."))

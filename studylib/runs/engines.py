@@ -1,12 +1,14 @@
 """41_engines: the evaluation engines side by side on the same model and test sets -- time, agreement, determinism.
 
-One run decodes the whole test pool with each engine of ``engines`` in turn (the first is the reference), then
-decodes it once more with the last engine, each direction as a pool of its own, so that every prompt shares its
-batches with other prompts than the first time: with batch-invariant decoding both passes give the same hypotheses.
-The record holds, per engine, the decoding time (engine start apart), the segments and tokens, the scores per
-direction, the share of hypotheses identical to the reference engine's and the paired bootstrap of the mean chrF++
-difference; and the rerun's identical share (target ``identical-rerun`` = 1.0). Its ``metrics`` stay empty: the
-quality tables take the model's own record, not this check.
+One run decodes the whole test pool with each engine of ``engines`` in turn (the first is the reference). With
+``repeat`` the last engine decodes the same pool once more, in the same order (the same batches: what a second run of
+the same params does); with ``rerun``, once more with each direction as a pool of its own, so that every prompt
+shares its batches with other prompts than the first time. With batch-invariant decoding all of them give the same
+hypotheses; the repeat tells a run-to-run difference from a batch-composition one. The record holds, per pass, the
+decoding time (engine start apart), the segments and tokens, the scores per direction; per engine the share of
+hypotheses identical to the reference engine's and the paired bootstrap of the mean chrF++ difference; and the
+repeat's and the rerun's identical shares (target ``identical-rerun`` = 1.0: the rerun's). Its ``metrics`` stay
+empty: the quality tables take the model's own record, not this check.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from studylib.runs.params import EvalParams, _check
 
 @dataclass
 class EngineParams(EvalParams):
-    """41_engines: the same model and test sets through each of ``engines``; the last one twice (pooled, then each
-    direction alone). ``vllm_memory`` is the share of GPU memory a vLLM engine may take (weights and KV cache)."""
+    """41_engines: the same model and test sets through each of ``engines``; the last one again with ``repeat`` (the
+    same pool) and with ``rerun`` (each direction alone). ``vllm_memory`` is the share of GPU memory a vLLM engine
+    may take (weights and KV cache)."""
 
     NOTEBOOK: ClassVar[str] = "41_engines"
     FAMILY: ClassVar[str] = "efficiency"
@@ -33,6 +36,7 @@ class EngineParams(EvalParams):
 
     engines: list = field(default_factory=lambda: ["hf"])
     rerun: bool = True
+    repeat: bool = False
     vllm_memory: float = 0.3
 
     def __post_init__(self):
@@ -41,6 +45,7 @@ class EngineParams(EvalParams):
                and len(set(self.engines)) == len(self.engines),
                f"engines must be a list of distinct engines from {E.ENGINES}, got {self.engines!r}")
         _check(isinstance(self.rerun, bool), f"rerun must be true or false, got {self.rerun!r}")
+        _check(isinstance(self.repeat, bool), f"repeat must be true or false, got {self.repeat!r}")
         _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check("vllm" not in self.engines or self.dtype in ("bfloat16", "float16"),
@@ -93,6 +98,10 @@ def run(model, tokenizer, cfg, test_sets: dict, progress: bool = True) -> tuple[
             ev = evaluation.evaluate(model, tokenizer, run_cfg, test_sets, progress=progress, engine=engine)
             passes.append(pass_entry(name, ev, start_s, pooled=True))
             outputs[name] = ev.outputs
+            if cfg.repeat and name == last:
+                same = evaluation.evaluate(model, tokenizer, run_cfg, test_sets, progress=progress, engine=engine)
+                passes.append(pass_entry(name, same, None, pooled=True))
+                outputs[f"{name}-repeat"] = same.outputs
             if cfg.rerun and name == last:
                 again = evaluation.evaluate(model, tokenizer, run_cfg, test_sets, progress=progress, engine=engine,
                                             pooled=False)
@@ -104,11 +113,13 @@ def run(model, tokenizer, cfg, test_sets: dict, progress: bool = True) -> tuple[
     reference = cfg.engines[0]
     block = {"reference": reference, "passes": passes,
              "what": "decoding seconds: prompts tokenized and decoded, scoring and the engine's start apart "
-                     "(start_seconds; vLLM's includes saving the model for it); the rerun decodes each direction "
-                     "as a pool of its own"}
+                     "(start_seconds; vLLM's includes saving the model for it); the repeat decodes the same pool "
+                     "again, the rerun each direction as a pool of its own"}
     block["agreement"] = {name: {**identical_share(outputs[reference], outputs[name]),
                                  "chrf++": chrf_difference(outputs[name], outputs[reference])}
                           for name in cfg.engines[1:]}
+    if cfg.repeat:
+        block["repeat"] = {"engine": last, **identical_share(outputs[last], outputs[f"{last}-repeat"])}
     if cfg.rerun:
         block["rerun"] = {"engine": last, **identical_share(outputs[last], outputs[f"{last}-rerun"])}
     return block, outputs[reference]
@@ -126,7 +137,7 @@ def check_record(record: dict, cfg, test_sets: dict) -> None:
     """What an engines record must hold; raises AssertionError naming what is wrong."""
     block = record["engines"]
     n = sum(len(v) for v in test_sets.values())
-    expected = list(cfg.engines) + ([cfg.engines[-1]] if cfg.rerun else [])
+    expected = list(cfg.engines) + [cfg.engines[-1]] * (int(cfg.repeat) + int(cfg.rerun))
     assert [p["engine"] for p in block["passes"]] == expected, block["passes"]
     for p in block["passes"]:
         assert p["segments"] == n and p["seconds"] > 0, p
@@ -134,6 +145,7 @@ def check_record(record: dict, cfg, test_sets: dict) -> None:
         assert set(p["metrics"]) == set(cfg.directions), p["engine"]
     for name, agree in block["agreement"].items():
         assert agree["segments"] == n and agree["chrf++"]["ci_low"] <= agree["chrf++"]["ci_high"], name
-    if cfg.rerun:
-        assert block["rerun"]["segments"] == n and 0 <= block["rerun"]["share"] <= 1
+    for again in ("repeat", "rerun"):
+        if getattr(cfg, again):
+            assert block[again]["segments"] == n and 0 <= block[again]["share"] <= 1, again
     assert record["metrics"] == {}
