@@ -38,6 +38,7 @@ class EngineParams(EvalParams):
     rerun: bool = True
     repeat: bool = False
     vllm_memory: float = 0.3
+    vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs (to see whether they make outputs vary)
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,6 +47,7 @@ class EngineParams(EvalParams):
                f"engines must be a list of distinct engines from {E.ENGINES}, got {self.engines!r}")
         _check(isinstance(self.rerun, bool), f"rerun must be true or false, got {self.rerun!r}")
         _check(isinstance(self.repeat, bool), f"repeat must be true or false, got {self.repeat!r}")
+        _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
         _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check("vllm" not in self.engines or self.dtype in ("bfloat16", "float16"),
@@ -91,7 +93,7 @@ def run(model, tokenizer, cfg, test_sets: dict, progress: bool = True) -> tuple[
         if name == "vllm":
             t0 = time.perf_counter()
             engine = evaluation.serve_with_vllm(model, cfg, gpu_memory_utilization=cfg.vllm_memory,
-                                                max_model_len=2048)
+                                                max_model_len=2048, enforce_eager=cfg.vllm_eager)
             start_s = time.perf_counter() - t0
         run_cfg = _with_engine(cfg, name)
         try:
