@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the carried repo root: one study session kept in /tmp (a warm machine keeps /tmp; it is
 # given back after ~30 s idle, so the calls go back to back). Prepared here by tools/device/stage-kit.sh.
-#   session.sh kit [DIR]                 (carry DIR, default .carry/kit) its whl/*.whl -> /tmp/site and its data.tar.xz
+#   session.sh kit DIR                   (carry DIR: .carry/k1, k2, k3 from stage-kit.sh) its whl/*.whl -> /tmp/site and its data.tar.xz
 #                                        -> /tmp/data, each where present; results -> /tmp/results (once: the stamp)
-#   session.sh piece N|DIR               (carry .carry/gN, N = 1..6, or DIR) GGUF piece -> /tmp/stage (and a data.tar.xz
-#                                        in DIR -> /tmp/data); the last piece (6, or DIR/gguf.parts's count) assembles
-#                                        and checks
+#   session.sh piece N|DIR               (carry .carry/pN or DIR) GGUF piece -> /tmp/stage (and a data.tar.xz in DIR ->
+#                                        /tmp/data); the last piece (gguf.parts's count) assembles and checks
 #   session.sh vllm-piece DIR            (carry DIR = .carry/vllm/pieces/vN, made by tools/device/vllm-wheels.sh) a piece of
 #                                        the vLLM closure -> /tmp/vstage; the last one assembles it (sha256 checked) and
 #                                        installs it into /tmp/vllm-site (its own target: vLLM pins compressed-tensors
@@ -33,7 +32,7 @@ SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 cmd=${1:-}; shift || true
 case "$cmd" in
 kit)
-  K=${1:-.carry/kit}; [ -d "$K" ] || { echo "no $K here: carry it" >&2; exit 1; }
+  K=${1:-.carry/k1}; [ -d "$K" ] || { echo "no $K here: carry it" >&2; exit 1; }
   if ls "$K"/whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       "$K"/whl/*.whl || exit 1
@@ -48,7 +47,7 @@ for n in ('papermill', 'gguf', 'gptqmodel', 'bitsandbytes', 'llmcompressor') if 
   du -sh /tmp/site /tmp/data
   ;;
 piece)
-  P=${1:?piece number or folder}; [ -d "$P" ] || P=.carry/g$P
+  P=${1:?piece number or folder}; [ -d "$P" ] || P=.carry/p$P
   mkdir -p /tmp/stage && cp "$P"/gguf.part[0-9]* /tmp/stage/ || exit 1
   if [ -f "$P/data.tar.xz" ]; then
     rm -rf /tmp/data && mkdir -p /tmp/data && tar -C /tmp/data --strip-components=1 -xJf "$P/data.tar.xz" || exit 1
