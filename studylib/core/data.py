@@ -16,7 +16,14 @@ Splits
                so the last :data:`IS_DEV_SIZE` pairs of ``train.is-en.*`` are held out as
                its dev set and are *removed* from its train split (train 1,809, dev 200).
                The hub path applies the same carve-out, so both routes agree.
-    ``test``   ALMA's ``test.{src}-{tgt}.json`` (WMT22; WMT21 for Icelandic).
+    ``test``   ALMA's ``test.{src}-{tgt}.json`` (WMT22; WMT21 for Icelandic), or WMT24's en->xx
+               (``load_split("wmt24", ...)``, 997 segments in each of en->cs, de, is, ru, zh).
+
+Test-set names
+    :func:`testset_name` gives the true name of the test set a source holds for a direction
+    (``wmt21`` for ALMA's is-en and en-is, ``wmt22`` for its other eight, ``wmt24``), and
+    :func:`testset_label` the label of a group of directions (``WMT22 (WMT21 for is↔en)``), so that
+    no table calls ALMA's Icelandic test sets WMT22.
 
 Test-set hygiene
     The guards that keep test sentences out of calibration, selection and training live in
@@ -43,7 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studylib.core.languages import DIRECTIONS, UnknownDirectionError, non_english, pair_code, parse_direction
+from studylib.core.languages import (
+    DIRECTIONS, EN_XX, UnknownDirectionError, non_english, pair_code, parse_direction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,10 @@ FEW_SHOT_KINDS = ("HW-5-shot", "Filtered-5-shot")
 
 HUB_PARALLEL_ID = "haoranxu/ALMA-Human-Parallel"  # configs "xx-en", splits train/validation
 HUB_TEST_ID = "haoranxu/WMT22-Test"  # configs "src-tgt", split test, column named "src-tgt"
+
+ALMA_SOURCES = ("alma", "hub", HUB_TEST_ID)  # the sources whose test split is ALMA's (WMT22; WMT21 for is)
+ALMA_WMT21 = ("is-en", "en-is")  # ALMA's Icelandic test sets come from WMT21 (WMT22 had no Icelandic)
+WMT24_DIRECTIONS = EN_XX  # wmt24/wmt24.jsonl: the WMT24 general test set, en->xx only
 
 TATOEBA_CODES = {"cs": "ces", "de": "deu", "is": "isl", "ru": "rus", "zh": "zho"}
 TATOEBA_VERSION = "v2021-08-07"
@@ -416,6 +429,61 @@ def load_tatoeba(direction: str, root=None) -> list[Example]:
     return load_parallel_text(xx_path, en_path, direction)
 
 
+# --------------------------------------------------------------------------- test-set names
+
+
+def testset_name(source: str, direction: str | None = None) -> str:
+    """The true name of the test set ``load_split(source, direction, "test")`` reads.
+
+    ALMA's layout (``alma``, ``hub``, ``haoranxu/WMT22-Test``): ``wmt21`` for is-en and en-is, ``wmt22`` for the
+    other eight directions, and ``wmt22`` with no direction (the name of most of them); ``wmt24``: ``wmt24`` (en->xx
+    only: another direction is a DataError); ``tatoeba``; another hub id or a ``.jsonl`` file: its last path part.
+    """
+    source = str(source)
+    if direction is not None:
+        _direction(direction)
+    if source in ALMA_SOURCES:
+        return "wmt21" if direction in ALMA_WMT21 else "wmt22"
+    if source == "wmt24" and direction is not None and direction not in WMT24_DIRECTIONS:
+        raise DataError(f"wmt24 has no {direction} test set: it holds {', '.join(WMT24_DIRECTIONS)}")
+    return source.rsplit("/", 1)[-1]
+
+
+def testset_names(source: str, directions: Iterable[str] | None = None) -> dict[str, str]:
+    """``{direction: true test-set name}`` for ``directions`` (default: the study's ten) of ``source``."""
+    return {d: testset_name(source, d) for d in (DIRECTIONS if directions is None else directions)}
+
+
+def _display_name(name: str) -> str:
+    """``wmt22`` -> ``WMT22``, ``tatoeba`` -> ``Tatoeba``; any other name as it is."""
+    if name[:3] == "wmt" and name[3:].isdigit():
+        return name.upper()
+    return "Tatoeba" if name == "tatoeba" else name
+
+
+def _direction_group(directions: Sequence[str]) -> str:
+    """``is-en`` and ``en-is`` -> ``is↔en``; one alone -> ``is→en``; several languages joined by commas."""
+    parts = []
+    for xx in dict.fromkeys(non_english(d) for d in directions):
+        into, out = f"{xx}-en" in directions, f"en-{xx}" in directions
+        parts.append(f"{xx}↔en" if into and out else f"{xx}→en" if into else f"en→{xx}")
+    return ", ".join(parts)
+
+
+def testset_label(names: dict[str, str]) -> str:
+    """The label of a group of directions from their ``{direction: name}`` (:func:`testset_names`): the name most
+    of them share, the others in parentheses, e.g. ``WMT22 (WMT21 for is↔en)``, ``WMT22 (WMT21 for is→en)``,
+    ``WMT21``, ``WMT24``; empty for no directions."""
+    if not names:
+        return ""
+    counts: dict[str, list[str]] = {}
+    for d, name in names.items():
+        counts.setdefault(name, []).append(d)
+    main = max(counts, key=lambda n: len(counts[n]))  # ties: the first met
+    rest = [f"{_display_name(n)} for {_direction_group(ds)}" for n, ds in counts.items() if n != main]
+    return _display_name(main) + (f" ({'; '.join(rest)})" if rest else "")
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -444,7 +512,8 @@ def direction_seed(seed: int, direction: str) -> int:
 def load_split(source: str, direction: str, split: str, n: int | None = None, seed: int = 0, root=None) -> list[Example]:
     """One entry point for every data source; ``n``/``seed`` subsample deterministically.
 
-    ``source``: ``"alma"``; ``"hub"`` or a hub id; ``"wmt24"`` (test only, en->xx only);
+    ``source``: ``"alma"``; ``"hub"`` or a hub id; ``"wmt24"`` (test only, en->xx only; another direction is one
+    DataError naming the directions the file holds);
     ``"tatoeba"`` (one pool: ``split`` ``"train"`` - the study's out-of-domain training
     pool - or ``"test"``, both the whole set); or a path to a ``.jsonl`` file (the file is
     the split).
@@ -459,9 +528,12 @@ def load_split(source: str, direction: str, split: str, n: int | None = None, se
             raise DataError(f"wmt24 is a test set only; asked for split {split!r}")
         data_root = resolve_data_dir(root)
         path = _need_data_file(data_root, data_root / "wmt24" / "wmt24.jsonl", "WMT24 file")
-        examples = load_jsonl(path, [direction])
+        rows = load_jsonl(path)
+        examples = [e for e in rows if e.direction == direction]
         if not examples:
-            raise DataError(f"{path} has no rows for {direction} (WMT24 covers en->xx only)")
+            held = [d for d in DIRECTIONS if any(e.direction == d for e in rows)]
+            have = ", ".join(held) or "none of the study's ten directions"
+            raise DataError(f"{path} has no rows for {direction}: it holds {have} (WMT24 is en->xx only)")
     elif source == "tatoeba":
         if split == "dev":
             raise DataError("tatoeba has a single pool: ask for split 'train' (out-of-domain pool) or 'test'")

@@ -25,11 +25,18 @@ sweep
     None.
 testset
     the name of the main test set (``wmt22`` for ALMA's layout, else the ``test_source``).
+testsets
+    ``{direction: true name}`` of the test set of each evaluated direction (:func:`studylib.core.data.testset_name`:
+    ``wmt21`` for ALMA's is-en and en-is, ``wmt22`` for its other eight, ``wmt24``), None for a run with no test
+    source and directions in its parameters. Records made before this field existed are read, never rewritten:
+    :func:`testsets_of` derives their names from their parameters with the same function.
 """
 
 from __future__ import annotations
 
 import json
+
+from studylib.core import data, languages
 
 FAMILY_ORDER = ("base", "teacher", "quantization", "pruning", "distillation", "efficiency", "other")
 AXES = ("bits", "sparsity", "depth", "recovery", "calib_per_direction", "ood_total")
@@ -72,8 +79,25 @@ def _step_variant(step: dict, axis_keys) -> str:
 
 
 def testset(params: dict) -> str:
-    source = params.get("test_source", "alma")
-    return "wmt22" if source == "alma" else str(source).rsplit("/", 1)[-1]
+    """The main test set's name: ``wmt22`` for ALMA's layout (eight of its ten directions), else the source's."""
+    return data.testset_name(params.get("test_source") or "alma")
+
+
+def testsets(params: dict) -> dict | None:
+    """``{direction: true test-set name}`` for the run's ``directions`` of its ``test_source``; None where the
+    parameters name neither (a run that evaluates nothing)."""
+    if "test_source" not in params and "directions" not in params:
+        return None
+    directions = languages.normalize_directions(params.get("directions") or "all")
+    return data.testset_names(params.get("test_source") or "alma", directions)
+
+
+def testsets_of(record: dict) -> dict:
+    """A record's ``{direction: true test-set name}``: its ``what["testsets"]``, or, for a record made before that
+    field, :func:`testsets` of its parameters (the function new records are labelled with); ``{}`` for none."""
+    stated = record.get("what") or {}
+    names = stated["testsets"] if "testsets" in stated else testsets(record.get("params") or {})
+    return dict(names or {})
 
 
 def describe(family: str, params: dict, compression: dict | None = None, sweep: dict | None = None,
@@ -122,4 +146,5 @@ def describe(family: str, params: dict, compression: dict | None = None, sweep: 
         out["kd"] = bool(params.get("kd_data"))
     out["sweep"] = sweep
     out["testset"] = testset(params)
+    out["testsets"] = testsets(params)
     return out

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from studylib.core import languages
+from studylib.core import data, languages
 from studylib.core.records import PROFILES
 
 PROMPT_STYLES = ("alma", "alma-fewshot", "tower")
@@ -198,6 +198,10 @@ class EvalParams(NotebookParams):
         self.directions = normalize_directions(self.directions)
         _check(self.test_source in TEST_SOURCES or str(self.test_source).endswith(".jsonl"),
                f"test_source must be one of {TEST_SOURCES} or a .jsonl path, got {self.test_source!r}")
+        lacking = [d for d in self.directions if d not in data.WMT24_DIRECTIONS]
+        _check(self.test_source != "wmt24" or not lacking,
+               f"test_source wmt24 holds {', '.join(data.WMT24_DIRECTIONS)} only (en->xx), not {', '.join(lacking)}: "
+               f"set directions to those")
         _positive_int("n_test", self.n_test, allow_none=True)
         _check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
         _check(self.prompt_style in PROMPT_STYLES, f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
