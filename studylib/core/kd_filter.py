@@ -70,6 +70,14 @@ def _flags(pairs: list[data.Example], direction: str, tokenizer, max_new_tokens:
                           langs=failures.languages(hyps) if lid else None)
 
 
+def _rejects(name: str, ex: data.Example, fl: dict, keys: set, seen: set, low: float, high: float) -> bool:
+    if name == "length_ratio":
+        return not low <= width(ex.tgt) / max(width(ex.src), 1) <= high
+    if name == "duplicates":
+        return bool(keys & seen)
+    return bool(fl[name])  # empty, runaway, off_target: failures.flags
+
+
 def filter_pairs(pairs: list[data.Example], tokenizer, max_new_tokens: int, *, filters=FILTERS,
                  length_ratio=LENGTH_RATIO, max_tokens_ratio: float = MAX_TOKENS_RATIO) -> tuple[list, dict]:
     """The pairs the filters keep (in their order) and a report: the filters asked for and those applied, why any
@@ -94,10 +102,7 @@ def filter_pairs(pairs: list[data.Example], tokenizer, max_new_tokens: int, *, f
                                lid is not None and "off_target" in applied)
         for ex, fl in zip(exs, segment_flags):
             keys = {(direction, data.normalize(ex.src)), ("pair", data.normalize(ex.src), data.normalize(ex.tgt))}
-            rejects = {"empty": lambda: fl["empty"], "runaway": lambda: fl["runaway"],
-                       "length_ratio": lambda: not low <= width(ex.tgt) / max(width(ex.src), 1) <= high,
-                       "off_target": lambda: fl["off_target"], "duplicates": lambda: bool(keys & seen)}
-            first = next((f for f in applied if rejects[f]()), None)
+            first = next((f for f in applied if _rejects(f, ex, fl, keys, seen, low, high)), None)
             if first:
                 row[first] += 1
                 continue
