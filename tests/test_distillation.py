@@ -23,8 +23,8 @@ def test_teacher_translations_keep_sources_and_direction(tiny):
     sources = [_ex("Guten Morgen", "Good morning"), _ex("Hello", "Hallo", "en-de")]
     kd = distillation.teacher_translations(model, tok, sources, max_new_tokens=5, progress=False)
     assert all(e.get("origin") == "kd" for e in kd)
-    assert {(e.src, e.direction) for e in kd} <= {(s.src, s.direction) for s in sources}
-    assert all(e.tgt for e in kd)  # empty outputs are dropped
+    assert [(e.src, e.direction) for e in kd] == [(s.src, s.direction) for s in sources]  # every output, empty too
+    assert all(0 <= e.get("new_tokens") <= 5 for e in kd)  # the decoded count, for the runaway filter
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -1,7 +1,8 @@
 """Sequence-level knowledge distillation (Kim & Rush 2016) and the training sets built from it.
 
-The teacher translates the train sources greedily; the student is trained on the human pairs plus the
-teacher's pairs, duplicates removed. Out-of-domain pairs (Tatoeba) can be added for the data-size study;
+The teacher translates the train sources greedily; its pairs are filtered (:mod:`studylib.core.kd_filter`: empty,
+runaway, length ratio, off-target, duplicates) and the student is trained on the human pairs plus the kept ones,
+duplicates removed. Out-of-domain pairs (Tatoeba) can be added for the data-size study;
 a held-out slice of the same pool is the out-of-domain test set and never feeds training.
 """
 
@@ -12,19 +13,21 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
-from studylib.core import data, leakage, prompts
-from studylib.runs.params import EvalParams, _check, _positive_int, normalize_directions
+from studylib.core import data, kd_filter, leakage, prompts
+from studylib.runs.params import EvalParams, ParamsError, _check, _positive_int, normalize_directions
 from studylib.core.generation import generate
 
 
 def teacher_translations(teacher, tokenizer, sources: list[data.Example], *, style: str = "alma",
                          batch_size: int = 64, max_new_tokens: int = 256, progress: bool = True) -> list[data.Example]:
-    """The teacher's greedy translation of each example's source, as new examples (origin 'kd').
+    """The teacher's greedy translation of each example's source, as new examples (origin 'kd'), each with its
+    decoded token count (meta ``new_tokens``: the runaway filter compares it with the cap).
 
-    Examples may mix directions; each direction is prompted as itself. Empty outputs are dropped.
+    Examples may mix directions; each direction is prompted as itself. Every output is returned, empty ones too:
+    :func:`studylib.core.kd_filter.filter_pairs` drops and counts them.
     """
     out = []
     by_direction: dict[str, list[data.Example]] = {}
@@ -34,7 +37,8 @@ def teacher_translations(teacher, tokenizer, sources: list[data.Example], *, sty
         gens = generate(teacher, tokenizer, prompts.build_prompts(exs, style, tokenizer=tokenizer),
                         batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
                         desc=f"KD {direction}")
-        out += [data.Example(ex.src, hyp, direction, (("origin", "kd"),)) for ex, hyp in zip(exs, gens.texts) if hyp]
+        out += [data.Example(ex.src, hyp, direction, (("origin", "kd"), ("new_tokens", n)))
+                for ex, hyp, n in zip(exs, gens.texts, gens.new_tokens)]
     return out
 
 
@@ -132,7 +136,9 @@ def load_examples(path: str | Path) -> list[data.Example]:
 
 @dataclass
 class KDParams(EvalParams):
-    """30_kd_data: the teacher translates ALMA's train sources (sequence-level knowledge distillation)."""
+    """30_kd_data: the teacher translates ALMA's train sources (sequence-level knowledge distillation); its pairs
+    pass ``kd_filters`` in order (:mod:`studylib.core.kd_filter`), with ``kd_length_ratio`` the bounds of output over
+    source length and ``kd_max_tokens_ratio`` the output tokens over source tokens past which a pair is a runaway."""
 
     NOTEBOOK: ClassVar[str] = "30_kd_data"
     FAMILY: ClassVar[str] = "distillation"
@@ -143,6 +149,9 @@ class KDParams(EvalParams):
     kd_per_direction: int | None = 4
     kd_directions: list | str = "all"
     kd_out: str | None = None
+    kd_filters: list = field(default_factory=lambda: list(kd_filter.FILTERS))
+    kd_length_ratio: list = field(default_factory=lambda: list(kd_filter.LENGTH_RATIO))
+    kd_max_tokens_ratio: float = kd_filter.MAX_TOKENS_RATIO
 
     def kd_path(self) -> Path:
         """Where the KD pairs go: ``kd_out``, else ``<results>/artifacts/30_kd_data/<run_name>.jsonl.gz``."""
@@ -160,3 +169,7 @@ class KDParams(EvalParams):
         _positive_int("kd_per_direction", self.kd_per_direction, allow_none=True)
         self.kd_directions = normalize_directions(self.kd_directions)
         _check(self.prompt_style != "alma-fewshot", "the teacher is prompted zero-shot: use 'alma' or 'tower'")
+        try:
+            kd_filter.check(self.kd_filters, self.kd_length_ratio, self.kd_max_tokens_ratio)
+        except ValueError as err:
+            raise ParamsError(str(err)) from None
