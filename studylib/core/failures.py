@@ -44,8 +44,10 @@ def languages(texts: list[str]) -> list[str | None]:
 
 def flags(hyps: list[str], srcs: list[str], tgt_lang: str, *, new_tokens: list[int] | None = None,
           max_new_tokens: int | None = None, src_tokens: list[int] | None = None,
-          hyp_tokens: list[int] | None = None, langs: list[str | None] | None = None) -> list[dict]:
-    """Each segment's failure flags; a flag whose inputs are not given is None."""
+          hyp_tokens: list[int] | None = None, langs: list[str | None] | None = None,
+          long_factor: float = LONG_FACTOR) -> list[dict]:
+    """Each segment's failure flags; a flag whose inputs are not given is None. ``long``: more than ``long_factor``
+    times the source's tokens (the rates use :data:`LONG_FACTOR`; the KD filter sets its own)."""
     if len(hyps) != len(srcs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(srcs)} sources")
     out = []
@@ -53,7 +55,7 @@ def flags(hyps: list[str], srcs: list[str], tgt_lang: str, *, new_tokens: list[i
         empty = not str(hyp).strip()
         capped = None if new_tokens is None or max_new_tokens is None else bool(new_tokens[i] >= max_new_tokens)
         long = (None if src_tokens is None or hyp_tokens is None
-                else bool(hyp_tokens[i] > LONG_FACTOR * max(src_tokens[i], 1)))
+                else bool(hyp_tokens[i] > long_factor * max(src_tokens[i], 1)))
         runaway = None if capped is None and long is None else bool(capped or long)
         off = None if langs is None else (False if empty else langs[i] != tgt_lang)
         out.append({"empty": empty, "capped": capped, "long": long, "runaway": runaway, "off_target": off})

@@ -57,17 +57,15 @@ def _token_counts(tokenizer, texts: list[str]) -> list[int]:
 
 def _flags(pairs: list[data.Example], direction: str, tokenizer, max_new_tokens: int, max_tokens_ratio: float,
            lid: bool) -> list[dict]:
-    """failures.flags for one direction's pairs; ``long`` at ``max_tokens_ratio`` instead of failures' factor."""
+    """failures.flags for one direction's pairs, ``long`` at ``max_tokens_ratio``."""
     hyps, srcs = [ex.tgt for ex in pairs], [ex.src for ex in pairs]
     new_tokens = [ex.get("new_tokens") for ex in pairs]
     if any(n is None for n in new_tokens):
         raise ValueError("a KD pair without its decoded token count ('new_tokens'): runaway cannot be judged")
-    # flags calls long hyp > LONG_FACTOR * src; scaling the hypothesis counts applies max_tokens_ratio instead
-    scale = failures.LONG_FACTOR / max_tokens_ratio
     return failures.flags(hyps, srcs, parse_direction(direction)[1], new_tokens=new_tokens,
                           max_new_tokens=max_new_tokens, src_tokens=_token_counts(tokenizer, srcs),
-                          hyp_tokens=[n * scale for n in _token_counts(tokenizer, hyps)],
-                          langs=failures.languages(hyps) if lid else None)
+                          hyp_tokens=_token_counts(tokenizer, hyps), langs=failures.languages(hyps) if lid else None,
+                          long_factor=max_tokens_ratio)
 
 
 def _rejects(name: str, ex: data.Example, fl: dict, keys: set, seen: set, low: float, high: float) -> bool:
