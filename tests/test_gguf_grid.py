@@ -60,7 +60,7 @@ def test_an_unknown_block_type_fails_in_one_line():
 
 
 def test_the_method_is_registered_and_takes_only_its_parameter():
-    assert build("gguf-grid").params == {"gguf_path": None}
+    assert build("gguf-grid").params == {"base": "gemma-3-270m"}
     with pytest.raises(MethodError, match="has no parameter bits"):
         build("gguf-grid", bits=4)
 
@@ -77,3 +77,35 @@ def test_the_real_file_matches_where_it_is_there():
         np.testing.assert_array_equal(G.snap(base, a, b, lo, hi), base, err_msg=name)
         if i == 3:
             break
+
+
+def test_the_tiny_models_gguf_is_written_once_and_the_control_rounds_onto_it(tmp_path, monkeypatch):
+    """The smoke profile's stand-in: a Q8_0/Q5_0 GGUF of the tiny model; rounding the tiny model itself onto it moves
+    few weights, and rounding twice changes nothing."""
+    import torch
+
+    from studylib.core import models
+
+    monkeypatch.setenv("STUDYLIB_CACHE", str(tmp_path))
+    path = G.base_gguf(models.TINY_MODEL)
+    assert path.is_file() and G.base_gguf(models.TINY_MODEL) == path
+    kinds = {kind for _, kind, *_ in G.tensor_grids(path)}
+    assert kinds == {"Q8_0", "Q5_0"}
+    model, tok = models.load_model(models.TINY_MODEL, "float32", "cpu")
+    method = build("gguf-grid", base=models.TINY_MODEL)
+    method.apply(model, tok)
+    once = {n: p.detach().clone() for n, p in model.named_parameters()}
+    per_type = method.info["per_type"]
+    assert set(per_type) == kinds and all(0 <= s["moved_share"] < 0.05 for s in per_type.values())
+    build("gguf-grid", base=models.TINY_MODEL).apply(model, tok)
+    assert all(torch.equal(once[n], p) for n, p in model.named_parameters())
+
+
+def test_bad_parameters_fail_before_any_model_loads():
+    from studylib.runs.params import ParamsError
+    from studylib.runs.quantization import GGUFGridParams
+
+    with pytest.raises(MethodError, match="base must be gemma-3-270m"):
+        build("gguf-grid", base="llama")
+    with pytest.raises(ParamsError, match="17_gguf_grid runs 'gguf-grid'"):
+        GGUFGridParams(recipe=[{"method": "bnb-nf4"}])

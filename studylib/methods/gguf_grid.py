@@ -21,6 +21,9 @@ of 16). A test checks that ``a * q + b`` with each block's own ``q`` gives gguf-
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from studylib.methods import Method, MethodError, register
@@ -101,6 +104,55 @@ def grid_index(values: np.ndarray, a: np.ndarray, b: np.ndarray, q_min: int, q_m
     return np.clip(np.rint((values - b) / np.where(a == 0, 1.0, a)), q_min, q_max) * (a != 0)
 
 
+TINY_TYPES = {"token_embd.weight": "Q8_0", "default": "Q5_0"}  # the smoke profile's stand-in for a mixed GGUF
+
+
+def write_tiny_gguf(model_dir, path) -> None:
+    """A GGUF of a small Gemma-3 checkpoint's embedding (Q8_0) and decoder linears (Q5_0), llama.cpp's names, for
+    the smoke profile and the tests: the tiny model has no GGUF of its own. Only the tensors this method reads."""
+    import gguf
+    import torch
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    hf_to_gguf = {"model.embed_tokens.weight": "token_embd.weight"}
+    for name in state:
+        parts = name.split(".")
+        if len(parts) == 6 and parts[:2] == ["model", "layers"]:
+            for g, h in _GGUF_TO_HF.items():
+                if name.endswith(f".{h}.weight"):
+                    hf_to_gguf[name] = f"blk.{parts[2]}.{g}.weight"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    for hf, g in sorted(hf_to_gguf.items(), key=lambda kv: kv[1]):
+        kind = gguf.GGMLQuantizationType[TINY_TYPES.get(g, TINY_TYPES["default"])]
+        w = state[hf].to(torch.float32).numpy()
+        q = gguf.quants.quantize(w, kind)
+        writer.add_tensor(g, q, raw_shape=q.shape, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def base_gguf(base: str) -> Path:
+    """The GGUF file of ``base``: the offline default's (assembled from its wheels), a tiny one written once for
+    ``tiny-gemma3``, or a path to a ``.gguf``."""
+    from studylib.core import gemma_gguf, models
+
+    if base == "gemma-3-270m":
+        return gemma_gguf.assemble_gguf(models.cache_dir() / "gguf")
+    if base == models.TINY_MODEL:
+        path = models.cache_dir() / f"{models.TINY_MODEL}-grid.gguf"
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            write_tiny_gguf(models.build_tiny_model(), tmp)
+            os.replace(tmp, path)
+        return path
+    return Path(base)
+
+
 @register
 class GGUFGrid(Method):
     """Round the model's weights onto the base GGUF's own block grids (see the module's docstring)."""
@@ -108,16 +160,19 @@ class GGUFGrid(Method):
     name = "gguf-grid"
     family = "control"
     paper = "control for the base model's GGUF origin (issue: Study v2, item 5)"
-    defaults = {"gguf_path": None}  # None: the offline default's file (studylib.core.gemma_gguf)
+    defaults = {"base": "gemma-3-270m"}  # whose GGUF: gemma-3-270m, tiny-gemma3 (smoke), or a .gguf path
+
+    def check(self) -> None:
+        from studylib.core import models
+
+        base = self.params["base"]
+        if base not in ("gemma-3-270m", models.TINY_MODEL) and not str(base).endswith(".gguf"):
+            raise MethodError(f"gguf-grid base must be gemma-3-270m, {models.TINY_MODEL} or a .gguf file, got {base!r}")
 
     def apply(self, model, tokenizer, calibration=None):
         import torch
 
-        path = self.params["gguf_path"]
-        if path is None:
-            from studylib.core import gemma_gguf, models
-
-            path = gemma_gguf.assemble_gguf(models.cache_dir() / "gguf")
+        path = base_gguf(self.params["base"])
         params = dict(model.named_parameters())
         per_type: dict = {}
         with torch.no_grad():
@@ -136,10 +191,13 @@ class GGUFGrid(Method):
                 s["moved"] += int(np.count_nonzero(grid_index(new, a, b, lo, hi) != grid_index(base, a, b, lo, hi)))
                 s["update_l2_sq"] += float(np.sum((w.astype(np.float64) - base) ** 2))
                 s["kept_l2_sq"] += float(np.sum((new.astype(np.float64) - base) ** 2))
+        if not per_type:
+            raise MethodError(f"gguf-grid: {path} holds no quantized tensor this method reads")
         for s in per_type.values():
             s["moved_share"] = s["moved"] / s["weights"]
             s["update_kept"] = (s["kept_l2_sq"] / s["update_l2_sq"]) ** 0.5 if s["update_l2_sq"] else None
-        self.info = {"gguf": str(path), "per_type": per_type,
+        self.info = {"gguf": path.name, "per_type": per_type,
+                     "kernel": "dense: the rounded weights are served in the run's dtype",
                      "what": "weights rounded to the base GGUF's own block grids; moved: weights now on another "
                              "grid point than the base's; update_kept: L2 of (rounded - base) over L2 of "
                              "(fine-tuned - base)"}

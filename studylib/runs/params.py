@@ -279,6 +279,7 @@ NOTEBOOKS = {
     "14_smoothquant_nf4": "quantization:SmoothQuantNF4Params",
     "15_gptq_bits": "quantization:GPTQBitsParams",
     "16_calibration_size": "quantization:CalibrationSizeParams",
+    "17_gguf_grid": "quantization:GGUFGridParams",
     "20_wanda": "pruning:WandaParams",
     "21_wanda_2of4": "pruning:Wanda24Params",
     "22_sparsegpt": "pruning:SparseGPTParams",

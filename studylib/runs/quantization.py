@@ -1,6 +1,6 @@
 """The quantization notebooks (10-16): their parameter classes and the checks every record passes before it is written.
 
-Methods live in :mod:`studylib.methods` (``bnb.py``, ``gptq.py``, ``smoothquant.py``); the notebooks share
+Methods live in :mod:`studylib.methods` (``bnb.py``, ``gptq.py``, ``smoothquant.py``, ``gguf_grid.py``); the notebooks share
 :mod:`studylib.runs.compression`. Each notebook runs one method, so its parameter class fixes the recipe's method and
 gives the smoke defaults (tiny model, CPU); ``params/1*.yaml`` set the real runs.
 
@@ -14,6 +14,7 @@ notebook               class                       recipe (smoke default)
 14_smoothquant_nf4     ``SmoothQuantNF4Params``    ``smoothquant-nf4`` α 0.5
 15_gptq_bits           ``GPTQBitsParams``          ``gptq``, sweep ``bits`` over 2, 3, 4, 8
 16_calibration_size    ``CalibrationSizeParams``   ``gptq`` or ``smoothquant``, sweep ``calib_per_direction``
+17_gguf_grid           ``GGUFGridParams``          ``gguf-grid`` on the tiny model's own GGUF (the control)
 =====================  ==========================  =============================================================
 """
 
@@ -157,6 +158,23 @@ def calibration_sentences(texts) -> set[str]:
         for line in text.split("\n"):
             out.add(line.split(": ", 1)[-1].strip())
     return out
+
+
+@dataclass
+class GGUFGridParams(CompressParams):
+    """17_gguf_grid: the control for the base model's origin -- the model's weights rounded back onto the base GGUF's
+    own block grids (:mod:`studylib.methods.gguf_grid`), evaluated like any compressed model."""
+
+    NOTEBOOK: ClassVar[str] = "17_gguf_grid"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times decoding
+    H200_MINUTES: ClassVar[float] = 4.0
+
+    recipe: list = field(default_factory=lambda: [{"method": "gguf-grid", "base": "tiny-gemma3"}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("gguf-grid",), "17_gguf_grid")
 
 
 def check_record(record: dict, job, method: str) -> None:
