@@ -93,3 +93,19 @@ def test_student_and_kd_checks():
     ]:
         with pytest.raises(ParamsError, match=message):
             cls(**kwargs)
+
+
+def test_a_runs_seeds_share_their_test_segments(data_root):
+    """``seed`` moves training (data order, samples); the test subsample is drawn by ``test_seed``, so the seeds of a
+    run are scored on the same segments as each other and as every other run."""
+    from studylib.core import evaluation
+    from studylib.runs.params import EvalParams
+
+    def srcs(**kw):
+        cfg = EvalParams(n_test=5, directions=["de-en", "en-is"], data_dir=str(data_root), **kw)
+        return {d: [ex.src for ex in exs] for d, exs in evaluation.load_test_sets(cfg).items()}
+
+    assert srcs(seed=0) == srcs(seed=2)
+    assert srcs(test_seed=1) != srcs(test_seed=0)
+    with pytest.raises(ParamsError, match="test_seed must be an integer"):
+        EvalParams(test_seed="x")

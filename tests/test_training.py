@@ -64,6 +64,18 @@ def test_fractional_epochs_and_errors(tiny):
         training.finetune(model, tok, [], progress=False)
 
 
+def test_max_steps_trains_that_many_steps_whatever_the_datas_size(tiny):
+    """The out-of-domain sweep at a fixed number of steps: 12 pairs and 4 pairs, batch 4, both train 7 steps (the
+    small set passes over its data 7 times, the large one 7/3 times)."""
+    model, tok = tiny
+    big = training.finetune(model, tok, PAIRS, max_steps=7, learning_rate=1e-4, batch_size=4, progress=False)
+    small = training.finetune(model, tok, PAIRS[:4], max_steps=7, learning_rate=1e-4, batch_size=4, progress=False)
+    assert big.steps == small.steps == 7
+    assert small.passes == pytest.approx(7.0) and big.passes == pytest.approx(7 / 3)
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        training.finetune(model, tok, PAIRS, max_steps=0, progress=False)
+
+
 def test_teacher_training_data_is_disjoint_from_every_test_set(data_root):
     """What 01_teacher does: ALMA train minus any pair sharing a sentence with a test set, then asserted."""
     train = [ex for d in ("de-en", "en-ru", "ru-en") for ex in data.load_split("alma", d, "train", root=data_root)]

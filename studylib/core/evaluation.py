@@ -19,14 +19,15 @@ class Evaluation:
 
 
 def load_test_sets(cfg) -> dict:
-    """The test examples of each direction, subsampled deterministically to ``cfg.n_test``. Every notebook calls it
+    """The test examples of each direction, subsampled deterministically to ``cfg.n_test`` by ``cfg.test_seed`` (not
+    the run's ``seed``: the seeds of a trained run are scored on the same segments). Every notebook calls it
     before its model loads, so an engine that cannot run here (``cfg.engine`` or ``cfg.engines``: vLLM without a GPU
     or its wheels) fails here too, in one line."""
     for name in dict.fromkeys([getattr(cfg, "engine", "hf"), *getattr(cfg, "engines", [])]):
         engines.check_engine(name, cfg.device)
     root = data.resolve_data_dir(cfg.data_dir)
-    return {d: data.load_split(cfg.test_source, d, "test", n=cfg.n_test, seed=cfg.seed, root=root)
-            for d in cfg.directions}
+    seed = getattr(cfg, "test_seed", 0)
+    return {d: data.load_split(cfg.test_source, d, "test", n=cfg.n_test, seed=seed, root=root) for d in cfg.directions}
 
 
 def make_prompts(cfg, direction, examples, tokenizer) -> list[str]:
@@ -126,5 +127,5 @@ def speed_prompt(cfg, tokenizer) -> str:
     """A fixed, realistic prompt for decode-speed measurements: the first test sentence of the first direction."""
     direction = cfg.directions[0]
     root = data.resolve_data_dir(cfg.data_dir)
-    example = data.load_split(cfg.test_source, direction, "test", n=1, seed=cfg.seed, root=root)
+    example = data.load_split(cfg.test_source, direction, "test", n=1, seed=getattr(cfg, "test_seed", 0), root=root)
     return make_prompts(cfg, direction, example, tokenizer)[0]

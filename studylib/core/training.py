@@ -26,10 +26,12 @@ class TrainResult:
     trainable_params: int
     total_params: int
     losses: list = field(default_factory=list)  # (step, mean loss since the last log)
+    passes: float | None = None  # batches trained over batches in one pass over the data (epochs, as trained)
 
     def summary(self) -> dict:
         return {
             "steps": self.steps,
+            "passes": self.passes,
             "seconds": self.seconds,
             "examples": self.examples,
             "skipped_too_long": self.skipped_too_long,
@@ -93,12 +95,15 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, rslora: bool = False)
     return get_peft_model(model, config)
 
 
-def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: float = 2e-5, batch_size: int = 8,
+def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | None = None,
+             learning_rate: float = 2e-5, batch_size: int = 8,
              grad_accum: int = 1, max_length: int = 256, warmup_ratio: float = 0.03, weight_decay: float = 0.0,
              seed: int = 0, progress: bool = True, log_every: int | None = None) -> TrainResult:
     """Train ``model`` in place on ``pairs`` (list of (prompt, target)); returns the model and a log.
 
-    ``epochs`` may be fractional (0.5 = half the shuffled batches). The loss covers target tokens only.
+    ``epochs`` may be fractional (0.5 = half the shuffled batches). ``max_steps``, when given, replaces it: exactly
+    that many optimizer steps, the data reshuffled for each pass it needs, so that runs on data of different sizes
+    train equally long. The loss covers target tokens only.
     ``log_every`` optimizer steps the mean loss is logged (default: about 50 entries per run).
     """
     import torch
@@ -116,7 +121,13 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     plan = []
-    for epoch in range(math.ceil(epochs)):
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        while len(plan) < max_steps * grad_accum:
+            plan += _batches(encoded, batch_size, rng)
+        plan = plan[: max_steps * grad_accum]
+    for epoch in range(0 if max_steps is not None else math.ceil(epochs)):
         epoch_batches = _batches(encoded, batch_size, rng)
         if epoch + 1 > epochs:  # fractional last epoch
             epoch_batches = epoch_batches[: max(1, int(len(epoch_batches) * (epochs - epoch)))]
@@ -167,6 +178,7 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, learning_rate: flo
         trainable_params=sum(p.numel() for p in params),
         total_params=sum(p.numel() for p in model.parameters()),
         losses=losses,
+        passes=len(plan) / len(_batches(encoded, batch_size, random.Random(0))),  # a pass's count: shuffle-free
     )
 
 

@@ -176,6 +176,7 @@ class EvalParams(NotebookParams):
     directions: list | str = "all"
     n_test: int | None = 4
     seed: int = 0
+    test_seed: int = 0  # draws the n_test subsample: apart from seed, so that a run's seeds share their test segments
     prompt_style: str = "alma"
     shots: int = 0
     batch_size: int = 8
@@ -204,6 +205,7 @@ class EvalParams(NotebookParams):
                f"set directions to those")
         _positive_int("n_test", self.n_test, allow_none=True)
         _check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        _check(isinstance(self.test_seed, int), f"test_seed must be an integer, got {self.test_seed!r}")
         _check(self.prompt_style in PROMPT_STYLES, f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
         _check(isinstance(self.shots, int) and 0 <= self.shots <= 5, f"shots must be 0..5, got {self.shots!r}")
         _check(self.prompt_style != "alma-fewshot" or self.shots > 0, "prompt_style 'alma-fewshot' needs shots >= 1")

@@ -45,6 +45,7 @@ class StudentParams(EvalParams):
     double_quant: bool = True
     compute_dtype: str = "bfloat16"
     epochs: float = 1.0
+    max_steps: int | None = None  # when set: exactly this many optimizer steps, whatever the data's size (not epochs)
     learning_rate: float = 2e-4
     train_batch_size: int = 4
     grad_accum: int = 1
@@ -60,6 +61,7 @@ class StudentParams(EvalParams):
         _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
         _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
         _positive_int("ood_test_per_direction", self.ood_test_per_direction)
+        _positive_int("max_steps", self.max_steps, allow_none=True)
         _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
         check_training(self, lora="qlora_")
         _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
@@ -95,7 +97,7 @@ class OODSizeParams(ModelBParams):
     """33_ood_size: Model B recovered with ``ood_total`` out-of-domain pairs added (the params file sweeps it)."""
 
     NOTEBOOK: ClassVar[str] = "33_ood_size"
-    SMOKE_SWEEP: ClassVar[dict] = {"ood_total": [0, 4]}
+    SMOKE_SWEEP: ClassVar[dict] = {"ood_total": [0, 4], "seed": [0]}  # a file's seed axis: one seed on the CPU
 
 
 def training_set(cfg, root) -> tuple[list, dict, dict]:
@@ -114,7 +116,7 @@ def training_set(cfg, root) -> tuple[list, dict, dict]:
         kd, more = leakage.drop_test_overlap(kd, wmt_test)
         dropped += more
     pool, ood_test = distillation.ood_split(cfg.directions, n_test_per_direction=cfg.ood_test_per_direction,
-                                            seed=cfg.seed, root=root)
+                                            seed=cfg.test_seed, root=root)  # the held-out slice: the same for every seed
     ood = distillation.sample_ood({d: pool[d] for d in cfg.train_directions if d in pool}, cfg.ood_total, cfg.seed)
     examples, counts = distillation.combine(("human", human), ("kd", kd), ("ood", ood))
     leakage.assert_no_test_overlap(examples, wmt_test, purpose="student training (WMT test sets)")
@@ -165,7 +167,8 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         if pruned:
             shutil.rmtree(student_path, ignore_errors=True)
     pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in examples]
-    result = training.finetune(model, tokenizer, pairs, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+    result = training.finetune(model, tokenizer, pairs, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                               learning_rate=cfg.learning_rate,
                                batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, max_length=cfg.max_length,
                                warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, progress=progress)
     with tempfile.TemporaryDirectory(prefix="studylib-adapter-") as tmp:
