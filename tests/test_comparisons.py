@@ -48,6 +48,10 @@ def test_identical_runs_find_no_difference_and_the_text_says_so(tmp_path):
     text = C.text_comparisons(SimpleNamespace(tables=tmp_path))
     assert "good vs bad" in text and "no difference found (Holm p=1)" in text and "absent" in text
     assert "| good vs bad |" in C.markdown(table)
+    path = tmp_path / "comparisons.csv"
+    path.write_text(table.to_csv(index=False))
+    assert C.markdown(C.read_table(path)) == C.markdown(table)  # tables.write renders it from the CSV
+    assert C.comparisons_data(C.read_table(path)) == C.comparisons_data(table)
 
 
 def test_seed_groups_give_mean_and_sd_per_direction_group():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studylib.report import figures, paper, significance, summary, tables
+from studylib.report import comparisons, figures, paper, significance, summary, tables
 from studylib.report.markdown import signed
 from synthetic import core, everything
 
@@ -16,6 +16,7 @@ REF = "01_teacher/teacher-lora"
 def _chain(results, figures_dir, out, reference=REF):
     summary.write_summary(results, "full")
     significance.write(results, "full", reference, n_samples=100)
+    comparisons.write(results, "full", n_samples=100)
     tables.write(results, "full", reference)
     figures.write(results, "full", reference, figures_dir)
     return paper.build(results, "full", figures=figures_dir, out=out, reference=reference)

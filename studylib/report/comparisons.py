@@ -9,7 +9,8 @@ the reason, and a pair with a missing record is listed as absent. ``p_holm``: Ho
 
     python -m studylib.report.comparisons [--results results] [--profile full]
 
-writes ``<results>/comparisons-<profile>.csv`` and ``<results>/tables/comparisons.md``.
+writes ``<results>/comparisons-<profile>.csv``; :mod:`studylib.report.tables` makes ``comparisons.md`` and
+``comparisons.json`` from it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from studylib.core import metrics as M
 from studylib.core import records
 from studylib.core.languages import parse_direction
 from studylib.report import significance as S
-from studylib.report.markdown import METRIC_LABEL, arrow, join, md_table, read_json, write_json, write_text
+from studylib.report.markdown import METRIC_LABEL, arrow, join, md_table, read_json, truthy, write_text
 from studylib.report.summary import load_records
 
 TEST = "paired bootstrap of the group mean; two-sided p from the bootstrap standard error; Holm over the table"
@@ -135,7 +136,7 @@ def _delta(row: dict) -> str:
 def markdown(table) -> str:
     """One row per pair, group and metric: A − B with its interval and the verdict."""
     if table is None or not len(table):
-        return "*No comparisons declared.*\n"
+        return "*No comparisons between methods computed yet.*\n"
     header = ["Claim", "A", "B", "Group", "Metric", "A − B [95 % CI]", "Verdict"]
     body = []
     for row in table.to_dict("records"):
@@ -182,23 +183,31 @@ def table_path(results: str | Path | None, profile: str | None) -> Path:
     return records.results_dir(results) / (f"comparisons-{profile}.csv" if profile else "comparisons.csv")
 
 
-def write(results: str | Path | None = None, profile: str | None = "full", tables: str | Path | None = None,
-          n_samples: int = S.N_SAMPLES, seed: int = S.SEED, alpha: float = S.ALPHA) -> list[Path]:
-    """Test every pair of :data:`PAIRS` among the records of ``profile``; write the CSV, the table and its JSON."""
-    out = Path(tables or records.results_dir(results) / "tables")
+def read_table(path: str | Path):
+    """The comparisons CSV, or None when there is none."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    table["significant"] = table["significant"].map(lambda v: None if pd.isna(v) else truthy(v))
+    return table
+
+
+def write(results: str | Path | None = None, profile: str | None = "full", n_samples: int = S.N_SAMPLES,
+          seed: int = S.SEED, alpha: float = S.ALPHA) -> list[Path]:
+    """Test every pair of :data:`PAIRS` among the records of ``profile``; write the CSV."""
     table = comparisons_table(load_records(results, profile), PAIRS, S.DEFAULT_METRICS, n_samples, seed, alpha)
-    csv_path = table_path(results, profile)
-    return [write_text(table.to_csv(index=False), csv_path), write_text(markdown(table), out / "comparisons.md"),
-            write_json(comparisons_data(table), out / "comparisons.json")]
+    return [write_text(table.to_csv(index=False), table_path(results, profile))]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.report.comparisons", description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=None, help="results root (default: $STUDYLIB_RESULTS or results)")
     ap.add_argument("--profile", choices=records.PROFILES, default="full")
-    ap.add_argument("--tables", type=Path, default=None, help="where comparisons.md goes (default: <results>/tables)")
     args = ap.parse_args(argv)
-    for path in write(args.results, args.profile, args.tables):
+    for path in write(args.results, args.profile):
         print(path)
     return 0
 
