@@ -146,3 +146,18 @@ def test_teacher_scores_need_a_full_size_record_and_rates_their_key():
     assert rows["nf4-retention"]["why"] == "no NF4 record with translation scores"
     table = T.targets_table(list(rows.values()))
     assert "— (no record carries failure rates)" in table
+
+
+def test_student_seeds_and_storage_share_from_synthetic_students():
+    teacher = make("01_teacher", TEACHER, efficiency={"storage_bytes": 1000})
+    student = {"student": {"storage_bytes": {"base_nf4": 300, "adapter": 20}}}
+    recs = [teacher, *(make("32_model_b", f"middle8-nf4-qlora{'-s' + str(s) if s else ''}", params={"seed": s},
+                            extra=student) for s in (0, 1)),
+            make("31_model_a", "teacher-nf4-qlora", params={"seed": 0}, extra=student)]
+    recs[1]["run"] = "middle8-nf4-qlora"
+    rows = by_id(T.targets_data(recs))
+    assert rows["student-seeds"]["measured"] == 1 and rows["student-seeds"]["met"] is False  # model A: one seed
+    assert rows["student-seeds"]["record"] == "31_model_a/teacher-nf4-qlora.json"
+    assert abs(rows["model-b-storage-share"]["measured"] - 0.32) < 1e-12
+    rows = by_id(T.targets_data(recs[:3]))
+    assert rows["student-seeds"]["measured"] == 2
