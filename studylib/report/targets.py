@@ -162,7 +162,7 @@ def _teacher_chrf(group: str):
             return _missing("no record of the reference teacher")
         n_test = (rec.get("params") or {}).get("n_test")
         if n_test is not None:
-            return _missing(f"no full-size record (the reference teacher's scores {n_test} segments per direction)")
+            return _missing(f"no full-size record: the reference teacher's scores {n_test} segments per direction")
         value = ((rec.get("averages") or {}).get(group) or {}).get("chrf++")
         if not isinstance(value, (int, float)):
             return _missing(f"the reference teacher's record has no {group} chrF++")
