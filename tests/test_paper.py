@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studylib.report import figures, paper, significance, summary, tables
+from studylib.report import comparisons, figures, paper, significance, summary, tables
 from studylib.report.markdown import signed
 from synthetic import core, everything
 
@@ -16,6 +16,7 @@ REF = "01_teacher/teacher-lora"
 def _chain(results, figures_dir, out, reference=REF):
     summary.write_summary(results, "full")
     significance.write(results, "full", reference, n_samples=100)
+    comparisons.write(results, "full", n_samples=100)
     tables.write(results, "full", reference)
     figures.write(results, "full", reference, figures_dir)
     return paper.build(results, "full", figures=figures_dir, out=out, reference=reference)
@@ -168,3 +169,16 @@ def test_speed_sentence_gives_each_compressed_run_its_ratio_to_the_reference(tmp
         if family in ("quantization", "pruning", "distillation") and pd.notna(ms):
             assert f"`{run}` {ms / ref_ms:.2f}×" in text
     assert f"{ref_ms:.1f} ms per token" in text
+
+
+def test_committed_comparisons_cover_every_declared_pair():
+    results = REPO / "results"
+    table = comparisons.read_table(comparisons.table_path(results, "full"))
+    if table is None:
+        pytest.skip("no committed comparisons")
+    hint = "results/comparisons-full.csv is out of date: run `python -m studylib.report`"
+    keys = {significance.key(r) for r in summary.load_records(results, "full")}
+    assert list(dict.fromkeys(table["claim"])) == [c for c, _, _ in comparisons.PAIRS], hint
+    for claim, a, b in comparisons.PAIRS:
+        status = set(table[table["claim"] == claim]["status"])
+        assert (status == {"absent"}) == (a not in keys or b not in keys), f"{claim}: {hint}"

@@ -7,6 +7,9 @@ from studylib.core.records import LAYOUT
 from studylib.report import engines as ER
 from studylib.report import targets as T
 from studylib.report.markdown import write_json
+from synthetic import make
+
+TEACHER = "gemma3-270m-lora"
 
 
 def bench_record(run, rows, layout=LAYOUT):
@@ -39,11 +42,12 @@ def by_id(rows):
 
 def test_every_target_is_listed_and_absent_ones_are_null():
     rows = T.targets_data([])
-    assert [r["id"] for r in rows] == [t[0] for t in T.TARGETS]
+    assert [r["id"] for r in rows] == [t[0] for t in T.TARGETS] + [t[0] for t in T.COMPUTED]
     assert {"fp16-floor", "w4-decode", "fp8-decode", "int8-decode", "nf4-decode", "sparse24-prefill",
             "eval-throughput", "identical-rerun"} <= set(by_id(rows))
     assert all(r["measured"] is None and r["met"] is None and r["record"] is None for r in rows)
-    assert set(rows[0]) == {"id", "target", "goal", "measured", "met", "record", "figure", "stale"}
+    assert set(rows[0]) == {"id", "target", "goal", "measured", "met", "record", "figure", "stale", "why"}
+    assert all(r["why"] for r in rows)
 
 
 def test_values_come_from_the_first_record_that_measured_them():
@@ -113,3 +117,47 @@ def test_the_engines_report_reads_every_pass(tmp_path):
     text = ER.text_engines(SimpleNamespace(tables=tmp_path))
     assert "300.0 s" in text and "7.50× faster" in text and "within noise" in text and "98.00%" in text
     assert ER.text_engines(SimpleNamespace(tables=tmp_path / "none")).startswith("The engines have not")
+
+
+def test_computed_targets_from_synthetic_records():
+    teacher = make("01_teacher", TEACHER, noise=0.2, params={"n_test": None})
+    for d, m in teacher["metrics"].items():
+        m["runaway_rate"] = 0.01 if d != "de-en" else 0.03
+    nf4 = make("11_bnb_nf4", "teacher-lora-nf4", noise=0.4)
+    wanda = make("20_wanda", "teacher-lora-wanda50", n=10)  # other segments: no retention
+    student = make("31_model_a", "teacher-nf4-qlora", noise=0.3, params={"seed": 1})
+    rows = by_id(T.targets_data([teacher, nf4, wanda, student]))
+    assert rows["teacher-runaway-max"]["measured"] == 0.03 and rows["teacher-runaway-max"]["met"] is False
+    assert rows["teacher-xx-en-chrf++"]["measured"] == teacher["averages"]["xx-en"]["chrf++"]
+    ratios = [nf4["metrics"][d]["chrf++"] / teacher["metrics"][d]["chrf++"] for d in nf4["metrics"]]
+    assert abs(rows["nf4-retention"]["measured"] - sum(ratios) / len(ratios)) < 1e-12
+    assert rows["nf4-retention"]["record"] == "11_bnb_nf4/teacher-lora-nf4.json"
+    assert rows["wanda50-retention"]["measured"] is None and "differ" in rows["wanda50-retention"]["why"]
+    assert rows["awq-w4-retention"]["why"] == "no AWQ record with translation scores"
+    assert rows["wmt24-rank-spearman"]["why"] == "no WMT24 record"
+    assert rows["model-a-retention"]["measured"] is not None
+
+
+def test_teacher_scores_need_a_full_size_record_and_rates_their_key():
+    teacher = make("01_teacher", TEACHER, params={"n_test": 200})
+    rows = by_id(T.targets_data([teacher]))
+    assert rows["teacher-en-xx-chrf++"]["measured"] is None and "full-size" in rows["teacher-en-xx-chrf++"]["why"]
+    assert rows["teacher-runaway-max"]["why"] == "no record carries failure rates"
+    assert rows["nf4-retention"]["why"] == "no NF4 record with translation scores"
+    table = T.targets_table(list(rows.values()))
+    assert "— (no record carries failure rates)" in table
+
+
+def test_student_seeds_and_storage_share_from_synthetic_students():
+    teacher = make("01_teacher", TEACHER, efficiency={"storage_bytes": 1000})
+    student = {"student": {"storage_bytes": {"base_nf4": 300, "adapter": 20}}}
+    recs = [teacher, *(make("32_model_b", f"middle8-nf4-qlora{'-s' + str(s) if s else ''}", params={"seed": s},
+                            extra=student) for s in (0, 1)),
+            make("31_model_a", "teacher-nf4-qlora", params={"seed": 0}, extra=student)]
+    recs[1]["run"] = "middle8-nf4-qlora"
+    rows = by_id(T.targets_data(recs))
+    assert rows["student-seeds"]["measured"] == 1 and rows["student-seeds"]["met"] is False  # model A: one seed
+    assert rows["student-seeds"]["record"] == "31_model_a/teacher-nf4-qlora.json"
+    assert abs(rows["model-b-storage-share"]["measured"] - 0.32) < 1e-12
+    rows = by_id(T.targets_data(recs[:3]))
+    assert rows["student-seeds"]["measured"] == 2

@@ -1,10 +1,11 @@
-"""From the records to the paper, in order: summary -> significance -> tables -> figures -> paper.
+"""From the records to the paper, in order: summary -> significance -> comparisons -> tables -> figures -> paper.
 
     python -m studylib.report [--results results] [--profile full|smoke] [--reference 01_teacher/gemma3-270m-lora]
                               [--figures figures] [--out paper/build]
 
 writes ``<results>/summary-<profile>.csv``, ``<results>/significance-<profile>.csv`` (paired bootstrap of every run
-against the reference, cached by a digest of the outputs), ``<results>/tables/``, ``<figures>/`` and ``<out>/paper.html``.
+against the reference, cached by a digest of the outputs), ``<results>/comparisons-<profile>.csv`` (the pairs of
+methods the paper orders), ``<results>/tables/``, ``<figures>/`` and ``<out>/paper.html``.
 A results directory without records of the profile, or a reference without a record, stops it with one line naming
 what is missing.
 """
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import figures, paper, significance, summary, tables
+from studylib.report import comparisons, figures, paper, significance, summary, tables
 
 
 class InputError(ValueError):
@@ -47,6 +48,8 @@ def report(results: Path, profile: str, reference: str, figures_dir: Path, out: 
     check(results, profile, reference)
     print(summary.write_summary(results, profile), flush=True)
     for path in significance.write(results, profile, reference):
+        print(path, flush=True)
+    for path in comparisons.write(results, profile):
         print(path, flush=True)
     for path in tables.write(results, profile, reference):
         print(path, flush=True)

@@ -12,6 +12,10 @@
     the 7B-architecture benchmark, one section per record (:mod:`~studylib.report.benchmark`).
 ``engines.md`` / ``engines.json``
     the evaluation engines side by side on one model (:mod:`~studylib.report.engines`).
+``seeds.md`` / ``seeds.json``
+    runs repeated with other seeds: chrF++ mean ± sd beside one seed's interval (:mod:`~studylib.report.seeds`).
+``comparisons.md`` / ``comparisons.json``
+    pairs of methods tested against each other, from the comparisons CSV (:mod:`~studylib.report.comparisons`).
 ``targets.md`` / ``targets.json``
     the issues' targets next to what the records measured (:mod:`~studylib.report.targets`).
 ``environment.md``, ``commands.md``, ``setup.json``
@@ -27,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import benchmark, engines, quality, setup, students, targets
+from studylib.report import benchmark, comparisons, engines, quality, seeds, setup, students, targets
 from studylib.report import significance as S
 from studylib.report.markdown import write_json, write_text
 from studylib.report.summary import load_records, load_summary, summary_path
@@ -46,6 +50,8 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     study = students.students_data(recs, reference)
     goals = targets.targets_data(recs)
     compared = engines.engines_data(recs)
+    spread = seeds.seeds_data(recs, sig)
+    pairs = comparisons.read_table(comparisons.table_path(results, profile))
     texts = {
         "main.md": main_md,
         "main.csv": frame.to_csv(index=False) if len(frame) else "",
@@ -57,9 +63,12 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
         "students.md": students.students_table(study),
         "targets.md": targets.targets_table(goals),
         "engines.md": engines.engines_table(compared),
+        "seeds.md": seeds.seeds_table(spread),
+        "comparisons.md": comparisons.markdown(pairs),
     }
     written = [write_text(text, out / name) for name, text in texts.items()]
     for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals), ("engines.json", compared),
+                       ("seeds.json", spread), ("comparisons.json", comparisons.comparisons_data(pairs)),
                        ("setup.json", setup.setup_facts(recs, reference, profile))):
         written.append(write_json(data, out / name))
     return written

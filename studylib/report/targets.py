@@ -6,17 +6,26 @@ Each is read from the first record, in the order declared in :data:`TARGETS`, th
 where the study has them, the transformers path's after. A target no record measured stays in the file with
 ``measured`` and ``met`` null. They are reported, never asserted.
 
-Each entry: ``{id, target, goal, measured, met, record, figure, stale}``: ``record`` is the record's path under
+The quality targets (:data:`COMPUTED`) are computed from the records instead: the reference teacher's scores and
+failure rates, retention (a method's chrF++ over the reference teacher's, per direction, mean over the directions,
+on the same segments only), a student's storage share, the WMT22/WMT24 rank correlation and the fewest seeds of a
+student. Where no record qualifies, ``measured`` is null and ``why`` says what is missing.
+
+Each entry: ``{id, target, goal, measured, met, record, figure, stale, why}``: ``record`` is the record's path under
 ``results/runs``, ``figure`` which of its figures was read, ``stale`` whether the record predates the current layout.
 """
 
 from __future__ import annotations
 
 import operator
+import statistics
 from dataclasses import dataclass
 
 from studylib.bench.schema import NOTEBOOK as BENCH
 from studylib.core import records
+from studylib.core.languages import DIRECTIONS
+from studylib.report import seeds, students
+from studylib.report import significance as S
 from studylib.report.markdown import code, join, md_table, read_json, stale_mark, stale_note
 
 OPS = {"<=": operator.le, ">=": operator.ge, "==": lambda a, b: abs(a - b) < 1e-12}
@@ -120,13 +129,168 @@ TARGETS = (
 )
 
 
+# ----------------------------------------------------------------------------------------------- computed targets
+
+TEACHER = S.DEFAULT_REFERENCE
+
+
+def _found(value, rec, figure) -> dict:
+    return {"measured": value, "record": f"{S.key(rec)}.json", "figure": figure, "stale": records.is_stale(rec)}
+
+
+def _missing(why: str) -> dict:
+    return {"measured": None, "why": why}
+
+
+def _teacher_runaway(by_key, recs) -> dict:
+    """The largest runaway rate of the reference teacher over its directions (studylib.core.failures)."""
+    rec = by_key.get(TEACHER)
+    if rec is None:
+        return _missing("no record of the reference teacher")
+    rates = [((rec.get("metrics") or {}).get(d) or {}).get("runaway_rate") for d in DIRECTIONS]
+    rates = [r for r in rates if isinstance(r, (int, float))]
+    if not rates:
+        return _missing("no record carries failure rates")
+    return _found(max(rates), rec, f"largest runaway rate over {len(rates)} directions")
+
+
+def _teacher_chrf(group: str):
+    def read(by_key, recs) -> dict:
+        """The reference teacher's chrF++ on ``group``, from a record that scored every segment (n_test null)."""
+        rec = by_key.get(TEACHER)
+        if rec is None:
+            return _missing("no record of the reference teacher")
+        n_test = (rec.get("params") or {}).get("n_test")
+        if n_test is not None:
+            return _missing(f"no full-size record: the reference teacher's scores {n_test} segments per direction")
+        value = ((rec.get("averages") or {}).get(group) or {}).get("chrf++")
+        if not isinstance(value, (int, float)):
+            return _missing(f"the reference teacher's record has no {group} chrF++")
+        return _found(float(value), rec, f"chrF++, mean over {group}, all segments")
+    return read
+
+
+def retention(rec: dict, teacher: dict) -> tuple[float | None, str]:
+    """chrF++ of ``rec`` / the teacher's per direction, mean over the directions both scored; (None, why) when a
+    direction's segments differ or none is scored."""
+    ratios, sizes = [], set()
+    for d in DIRECTIONS:
+        a = ((rec.get("metrics") or {}).get(d) or {}).get("chrf++")
+        b = ((teacher.get("metrics") or {}).get(d) or {}).get("chrf++")
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or not b:
+            continue
+        why = S.check_aligned(rec, teacher, d)
+        if why:
+            return None, f"{d}: {why}"
+        ratios.append(a / b)
+        sizes.add(len(rec["outputs"][d]["src"]))
+    if not ratios:
+        return None, "no direction scored by both"
+    n = ", ".join(map(str, sorted(sizes)))
+    return statistics.fmean(ratios), f"chrF++ / the reference teacher's, mean over {len(ratios)} directions, {n} segments each"
+
+
+def _scored(rec: dict) -> bool:
+    return bool(rec.get("metrics")) and bool(rec.get("averages"))
+
+
+def _retention_of(label: str, keys=(), method: str | None = None):
+    def read(by_key, recs) -> dict:
+        """Retention of the first scored record of ``keys``, else of the first whose method names ``method``."""
+        teacher = by_key.get(TEACHER)
+        if teacher is None:
+            return _missing("no record of the reference teacher")
+        found = [by_key[k] for k in keys if k in by_key and _scored(by_key[k])]
+        found += [r for r in recs if method and method in str((r.get("what") or {}).get("method", "")) and _scored(r)]
+        if not found:
+            return _missing(f"no {label} record with translation scores")
+        value, note = retention(found[0], teacher)
+        return _found(value, found[0], note) if value is not None else _missing(f"{S.key(found[0])}: {note}")
+    return read
+
+
+def _rank_spearman(by_key, recs) -> dict:
+    """Spearman's rank correlation of the methods' en→xx chrF++ on WMT22 and on WMT24 (same variant on both)."""
+    def scores(testset):
+        out = {}
+        for r in recs:
+            what = r.get("what") or {}
+            value = ((r.get("averages") or {}).get("en-xx") or {}).get("chrf++")
+            if what.get("testset") == testset and isinstance(value, (int, float)):
+                out.setdefault(what.get("variant") or S.key(r), (value, r))
+        return out
+    new, old = scores("wmt24"), scores("wmt22")
+    if not new:
+        return _missing("no WMT24 record")
+    common = sorted(set(new) & set(old))
+    if len(common) < 3:
+        return _missing(f"{len(common)} methods scored on both WMT22 and WMT24 (3 needed)")
+    import pandas as pd
+
+    rho = pd.Series([old[v][0] for v in common]).corr(pd.Series([new[v][0] for v in common]), method="spearman")
+    return _found(float(rho), new[common[0]][1], f"Spearman over {len(common)} methods, en→xx chrF++")
+
+
+def _storage_share(run_key: str):
+    def read(by_key, recs) -> dict:
+        """A student's stored size (NF4 base + adapter) over the reference teacher's (:mod:`students`)."""
+        study = students.students_data(recs, TEACHER)
+        teacher = (study.get("teacher") or {}).get("storage_bytes")
+        student = next((s for s in study.get("students") or [] if s["record"] == run_key), None)
+        if student is None:
+            return _missing(f"no record of {run_key}")
+        if not teacher or not student.get("storage_bytes"):
+            return _missing("no storage size in the records")
+        return _found(student["storage_bytes"] / teacher, by_key[run_key], "stored bytes / the reference teacher's")
+    return read
+
+
+def _student_seeds(by_key, recs) -> dict:
+    """The fewest seeds of any student run (records identical but for the seed, :mod:`seeds`)."""
+    keys = {s["record"] for s in students.students_data(recs, TEACHER).get("students") or []}
+    counts = [(seeds.n_seeds(g), g[0]) for g in seeds.seed_groups(recs) if any(S.key(r) in keys for r in g)]
+    if not counts:
+        return _missing("no student record")
+    fewest, rec = min(counts, key=lambda c: c[0])
+    return _found(float(fewest), rec, f"fewest seeds over {len(counts)} student runs")
+
+
+MODEL_A, MODEL_B = "31_model_a/teacher-nf4-qlora", "32_model_b/middle8-nf4-qlora"
+# id, what, operator, goal, how to compute it from the records (issues 16 and 17)
+COMPUTED = (
+    ("teacher-runaway-max", "largest runaway rate of the reference teacher over the directions", "<=", 0.02,
+     _teacher_runaway),
+    ("teacher-xx-en-chrf++", "reference teacher chrF++ xx→en, every test segment", ">=", 43, _teacher_chrf("xx-en")),
+    ("teacher-en-xx-chrf++", "reference teacher chrF++ en→xx, every test segment", ">=", 33, _teacher_chrf("en-xx")),
+    ("nf4-retention", "NF4 chrF++ retention", ">=", 0.97, _retention_of("NF4", ["11_bnb_nf4/teacher-lora-nf4"])),
+    ("gptq-w4-retention", "GPTQ W4 chrF++ retention", ">=", 0.97,
+     _retention_of("GPTQ W4", ["12_gptq/teacher-lora-gptq-w4g128"])),
+    ("awq-w4-retention", "AWQ W4 chrF++ retention", ">=", 0.97, _retention_of("AWQ", method="awq")),
+    ("fp8-retention", "FP8 chrF++ retention", ">=", 0.99, _retention_of("FP8", method="fp8")),
+    ("wanda50-retention", "Wanda 50 % chrF++ retention", ">=", 0.85,
+     _retention_of("Wanda 50 %", ["20_wanda/teacher-lora-wanda50"])),
+    ("wmt24-rank-spearman", "rank correlation of the methods on WMT22 and WMT24 (en→xx)", ">=", 0.9, _rank_spearman),
+    ("model-a-retention", "student A (teacher, NF4 + QLoRA) chrF++ retention", ">=", 0.97,
+     _retention_of("student A", [MODEL_A])),
+    ("model-b-retention", "student B (pruned, NF4 + QLoRA) chrF++ retention", ">=", 0.95,
+     _retention_of("student B", [MODEL_B])),
+    ("model-b-storage-share", "student B storage / the reference teacher's", "<=", 0.5, _storage_share(MODEL_B)),
+    ("student-seeds", "fewest seeds of any student run", ">=", 3, _student_seeds),
+)
+
+
+def _entry(tid, what, op, goal) -> dict:
+    return {"id": tid, "target": what, "goal": f"{op} {goal:g}", "measured": None, "met": None, "record": None,
+            "figure": None, "stale": None, "why": None}
+
+
 def targets_data(recs: list[dict]) -> list[dict]:
-    """Every target of :data:`TARGETS` with the value of the first record that measured it (None if none did)."""
+    """Every target of :data:`TARGETS` with the value of the first record that measured it (None if none did), then
+    every target of :data:`COMPUTED`."""
     by_key = {(r["notebook"], r["run"]): r for r in recs}
     out = []
     for tid, what, op, goal, sources in TARGETS:
-        entry = {"id": tid, "target": what, "goal": f"{op} {goal:g}", "measured": None, "met": None, "record": None,
-                 "figure": None, "stale": None}
+        entry = _entry(tid, what, op, goal)
         for src in sources:
             rec = by_key.get((src.notebook, src.run))
             value = src.read(rec) if rec else None
@@ -134,6 +298,15 @@ def targets_data(recs: list[dict]) -> list[dict]:
                 entry.update(measured=value, met=bool(OPS[op](value, goal)), record=f"{src.notebook}/{src.run}.json",
                              figure=src.figure, stale=records.is_stale(rec))
                 break
+        if entry["measured"] is None:
+            entry["why"] = "no record measured it"
+        out.append(entry)
+    keyed = {S.key(r): r for r in recs}
+    for tid, what, op, goal, compute in COMPUTED:
+        entry = _entry(tid, what, op, goal)
+        entry.update(compute(keyed, recs))
+        if entry["measured"] is not None:
+            entry["met"] = bool(OPS[op](entry["measured"], goal))
         out.append(entry)
     return out
 
@@ -148,7 +321,8 @@ def targets_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         verdict = "not measured" if r["met"] is None else "met" if r["met"] else "not met"
-        where = "—" if r["record"] is None else f"{r['record']}{stale_mark(r['stale'])} ({r['figure']})"
+        where = (f"— ({r['why']})" if r.get("why") else "—") if r["record"] is None \
+            else f"{r['record']}{stale_mark(r['stale'])} ({r['figure']})"
         body.append([f"`{r['id']}`", r["target"], r["goal"], _fmt(r["measured"]), verdict, where])
     note = stale_note(any(r["stale"] for r in rows))
     return md_table(header, body, "lllrll") + (f"\n{note}\n" if note else "")
