@@ -14,7 +14,11 @@ import re
 import tempfile
 from pathlib import Path
 
+from studylib.core import data as _data
 from studylib.core import records
+
+# the test sets every run of the study is scored on (ALMA's layout): WMT22, WMT21 for is-en and en-is
+TESTSET = _data.testset_label(_data.testset_names("alma"))
 
 GROUPS = ("xx-en", "en-xx")
 GROUP_LABEL = {"xx-en": "xx→en", "en-xx": "en→xx"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from studylib.core import records, what
 from studylib.core.languages import DIRECTIONS
 from studylib.report import significance as S
-from studylib.report.markdown import (GROUP_LABEL, GROUPS, METRIC_LABEL, arrow, code, fmt, fmt_sig, join, md_table,
-                                      metric_digits, missing, signed, stale_mark, stale_note, truthy)
+from studylib.report.markdown import (GROUP_LABEL, GROUPS, METRIC_LABEL, TESTSET, arrow, code, fmt, fmt_sig, join,
+                                      md_table, metric_digits, missing, signed, stale_mark, stale_note, truthy)
 from studylib.report.plot import Skip
 from studylib.report.summary import labels, main_rows, names, present_metrics, runs, stale_runs, value
 
@@ -68,7 +68,7 @@ def main_table(summary, sig=None, reference: str = S.DEFAULT_REFERENCE):
             row[column] = v
         body.append(cells)
         rows.append(row)
-    notes = [f"Scores: mean over the five directions of each group (WMT22, {_n_text(summary)}). "
+    notes = [f"Scores: mean over the five directions of each group, on {TESTSET}: {_n_text(summary)}. "
              f"Reference: {labels(keys).get(ref, '/'.join(ref))}."]
     if sig is not None and len(sig):
         notes.append(f"{S.NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, "
@@ -156,7 +156,7 @@ def quality_by_direction(table, sig, reference, metric="chrf++"):
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="x", rotation=0)
-    ax.set_title(f"{METRIC_LABEL[metric]} on WMT22 by direction")
+    ax.set_title(f"{METRIC_LABEL[metric]} on {TESTSET} by direction")
     caption = (f"{METRIC_LABEL[metric]} of every run by direction (the first two columns: the means over xx→en and "
                "en→xx). ")
     caption += (f"Colour: the difference to the reference ({ref['label']}), text: the score; {S.NOT_SIGNIFICANT} "

@@ -7,8 +7,8 @@ import json
 import math
 
 from studylib.core import records
-from studylib.report.markdown import (GROUPS, code, fmt, fmt_sig, md_table, missing, natural, read_json, stale_mark,
-                                      stale_note)
+from studylib.report.markdown import (GROUPS, TESTSET, code, fmt, fmt_sig, md_table, missing, natural, read_json,
+                                      stale_mark, stale_note)
 from studylib.report.significance import DEFAULT_REFERENCE, parse_reference
 
 # the students the paper names, by the notebook that trains them
@@ -84,7 +84,7 @@ def students_table(data: dict) -> str:
     if not students:
         return "*Not measured yet: no student record (notebooks `31_model_a`, `32_model_b`, `33_ood_size`).*\n"
     header = ["Model", "Layers", "Params (B)", "Storage (GB)", "Training pairs (human + KD + OOD)",
-              "WMT22 chrF++ xx→en", "en→xx", "Retention (mean; range)", "Tatoeba chrF++ xx→en", "en→xx"]
+              "WMT chrF++ xx→en", "en→xx", "Retention (mean; range)", "Tatoeba chrF++ xx→en", "en→xx"]
     rows = []
     t = data.get("teacher")
     if t:
@@ -105,7 +105,7 @@ def students_table(data: dict) -> str:
                      fmt(s["ood_chrf++"].get("xx-en")), fmt(s["ood_chrf++"].get("en-xx"))])
     notes = ["Params: the model's parameters including the LoRA adapter. Storage: the 4-bit NF4 base as saved plus "
              "the adapter's safetensors (the teacher: its bf16 safetensors), decimal GB. Retention: the student's "
-             "chrF++ over the teacher's, per direction on WMT22, averaged over the directions (range: lowest and "
+             f"chrF++ over the teacher's, per direction on {TESTSET}, averaged over the directions (range: lowest and "
              "highest direction). Tatoeba: held-out pairs of the out-of-domain pool, never trained on; the teacher "
              "was not scored on them."]
     if data.get("kd"):
@@ -145,7 +145,7 @@ def _ood_sweep_text(students: list[dict]) -> list[str]:
 
     out = [f"Adding {lo['ood_total']:,} to {hi['ood_total']:,} out-of-domain Tatoeba pairs to Model B's training data "
            f"moves its chrF++ on held-out Tatoeba pairs from {span('ood_chrf++', 'xx-en')} (xx→en) and "
-           f"{span('ood_chrf++', 'en-xx')} (en→xx), and on WMT22 from {span('wmt_chrf++', 'xx-en')} and "
+           f"{span('ood_chrf++', 'en-xx')} (en→xx), and on {TESTSET} from {span('wmt_chrf++', 'xx-en')} and "
            f"{span('wmt_chrf++', 'en-xx')}."]
     twin = next((s for s in students if s["notebook"] == "32_model_b"), None)
     zero = next((s for s in sweep if s["ood_total"] == 0), None)

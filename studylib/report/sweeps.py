@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from studylib.core import what
 from studylib.report import significance as S
-from studylib.report.markdown import GROUP_LABEL, GROUPS, METRIC_LABEL, missing, stale_mark, stale_note, truthy
+from studylib.report.markdown import GROUP_LABEL, GROUPS, METRIC_LABEL, TESTSET, missing, stale_mark, stale_note, truthy
 from studylib.report.plot import Skip, colours, legend_below, ref_line, short, x_ticks
 
 AXIS_LABEL = {"calib_per_direction": "calib", "ood_total": "OOD", "bits": "bits", "depth": "depth",
@@ -165,12 +165,13 @@ def prune_depth(table, sig, reference, metric="chrf++"):
 
 
 def ood_size(table, sig, reference, metric="chrf++"):
-    """Out-of-domain training pairs against in-domain (WMT22) and out-of-domain test quality."""
+    """Out-of-domain training pairs against in-domain (WMT) and out-of-domain test quality."""
     return _axis_figure(
         table, reference, metric, "ood_total",
         none_recorded="no student with out-of-domain data recorded yet (distillation runs with ood_total)",
         too_few="no student variant was trained with two or more out-of-domain data sizes yet",
         xlabel="out-of-domain training pairs", title="Out-of-domain data size", log_x=True,
         extra_series=lambda group: [(f"ood {group}:{metric}", " (out-of-domain test)", "--")],
-        caption=(f"Out-of-domain training pairs added to the students' data against {METRIC_LABEL[metric]} on WMT22 "
-                 "(solid) and on the held-out out-of-domain test (dashed); dash-dotted: the reference's WMT22 score."))
+        caption=(f"Out-of-domain training pairs added to the students' data against {METRIC_LABEL[metric]}: solid on "
+                 f"{TESTSET}, dashed on the held-out out-of-domain test; dash-dotted: the reference's score on the "
+                 "first."))
