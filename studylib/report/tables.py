@@ -18,6 +18,9 @@
     pairs of methods tested against each other, from the comparisons CSV (:mod:`~studylib.report.comparisons`).
 ``targets.md`` / ``targets.json``
     the issues' targets next to what the records measured (:mod:`~studylib.report.targets`).
+``claims.md`` / ``claims.json``
+    the seed studies' claims, each with its evidence, test and verdict, decided from the significance and comparisons
+    tables, the benchmark and the records (:mod:`~studylib.report.claims`).
 ``environment.md``, ``commands.md``, ``setup.json``
     where and with what each record was made, the command that remakes it, the facts of the setup section
     (:mod:`~studylib.report.setup`).
@@ -31,7 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import benchmark, comparisons, engines, quality, seeds, setup, students, targets
+from studylib.report import benchmark, claims, comparisons, engines, quality, seeds, setup, students, targets
 from studylib.report import significance as S
 from studylib.report.markdown import write_json, write_text
 from studylib.report.summary import load_records, load_summary, summary_path
@@ -52,6 +55,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     compared = engines.engines_data(recs)
     spread = seeds.seeds_data(recs, sig)
     pairs = comparisons.read_table(comparisons.table_path(results, profile))
+    verdicts = claims.claims_data(recs, sig, pairs, bench, reference)
     texts = {
         "main.md": main_md,
         "main.csv": frame.to_csv(index=False) if len(frame) else "",
@@ -65,10 +69,12 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
         "engines.md": engines.engines_table(compared),
         "seeds.md": seeds.seeds_table(spread),
         "comparisons.md": comparisons.markdown(pairs),
+        "claims.md": claims.claims_table(verdicts, S.alpha_of(sig)),
     }
     written = [write_text(text, out / name) for name, text in texts.items()]
     for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals), ("engines.json", compared),
                        ("seeds.json", spread), ("comparisons.json", comparisons.comparisons_data(pairs)),
+                       ("claims.json", verdicts),
                        ("setup.json", setup.setup_facts(recs, reference, profile))):
         written.append(write_json(data, out / name))
     return written
