@@ -178,7 +178,7 @@ def test_full_size_records_do_not_say_sample():
 def test_without_inputs_every_claim_has_no_record_and_the_files_still_render(tmp_path):
     rows = K.claims_data([], None, None)
     assert [r["verdict"] for r in rows] == ["no record"] * len(K.CLAIMS)
-    assert all(r["evidence"].startswith("no record: ") for r in rows)
+    assert all(r["evidence"].startswith("no ") and r["test"] is None for r in rows)
     assert "no record of 11_bnb_nf4/teacher-lora-nf4" in rows[0]["evidence"]
     assert "40_efficiency_7b" in rows[1]["evidence"]
     table = K.claims_table(rows)
@@ -187,6 +187,14 @@ def test_without_inputs_every_claim_has_no_record_and_the_files_still_render(tmp
     text = K.text_claims(SimpleNamespace(tables=tmp_path))
     assert text.startswith(f"Of the {len(K.CLAIMS)} claims, no record ({len(K.CLAIMS)}): ")
     assert K.text_claims(SimpleNamespace(tables=tmp_path / "none")) == "No claim of the seed studies is declared."
+
+
+def test_an_absent_pair_names_its_missing_record():
+    name, _ = K.DEPTHS[0]
+    pairs = [{"claim": name, "a": "27_prune_depth/it", "b": "27_prune_depth/mid", "group": None, "metric": None,
+              "status": "absent", "reason": "no record: 27_prune_depth/it"}]
+    entry = _one("iterative-beats-middle", pairs=pairs)
+    assert entry["verdict"] == "no record" and entry["evidence"] == "no record of 27_prune_depth/it"
 
 
 def test_a_not_comparable_run_has_no_record_with_the_reason():

@@ -251,7 +251,7 @@ def _pair_rows(inp: Inputs, pairs: tuple, metric: str) -> tuple[list[tuple[str, 
     for name, label in pairs:
         rows = _rows(inp.pairs, "comparisons", claim=name)
         if rows[0]["status"] == "absent":
-            raise Missing(rows[0]["reason"])
+            raise Missing("no record of " + str(rows[0]["reason"]).removeprefix("no record: "))
         rows = _tested([r for r in rows if r["metric"] == metric], lambda r: r["status"] == "tested")
         out += [(label, r) for r in rows]
         recs += [inp.by_key[k] for k in (rows[0]["a"], rows[0]["b"]) if k in inp.by_key]
@@ -348,7 +348,7 @@ def decide(claim: Claim, inp: Inputs) -> dict:
     try:
         entry.update(DECIDE[claim.rule](inp, **claim.args))
     except Missing as why:
-        entry.update(evidence=f"no record: {why}", verdict="no record", records=[], stale=False, test=None)
+        entry.update(evidence=str(why), verdict="no record", records=[], stale=False, test=None)
     assert entry["verdict"] in VERDICTS, entry["verdict"]
     return entry
 
