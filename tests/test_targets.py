@@ -53,7 +53,7 @@ def test_every_target_is_listed_and_absent_ones_are_null():
 def test_values_come_from_the_first_record_that_measured_them():
     vllm = bench_record("llama2-7b-vllm-fp8", [
         {"variant": "vllm-fp16", "status": "ok", "floor_ratio": 1.5, "decode_b1_ratio": 1.0},
-        {"variant": "vllm-fp8", "status": "ok", "decode_b1_ratio": 0.5}])
+        {"variant": "vllm-fp8", "status": "ok", "decode_b1_ratio": 0.5, "kernel": "vllm 0.26.0 Fp8LinearMethod/K"}])
     hf = bench_record("llama2-7b-gptq-w4", [
         {"variant": "fp16", "status": "ok", "graph_floor_ratio": 2.0},
         {"variant": "gptq-w4", "status": "ok", "graph_b1_ratio": 0.8}])
@@ -65,6 +65,7 @@ def test_values_come_from_the_first_record_that_measured_them():
     rows = by_id(T.targets_data([vllm, hf, failed, old, engines_record()]))
     assert rows["fp16-floor"]["measured"] == 1.5 and rows["fp16-floor"]["met"] is False  # vLLM's fp8 record first
     assert rows["fp8-decode"]["measured"] == 0.5 and rows["fp8-decode"]["met"] is True
+    assert rows["fp8-decode"]["figure"].endswith("(vllm 0.26.0 Fp8LinearMethod/K)")  # the kernel vLLM picked
     # a failed row is not a measurement: the transformers path's figure is read instead
     assert rows["w4-decode"]["measured"] == 0.8 and rows["w4-decode"]["record"] == "40_efficiency_7b/llama2-7b-gptq-w4.json"
     assert rows["sparse24-prefill"]["measured"] == 0.05 and rows["sparse24-prefill"]["stale"] is True
@@ -142,10 +143,25 @@ def test_teacher_scores_need_a_full_size_record_and_rates_their_key():
     teacher = make("01_teacher", TEACHER, params={"n_test": 200})
     rows = by_id(T.targets_data([teacher]))
     assert rows["teacher-en-xx-chrf++"]["measured"] is None and "full-size" in rows["teacher-en-xx-chrf++"]["why"]
-    assert rows["teacher-runaway-max"]["why"] == "no record carries failure rates"
+    assert rows["teacher-runaway-max"]["why"] == "no record of the reference teacher carries failure rates"
     assert rows["nf4-retention"]["why"] == "no NF4 record with translation scores"
     table = T.targets_table(list(rows.values()))
-    assert "— (no record carries failure rates)" in table
+    assert "— (no record of the reference teacher carries failure rates)" in table
+
+
+def test_teacher_targets_fall_back_to_a_full_size_record_of_its_saved_model():
+    teacher = make("01_teacher", TEACHER, params={"n_test": 200})
+    full = engines_record(run="teacher-lora-vllm")
+    full["params"].update(model_id=f"results/artifacts/01_teacher/{TEACHER}", n_test=None)
+    full["engines"]["passes"][0]["metrics"] = {"de-en": {"runaway_rate": 0.01}, "en-is": {"runaway_rate": 0.5}}
+    recipe = engines_record(run="teacher-lora-gguf")  # the same model with a recipe is not the teacher
+    recipe["params"].update(model_id=f"results/artifacts/01_teacher/{TEACHER}", n_test=None, recipe=[{"method": "x"}])
+    rows = by_id(T.targets_data([teacher, recipe, full]))
+    for tid, value in (("teacher-xx-en-chrf++", 40.0), ("teacher-en-xx-chrf++", 30.0), ("teacher-runaway-max", 0.5)):
+        assert rows[tid]["measured"] == value and rows[tid]["record"] == "41_engines/teacher-lora-vllm.json"
+        assert "all segments (its saved model decoded by hf 5.17.0)" in rows[tid]["figure"]
+    sample = by_id(T.targets_data([teacher, recipe]))
+    assert "full-size" in sample["teacher-xx-en-chrf++"]["why"]
 
 
 def test_student_seeds_and_storage_share_from_synthetic_students():

@@ -41,9 +41,18 @@ class Source:
     field: str = ""  # the row's field, or a dotted path into the record
     figure: str = ""  # what the value is, for the table
 
+    def _row(self, record: dict) -> dict | None:
+        rows = [r for r in (record.get("benchmark") or {}).get("variants", []) if r.get("variant") == self.row]
+        return rows[0] if rows else None
+
+    def described(self, record: dict) -> str:
+        """The figure, with the kernel the benchmark row names where it names one (vLLM picks it per GPU)."""
+        kernel = (self._row(record) or {}).get("kernel") if self.row is not None else None
+        return f"{self.figure} ({kernel})" if kernel and "/" in str(kernel) else self.figure
+
     def read(self, record: dict):
         if self.row is not None:
-            rows = [r for r in (record.get("benchmark") or {}).get("variants", []) if r.get("variant") == self.row]
+            rows = [r for r in [self._row(record)] if r]
             if not rows or rows[0].get("status", "ok") != "ok":
                 return None
             return _number(rows[0].get(self.field))
@@ -99,7 +108,7 @@ TARGETS = (
      + [_bench(v, "graph_floor_ratio", "transformers fp16, static-cache CUDA graph", "fp16") for v in HF_FORMATS]
      + [_all_formats("fp16", "graph_floor_ratio", "transformers fp16, static-cache CUDA graph")]),
     ("w4-decode", "GPTQ W4 batch-1 time / fp16 (7B)", "<=", 0.35,
-     [_bench("vllm-gptq-w4", "decode_b1_ratio", "vLLM gptq_marlin vs vLLM fp16"),
+     [_bench("vllm-gptq-w4", "decode_b1_ratio", "vLLM GPTQ (gptq_marlin) vs vLLM fp16"),
       _bench("gptq-w4", "graph_b1_ratio", "transformers Marlin, CUDA graph, vs fp16"),
       _all_formats("gptq-w4", "graph_b1_ratio", "transformers Marlin, CUDA graph, vs fp16")]),
     ("fp8-decode", "FP8 W8A8 batch-1 time / fp16 (7B)", "<=", 0.55,
@@ -142,31 +151,73 @@ def _missing(why: str) -> dict:
     return {"measured": None, "why": why}
 
 
-def _teacher_runaway(by_key, recs) -> dict:
-    """The largest runaway rate of the reference teacher over its directions (studylib.core.failures)."""
+def _teacher_model(rec: dict) -> bool:
+    """Whether ``rec`` decoded the reference teacher's own model, as it is (its saved artifact, no recipe)."""
+    params = rec.get("params") or {}
+    return (str(params.get("model_id") or "").rstrip("/").endswith(f"artifacts/{TEACHER}")
+            and not params.get("recipe"))
+
+
+def _teacher_full(by_key, recs) -> tuple[dict | None, str]:
+    """The record that scored the reference teacher on every test segment: its own record when that one is full
+    size, else the first record that decoded the teacher's saved model unchanged on every segment (the engines
+    study's vLLM run); (None, why) when there is none."""
     rec = by_key.get(TEACHER)
     if rec is None:
+        return None, "no record of the reference teacher"
+    if (rec.get("params") or {}).get("n_test") is None:
+        return rec, "its own record"
+    full = [r for r in recs if _teacher_model(r) and (r.get("params") or {}).get("n_test") is None
+            and any(_scores(r))]
+    if not full:
+        n_test = (rec.get("params") or {}).get("n_test")
+        return None, f"no full-size record: the reference teacher's scores {n_test} segments per direction"
+    return full[0], f"its saved model decoded by {_engine(full[0])}"
+
+
+def _scores(rec: dict) -> tuple[dict, dict]:
+    """(metrics, averages) of a record: its own, or an engines record's first pass (the engine it compares to)."""
+    if rec.get("metrics") or rec.get("averages"):
+        return rec.get("metrics") or {}, rec.get("averages") or {}
+    passes = (rec.get("engines") or {}).get("passes") or [{}]
+    return passes[0].get("metrics") or {}, passes[0].get("averages") or {}
+
+
+def _engine(rec: dict) -> str:
+    passes = (rec.get("engines") or {}).get("passes") or []
+    info = (passes[0].get("info") or {}) if passes else (rec.get("engine") or {})
+    name = info.get("engine") or (rec.get("params") or {}).get("engine") or "hf"
+    return f"{name} {info['version']}" if info.get("version") else name
+
+
+def _teacher_runaway(by_key, recs) -> dict:
+    """The largest runaway rate of the reference teacher over its directions (studylib.core.failures): from its own
+    record when that carries failure rates, else from the full-size record of its saved model."""
+    def rates(rec):
+        found = [(_scores(rec)[0].get(d) or {}).get("runaway_rate") for d in DIRECTIONS]
+        return [r for r in found if isinstance(r, (int, float))]
+
+    own = by_key.get(TEACHER)
+    if own is None:
         return _missing("no record of the reference teacher")
-    rates = [((rec.get("metrics") or {}).get(d) or {}).get("runaway_rate") for d in DIRECTIONS]
-    rates = [r for r in rates if isinstance(r, (int, float))]
-    if not rates:
-        return _missing("no record carries failure rates")
-    return _found(max(rates), rec, f"largest runaway rate over {len(rates)} directions")
+    rec, how = (own, "its own record") if rates(own) else _teacher_full(by_key, recs)
+    if rec is None or not rates(rec):
+        return _missing("no record of the reference teacher carries failure rates")
+    size = "all segments" if (rec.get("params") or {}).get("n_test") is None \
+        else f"{rec['params']['n_test']} segments each"
+    return _found(max(rates(rec)), rec, f"largest runaway rate over {len(rates(rec))} directions, {size} ({how})")
 
 
 def _teacher_chrf(group: str):
     def read(by_key, recs) -> dict:
         """The reference teacher's chrF++ on ``group``, from a record that scored every segment (n_test null)."""
-        rec = by_key.get(TEACHER)
+        rec, how = _teacher_full(by_key, recs)
         if rec is None:
-            return _missing("no record of the reference teacher")
-        n_test = (rec.get("params") or {}).get("n_test")
-        if n_test is not None:
-            return _missing(f"no full-size record: the reference teacher's scores {n_test} segments per direction")
-        value = ((rec.get("averages") or {}).get(group) or {}).get("chrf++")
+            return _missing(how)
+        value = (_scores(rec)[1].get(group) or {}).get("chrf++")
         if not isinstance(value, (int, float)):
-            return _missing(f"the reference teacher's record has no {group} chrF++")
-        return _found(float(value), rec, f"chrF++, mean over {group}, all segments")
+            return _missing(f"{S.key(rec)} has no {group} chrF++")
+        return _found(float(value), rec, f"chrF++, mean over {group}, all segments ({how})")
     return read
 
 
@@ -296,7 +347,7 @@ def targets_data(recs: list[dict]) -> list[dict]:
             value = src.read(rec) if rec else None
             if value is not None:
                 entry.update(measured=value, met=bool(OPS[op](value, goal)), record=f"{src.notebook}/{src.run}.json",
-                             figure=src.figure, stale=records.is_stale(rec))
+                             figure=src.described(rec), stale=records.is_stale(rec))
                 break
         if entry["measured"] is None:
             entry["why"] = "no record measured it"
