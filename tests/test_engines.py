@@ -113,6 +113,81 @@ def test_choose_keeps_hf_and_sends_servable_recipes_to_vllm():
     assert name == "hf" and "head-prune" in why
 
 
+def test_gptq_is_served_where_vllm_marlin_takes_its_settings():
+    assert E.gptq_served_why(4, 128, True) is None and E.gptq_served_why(8, -1, True) is None
+    assert "not 3-bit" in E.gptq_served_why(3, 128, True)
+    assert "not 256" in E.gptq_served_why(4, 256, True)
+    assert "symmetric" in E.gptq_served_why(4, 128, False)
+
+
+class Plain(torch.nn.Module):
+    pass
+
+
+def test_route_serves_kept_checkpoints_and_sends_adapters_and_unkept_quantized_models_to_hf(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert E.route("hf", None, Plain()) == ("hf", None, None)
+    assert E.route("vllm", None, Plain()) == ("vllm", None, None)
+    quantized = Plain()
+    quantized.is_quantized = True
+    name, why, _ = E.route("vllm", None, quantized)
+    assert name == "hf" and "no checkpoint vLLM loads" in why
+    E.keep_checkpoint(quantized, tmp_path, "gptq")
+    name, why, kept = E.route("vllm", None, quantized)
+    assert (name, why, kept["format"]) == ("vllm", None, "gptq")
+    assert kept["path"] != str(tmp_path) and (tmp_path / "config.json").read_text() == "{}"
+    import pathlib
+
+    assert (pathlib.Path(kept["path"]) / "config.json").exists()  # a copy of its own, removed at exit
+    refused = Plain()
+    E.keep_checkpoint(refused, tmp_path, "gptq", "vLLM's gptq_marlin takes 4 or 8-bit weights, not 3-bit")
+    assert E.route("vllm", None, refused) == ("hf", "vLLM's gptq_marlin takes 4 or 8-bit weights, not 3-bit", None)
+    assert E.served_checkpoint(refused)["path"] is None  # nothing copied for a checkpoint vLLM will not serve
+    adapter = Plain()
+    E.keep_checkpoint(adapter, tmp_path, "gptq")
+    adapter.peft_config = {"default": None}  # the base's checkpoint would serve the model without its adapter
+    name, why, kept = E.route("vllm", None, adapter)
+    assert name == "hf" and "adapter" in why and kept is None and E.served_checkpoint(adapter) is None
+    assert E.route("hf", "head-prune: why", adapter) == ("hf", "head-prune: why", None)
+
+
+def test_serve_with_vllm_starts_from_the_kept_checkpoint_and_leaves_it(tmp_path, monkeypatch):
+    started = []
+
+    class Engine:
+        def __init__(self, model_dir, **kwargs):
+            started.append((model_dir, kwargs))
+
+    monkeypatch.setattr(E, "VLLMEngine", Engine)
+    model = Plain()
+    E.keep_checkpoint(model, tmp_path, "gptq")
+    engine = evaluation.serve_with_vllm(model, EvalParams(**FAST))
+    assert started[0][0] == E.served_checkpoint(model)["path"] and started[0][1]["seed"] == 0
+    assert engine.checkpoint == "gptq" and not hasattr(engine, "served_dir")  # served_dir is removed on close
+
+
+def test_a_later_recipe_step_drops_the_checkpoint_an_earlier_one_kept(tmp_path):
+    from studylib.methods import Method, apply_recipe
+
+    class Keep(Method):
+        name, needs_calibration = "keep", False
+
+        def apply(self, model, tokenizer, calibration=None):
+            E.keep_checkpoint(model, tmp_path, "gptq")
+            return model
+
+    class Touch(Keep):
+        name = "touch"
+
+        def apply(self, model, tokenizer, calibration=None):
+            return model
+
+    model, _ = apply_recipe(Plain(), None, [Keep(), Touch()])
+    assert E.served_checkpoint(model) is None
+    model, _ = apply_recipe(Plain(), None, [Touch(), Keep()])
+    assert E.served_checkpoint(model)["format"] == "gptq"
+
+
 def test_finish_counts_up_to_and_including_the_first_stop():
     assert E.finish([5, 6, 9, 7, 9], {9}, 10) == 3
     assert E.finish([9], [9], 10) == 1

@@ -207,6 +207,10 @@ def test_gptq_quantizes_tiny_gemma3_and_records_the_kernel_and_the_fallback(cali
                                                "what": "torch (dequantize + matmul; no low-bit kernel)"}}
     assert info["quantize_config"]["act_group_aware"] is False and info["quantize_config"]["desc_act"] is False
     assert info["checkpoint_bytes"] > 0 and info["calibration_tokens"] > 0
+    # 3 bits: vLLM's gptq_marlin cannot serve it, so hf decodes it and says why; nothing is kept for vLLM
+    from studylib.core import engines
+
+    assert "not 3-bit" in info["vllm"] and engines.route("vllm", None, q)[:2] == ("hf", info["vllm"])
     for name, w in originals.items():
         deq = q.get_submodule(name).dequantize_weight().float()
         deq = deq if deq.shape == w.shape else deq.T
@@ -238,6 +242,15 @@ def test_gptq_measures_the_zeros_of_its_checkpoint_whatever_kernel_loads_it(cali
     assert from_layers is not None and from_checkpoint["modules"] == from_layers["modules"]
     assert from_checkpoint["zero_fraction_dequantized"] == pytest.approx(from_layers["zero_fraction_dequantized"])
     assert from_checkpoint["zero_fraction_dequantized"] > 0.1  # much of the 50 % mask survives 4-bit GPTQ
+    # 4 bits, group 32, symmetric: vLLM serves GPTQModel's own checkpoint, kept beyond the method's temporary folder
+    import json
+
+    from studylib.core import engines
+
+    name, why, kept = engines.route("vllm", None, q)
+    assert (name, why, kept["format"]) == ("vllm", None, "gptq")
+    config = json.loads((Path(kept["path"]) / "config.json").read_text())
+    assert config["quantization_config"]["bits"] == 4 and config["quantization_config"]["group_size"] == 32
 
 
 def test_gptq_quant_log_names_raised_damping_and_fallbacks():

@@ -14,8 +14,10 @@ split at token-budget boundaries that depend on their neighbours, so with batch 
 prefilled whole (``enable_chunked_prefill`` off). Whether it holds is measured, not assumed: notebook 41 decodes the
 same prompts again in the same pool and pooled otherwise, and records the share that repeat.
 
-A compressed model reaches vLLM as a plain checkpoint, unless a method of its recipe is one vLLM cannot serve from
-this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`). This module imports
+A compressed model reaches vLLM as a plain checkpoint, or as the checkpoint its method kept for vLLM
+(:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings), unless a method of its recipe is one
+vLLM cannot serve from this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`,
+:func:`route`). This module imports
 neither torch nor vLLM until an engine starts: the mapping from params to vLLM's arguments is plain Python, tested on
 the CPU.
 """
@@ -32,16 +34,74 @@ VLLM_VERSION = "0.26.0"  # the version the device kit carries (tools/device/vllm
 
 # Recipe methods whose models vLLM does not serve from this study yet, and why: hf decodes them (:func:`choose`). Every
 # other model reaches vLLM as a plain checkpoint in the run's dtype (the zeros of unstructured pruning stay in place;
-# removed layers leave a config with fewer layers). vLLM's own kernels for the quantized formats are timed at 7B by
-# the benchmark (engine vllm), on weights made in vLLM's formats.
+# removed layers leave a config with fewer layers), or as the checkpoint its method kept (GPTQ: :func:`route`).
+# vLLM's own kernels for the quantized formats are timed at 7B by the benchmark (engine vllm), on weights made in
+# vLLM's formats.
 HF_ONLY = {
     "bnb-int8": "vLLM has no LLM.int8() (bitsandbytes 8-bit with outlier decomposition) path",
     "bnb-nf4": "the study's NF4 model is not exported for vLLM's bitsandbytes loader yet",
-    "gptq": "GPTQModel's checkpoint is written to a temporary folder and not kept for vLLM yet",
     "head-prune": "the heads kept differ between layers; vLLM's Gemma-3 takes one head count for every layer",
     "smoothquant": "the study's SmoothQuant W8A8 has no compressed-tensors export yet",
     "smoothquant-nf4": "the study's smoothed NF4 model has no export for vLLM yet",
 }
+
+
+# vLLM 0.26's gptq_marlin: symmetric 4- or 8-bit weights, groups of these sizes; its other GPTQ kernel (exllama)
+# computes in float16 only and reads asymmetric or 2/3-bit GPTQModel checkpoints as the older format (wrong outputs).
+MARLIN_BITS = (4, 8)
+MARLIN_GROUP_SIZES = (-1, 32, 64, 128)
+CHECKPOINT = "studylib_checkpoint"  # attribute of a model whose method kept a checkpoint vLLM loads as it is
+
+
+def gptq_served_why(bits: int, group_size: int, sym: bool) -> str | None:
+    """None when vLLM serves a GPTQ checkpoint of these settings with gptq_marlin, else why not (hf decodes it)."""
+    if bits not in MARLIN_BITS:
+        return f"vLLM's gptq_marlin takes {' or '.join(map(str, MARLIN_BITS))}-bit weights, not {bits}-bit"
+    if group_size not in MARLIN_GROUP_SIZES:
+        return f"vLLM's gptq_marlin takes groups of {', '.join(map(str, MARLIN_GROUP_SIZES))}, not {group_size}"
+    if not sym:
+        return "vLLM's gptq_marlin takes symmetric GPTQ weights only"
+    return None
+
+
+def keep_checkpoint(model, folder, fmt: str, why: str | None = None) -> None:
+    """Mark ``model`` as served from ``folder`` (a checkpoint vLLM loads as it is, e.g. GPTQModel's), copied to a
+    folder of this process's that is removed when it exits; ``why`` not None: vLLM cannot serve it, and why."""
+    kept = None
+    if why is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        kept = tempfile.mkdtemp(prefix=f"studylib-{fmt}-served-")
+        shutil.copytree(folder, kept, dirs_exist_ok=True)
+        atexit.register(shutil.rmtree, kept, True)
+    setattr(model, CHECKPOINT, {"path": kept, "format": fmt, "why": why})
+
+
+def served_checkpoint(model) -> dict | None:
+    """The checkpoint :func:`keep_checkpoint` marked ``model`` with (``path``, ``format``, ``why``), or None. An
+    adapter's wrapper is never served from its base's checkpoint (it would lose the adapter)."""
+    if hasattr(model, "peft_config"):
+        return None
+    found = getattr(model, CHECKPOINT, None)
+    return found if isinstance(found, dict) else None
+
+
+def route(name: str, why: str | None, model) -> tuple[str, str | None, dict | None]:
+    """The engine that decodes ``model`` after :func:`choose` said ``name``: (engine, why, checkpoint to serve).
+    vLLM serves a model as a plain checkpoint of what is in memory, or from the checkpoint its method kept; an
+    adapter, or a quantized model with no kept checkpoint, goes to hf, which says why."""
+    if name != "vllm":
+        return name, why, None
+    if hasattr(model, "peft_config"):
+        return "hf", "an adapter in memory: served as a plain checkpoint it would not be itself", None
+    kept = served_checkpoint(model)
+    if kept is not None:
+        return ("hf", kept["why"], None) if kept.get("why") else ("vllm", None, kept)
+    if getattr(model, "is_quantized", False):
+        return "hf", "a quantized model in memory with no checkpoint vLLM loads: served plain it would not be itself", None
+    return "vllm", None, None
 
 
 class EngineError(RuntimeError):
@@ -179,7 +239,7 @@ class VLLMEngine:
 
     def info(self) -> dict:
         return {"engine": "vllm", "version": vllm_version(), "batch_invariant": self.batch_invariant,
-                "start_seconds": self.start_seconds,
+                "start_seconds": self.start_seconds, "checkpoint": getattr(self, "checkpoint", "plain"),
                 "kwargs": {k: v for k, v in self.kwargs.items() if k != "model"}}
 
     def close(self) -> None:

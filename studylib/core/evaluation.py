@@ -44,10 +44,16 @@ def recipe_methods(cfg) -> list[str]:
 
 
 def serve_with_vllm(model, cfg, **kwargs):
-    """A vLLM engine serving ``model`` as it is in memory: saved as a plain checkpoint in its dtype into a temporary
-    folder (kept while the engine lives; ``engine.served_dir``), started with the run's seed."""
+    """A vLLM engine serving ``model``, started with the run's seed: from the checkpoint its method kept
+    (:func:`studylib.core.engines.keep_checkpoint`, e.g. GPTQ's), else as it is in memory, saved as a plain checkpoint
+    in its dtype into a temporary folder (kept while the engine lives; ``engine.served_dir``)."""
     import tempfile
 
+    kept = engines.served_checkpoint(model)
+    if kept is not None and kept.get("path"):
+        engine = engines.VLLMEngine(kept["path"], dtype=cfg.dtype, seed=cfg.seed, **kwargs)
+        engine.checkpoint = kept["format"]
+        return engine
     tmp = tempfile.mkdtemp(prefix="studylib-vllm-")
     model.save_pretrained(tmp, safe_serialization=True)
     engine = engines.VLLMEngine(tmp, dtype=cfg.dtype, seed=cfg.seed, **kwargs)
@@ -71,9 +77,7 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     """
     test_sets = test_sets if test_sets is not None else load_test_sets(cfg)
     result = Evaluation()
-    name, why = engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg))
-    if name == "vllm" and (hasattr(model, "peft_config") or getattr(model, "is_quantized", False)):
-        name, why = "hf", "an adapter or a quantized base in memory: served as a plain checkpoint it would not be itself"
+    name, why, _ = engines.route(*engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg)), model)
     own = name == "vllm" and engine is None
     if own:
         engine = serve_with_vllm(model, cfg)

@@ -99,11 +99,16 @@ def build_recipe(steps: list[dict]) -> list[Method]:
 
 
 def apply_recipe(model, tokenizer, recipe: list[Method], calibration: list[str] | None = None):
-    """Apply each method in order; returns (model, [descriptions with seconds])."""
+    """Apply each method in order; returns (model, [descriptions with seconds]). A checkpoint a method kept for vLLM
+    (:func:`studylib.core.engines.keep_checkpoint`) stops standing for the model once a later method changes it."""
+    from studylib.core.engines import CHECKPOINT
+
     described = []
     for method in recipe:
         if method.needs_calibration and not calibration:
             raise MethodError(f"{method.name} needs calibration texts")
+        if hasattr(model, CHECKPOINT):
+            delattr(model, CHECKPOINT)
         start = time.perf_counter()
         model = method.apply(model, tokenizer, calibration)
         described.append({**method.describe(), "seconds": time.perf_counter() - start})

@@ -44,6 +44,8 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from studylib.core import engines
+
 from . import Method, MethodError, register
 
 BITS = (2, 3, 4, 8)
@@ -151,6 +153,11 @@ class GPTQ(Method):
             qmodel, loaded = self._load(work / "q", device, dtype)
             info["load_seconds"] = time.perf_counter() - start
             info.update(loaded)
+            # vLLM loads GPTQModel's checkpoint as it is (gptq_marlin) where its kernel takes these settings
+            p = self.params
+            why = engines.gptq_served_why(p["bits"], p["group_size"], p["sym"])
+            engines.keep_checkpoint(qmodel, work / "q", "gptq", why)
+            info["vllm"] = why or "served from this checkpoint (gptq_marlin)"
         _restore_rope(qmodel.config, rope)
         qmodel.eval()
         if qmodel.generation_config is not None:
