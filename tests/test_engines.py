@@ -149,6 +149,9 @@ def test_route_serves_kept_checkpoints_and_sends_adapters_and_unkept_quantized_m
     name, why, kept = E.route("vllm", None, adapter)
     assert name == "hf" and "adapter" in why and kept is None and E.served_checkpoint(adapter) is None
     assert E.route("hf", "head-prune: why", adapter) == ("hf", "head-prune: why", None)
+    moved = Plain()  # a large checkpoint is moved (a rename), not copied
+    E.keep_checkpoint(moved, tmp_path, "gptq", move=True)
+    assert not tmp_path.exists() and (pathlib.Path(E.served_checkpoint(moved)["path"]) / "config.json").exists()
 
 
 def test_serve_with_vllm_starts_from_the_kept_checkpoint_and_leaves_it(tmp_path, monkeypatch):

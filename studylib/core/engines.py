@@ -64,18 +64,24 @@ def gptq_served_why(bits: int, group_size: int, sym: bool) -> str | None:
     return None
 
 
-def keep_checkpoint(model, folder, fmt: str, why: str | None = None) -> None:
-    """Mark ``model`` as served from ``folder`` (a checkpoint vLLM loads as it is, e.g. GPTQModel's), copied to a
-    folder of this process's that is removed when it exits; ``why`` not None: vLLM cannot serve it, and why."""
+def keep_checkpoint(model, folder, fmt: str, why: str | None = None, *, move: bool = False) -> None:
+    """Mark ``model`` as served from ``folder`` (a checkpoint vLLM loads as it is, e.g. GPTQModel's), copied (or
+    moved: a rename on one file system, however large) into a folder of this process's that is removed when it exits;
+    ``why`` not None: vLLM cannot serve it, and why (nothing is kept)."""
     kept = None
     if why is None:
         import atexit
         import shutil
         import tempfile
+        from pathlib import Path
 
-        kept = tempfile.mkdtemp(prefix=f"studylib-{fmt}-served-")
-        shutil.copytree(folder, kept, dirs_exist_ok=True)
-        atexit.register(shutil.rmtree, kept, True)
+        root = tempfile.mkdtemp(prefix=f"studylib-{fmt}-served-")
+        atexit.register(shutil.rmtree, root, True)
+        kept = str(Path(root) / "checkpoint")
+        if move:
+            shutil.move(str(folder), kept)
+        else:
+            shutil.copytree(folder, kept)
     setattr(model, CHECKPOINT, {"path": kept, "format": fmt, "why": why})
 
 

@@ -156,7 +156,7 @@ class GPTQ(Method):
             # vLLM loads GPTQModel's checkpoint as it is (gptq_marlin) where its kernel takes these settings
             p = self.params
             why = engines.gptq_served_why(p["bits"], p["group_size"], p["sym"])
-            engines.keep_checkpoint(qmodel, work / "q", "gptq", why)
+            engines.keep_checkpoint(qmodel, work / "q", "gptq", why, move=True)
             info["vllm"] = why or "served from this checkpoint (gptq_marlin)"
         _restore_rope(qmodel.config, rope)
         qmodel.eval()
