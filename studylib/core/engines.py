@@ -17,9 +17,8 @@ same prompts again in the same pool and pooled otherwise, and records the share 
 A compressed model reaches vLLM as a plain checkpoint, or as the checkpoint its method kept for vLLM
 (:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings), unless a method of its recipe is one
 vLLM cannot serve from this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`,
-:func:`route`). This module imports
-neither torch nor vLLM until an engine starts: the mapping from params to vLLM's arguments is plain Python, tested on
-the CPU.
+:func:`route`). This module imports neither torch nor vLLM until an engine starts: the mapping from params to vLLM's
+arguments is plain Python, tested on the CPU.
 """
 
 from __future__ import annotations
