@@ -258,6 +258,13 @@ def _pair_rows(inp: Inputs, pairs: tuple, metric: str) -> tuple[list[tuple[str, 
     return out, recs
 
 
+def _pairs_entry(rows: list[tuple[str, dict]], recs: list[dict], evidence: str, verdict: str) -> dict:
+    """A claim decided from the comparisons table: its evidence, verdict, the records compared and the test."""
+    return {"evidence": evidence + _sample(*recs), "verdict": verdict,
+            "records": sorted({r["a"] for _, r in rows} | {r["b"] for _, r in rows}), "stale": _stale(*recs),
+            "test": "paired bootstrap, Holm over the comparisons table"}
+
+
 def no_gain(inp: Inputs, pairs: tuple, metric: str) -> dict:
     """A is not significantly higher than B in any direction group."""
     rows, recs = _pair_rows(inp, pairs, metric)
@@ -265,9 +272,7 @@ def no_gain(inp: Inputs, pairs: tuple, metric: str) -> dict:
     labels = list(dict.fromkeys(label for label, _ in rows))
     evidence = "; ".join(f"{label} {METRIC_LABEL[metric]} " + ", ".join(_said(r) for x, r in rows if x == label)
                          for label in labels)
-    return {"evidence": evidence + _sample(*recs), "verdict": absence_verdict(gains, len(rows)),
-            "records": sorted({r["a"] for _, r in rows} | {r["b"] for _, r in rows}), "stale": _stale(*recs),
-            "test": "paired bootstrap, Holm over the comparisons table"}
+    return _pairs_entry(rows, recs, evidence, absence_verdict(gains, len(rows)))
 
 
 def pairs_differ(inp: Inputs, pairs: tuple, sign: int, metric: str, what: str) -> dict:
@@ -280,10 +285,7 @@ def pairs_differ(inp: Inputs, pairs: tuple, sign: int, metric: str, what: str) -
                      if x == s]) or "none"
     evidence = (f"{what} {METRIC_LABEL[metric]}, {len(rows)} tests: higher in {signs.count(1)} ({listed(1)}), lower "
                 f"in {signs.count(-1)} ({listed(-1)}), no difference in {signs.count(0)}")
-    return {"evidence": evidence + _sample(*recs), "verdict": difference_verdict(signs.count(sign),
-                                                                                 signs.count(-sign), len(rows)),
-            "records": sorted({r["a"] for _, r in rows} | {r["b"] for _, r in rows}), "stale": _stale(*recs),
-            "test": "paired bootstrap, Holm over the comparisons table"}
+    return _pairs_entry(rows, recs, evidence, difference_verdict(signs.count(sign), signs.count(-sign), len(rows)))
 
 
 def four_bit_speed(inp: Inputs) -> dict:

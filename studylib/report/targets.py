@@ -42,8 +42,8 @@ class Source:
     figure: str = ""  # what the value is, for the table
 
     def _row(self, record: dict) -> dict | None:
-        rows = [r for r in (record.get("benchmark") or {}).get("variants", []) if r.get("variant") == self.row]
-        return rows[0] if rows else None
+        return next((r for r in (record.get("benchmark") or {}).get("variants", []) if r.get("variant") == self.row),
+                    None)
 
     def described(self, record: dict) -> str:
         """The figure, with the kernel the benchmark row names where it names one (vLLM picks it per GPU)."""
@@ -52,10 +52,10 @@ class Source:
 
     def read(self, record: dict):
         if self.row is not None:
-            rows = [r for r in [self._row(record)] if r]
-            if not rows or rows[0].get("status", "ok") != "ok":
+            row = self._row(record)
+            if row is None or row.get("status", "ok") != "ok":
                 return None
-            return _number(rows[0].get(self.field))
+            return _number(row.get(self.field))
         value = record
         for key in self.field.split("."):
             if isinstance(value, list):
@@ -175,17 +175,19 @@ def _teacher_full(by_key, recs) -> tuple[dict | None, str]:
     return full[0], f"its saved model decoded by {_engine(full[0])}"
 
 
+def _first_pass(rec: dict) -> dict:
+    """An engines record's first pass (the engine it compares the others to), or {} for any other record."""
+    return ((rec.get("engines") or {}).get("passes") or [{}])[0]
+
+
 def _scores(rec: dict) -> tuple[dict, dict]:
-    """(metrics, averages) of a record: its own, or an engines record's first pass (the engine it compares to)."""
-    if rec.get("metrics") or rec.get("averages"):
-        return rec.get("metrics") or {}, rec.get("averages") or {}
-    passes = (rec.get("engines") or {}).get("passes") or [{}]
-    return passes[0].get("metrics") or {}, passes[0].get("averages") or {}
+    """(metrics, averages) of a record: its own, or an engines record's first pass."""
+    own = rec if rec.get("metrics") or rec.get("averages") else _first_pass(rec)
+    return own.get("metrics") or {}, own.get("averages") or {}
 
 
 def _engine(rec: dict) -> str:
-    passes = (rec.get("engines") or {}).get("passes") or []
-    info = (passes[0].get("info") or {}) if passes else (rec.get("engine") or {})
+    info = _first_pass(rec).get("info") or rec.get("engine") or {}
     name = info.get("engine") or (rec.get("params") or {}).get("engine") or "hf"
     return f"{name} {info['version']}" if info.get("version") else name
 
@@ -201,11 +203,12 @@ def _teacher_runaway(by_key, recs) -> dict:
     if own is None:
         return _missing("no record of the reference teacher")
     rec, how = (own, "its own record") if rates(own) else _teacher_full(by_key, recs)
-    if rec is None or not rates(rec):
+    found = rates(rec) if rec is not None else []
+    if not found:
         return _missing("no record of the reference teacher carries failure rates")
     size = "all segments" if (rec.get("params") or {}).get("n_test") is None \
         else f"{rec['params']['n_test']} segments each"
-    return _found(max(rates(rec)), rec, f"largest runaway rate over {len(rates(rec))} directions, {size} ({how})")
+    return _found(max(found), rec, f"largest runaway rate over {len(found)} directions, {size} ({how})")
 
 
 def _teacher_chrf(group: str):
