@@ -98,6 +98,32 @@ def test_without_chunked_prefill_every_prompt_fits_one_step():
     assert kw["max_num_batched_tokens"] == 32768  # the longest prompt still fits one step
 
 
+def test_flash_attention_version_is_pinned_only_when_asked():
+    assert "attention_config" not in E.llm_kwargs("m")
+    assert E.llm_kwargs("m", flash_attn_version=2)["attention_config"] == {"flash_attn_version": 2}
+    with pytest.raises(ValueError, match="flash_attn_version"):
+        E.llm_kwargs("m", flash_attn_version=4)
+
+
+def test_batch_invariant_engine_prefills_whole_prompts_with_flash_attention_2(monkeypatch):
+    """FlashAttention 3 (vLLM's choice on Hopper) changes a decoding row's kernel with its neighbours' prompts."""
+    import types
+
+    made = []
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda **kw: made.append(kw) or object()
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    for var in ("VLLM_BATCH_INVARIANT", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_ALLOW_INSECURE_SERIALIZATION",
+                "VLLM_NO_USAGE_STATS", "VLLM_DO_NOT_TRACK"):
+        monkeypatch.delenv(var, raising=False)
+    E.VLLMEngine("m")
+    assert made[-1]["attention_config"] == {"flash_attn_version": 2} and made[-1]["enable_chunked_prefill"] is False
+    E.VLLMEngine("m", batch_invariant=False)
+    assert "attention_config" not in made[-1] and "enable_chunked_prefill" not in made[-1]
+    E.VLLMEngine("m", flash_attn_version=3)
+    assert made[-1]["attention_config"] == {"flash_attn_version": 3}
+
+
 # ----------------------------------------------------------------------------------------------- which engine
 
 

@@ -8,11 +8,14 @@ newline, :func:`studylib.core.generation.stop_token_ids`), the same token cap, g
 cut and scored by the same code.
 
 vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, Hopper and newer) is meant to make a prompt's greedy output
-independent of what else is in its batch; it is on by default and the record says whether it was. Its kernels do not
-make a prompt's prefill independent of where the scheduler cuts it: with chunked prefill a long pool has its prompts
-split at token-budget boundaries that depend on their neighbours, so with batch invariance on every prompt is
-prefilled whole (``enable_chunked_prefill`` off). Whether it holds is measured, not assumed: notebook 41 decodes the
-same prompts again in the same pool and pooled otherwise, and records the share that repeat.
+independent of what else is in its batch; it is on by default and the record says whether it was. Two of vLLM
+0.26.0's choices still let the neighbours in, so with batch invariance on both are set otherwise:
+- chunked prefill splits a long pool's prompts at token-budget boundaries that depend on their neighbours: every
+  prompt is prefilled whole (``enable_chunked_prefill`` off);
+- on Hopper vLLM picks FlashAttention 3, whose kernel for a decoding row changes with the longest prompt prefilled in
+  the same step (vllm-project/vllm issues 47069 and 51902): FlashAttention 2 is asked for (``attention_config``).
+Whether it holds is measured, not assumed: notebook 41 decodes the same prompts again in the same pool and pooled
+otherwise, and records the share that repeat.
 
 A compressed model reaches vLLM as a plain checkpoint, or as the checkpoint its method kept for vLLM
 (:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings), unless a method of its recipe is one
@@ -169,11 +172,12 @@ def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | N
                max_model_len: int = 2048, gpu_memory_utilization: float = 0.4, max_num_seqs: int = 256,
                load_format: str = "auto", capture_sizes: list[int] | None = None,
                enforce_eager: bool = False, chunked_prefill: bool = True,
-               max_num_batched_tokens: int = WHOLE_PROMPT_TOKENS) -> dict:
+               max_num_batched_tokens: int = WHOLE_PROMPT_TOKENS, flash_attn_version: int | None = None) -> dict:
     """vLLM ``LLM(...)`` arguments for a local checkpoint (never a hub id: nothing is downloaded). Prefix caching is
     off: a cached prefix would be computed in another batch than the rest of its prompt. Without ``chunked_prefill``
     each prompt is prefilled in one step, and a step holds up to ``max_num_batched_tokens`` tokens (at least
-    ``max_model_len``, so that every prompt fits one)."""
+    ``max_model_len``, so that every prompt fits one). ``flash_attn_version`` (2 or 3) pins the FlashAttention
+    version; None leaves vLLM's choice (3 on Hopper)."""
     if dtype not in ("bfloat16", "float16", "auto"):
         raise ValueError(f"vLLM serves bfloat16 or float16 activations, got dtype {dtype!r}")
     if not 0 < gpu_memory_utilization < 1:
@@ -182,6 +186,10 @@ def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | N
           "max_model_len": int(max_model_len), "gpu_memory_utilization": gpu_memory_utilization,
           "max_num_seqs": int(max_num_seqs), "enable_prefix_caching": False, "load_format": load_format,
           "enforce_eager": enforce_eager}
+    if flash_attn_version is not None:
+        if flash_attn_version not in (2, 3):
+            raise ValueError(f"flash_attn_version must be 2, 3 or None, got {flash_attn_version!r}")
+        kw["attention_config"] = {"flash_attn_version": int(flash_attn_version)}
     if not chunked_prefill:
         kw["enable_chunked_prefill"] = False
         kw["max_num_batched_tokens"] = max(int(max_num_batched_tokens), int(max_model_len))
@@ -206,8 +214,9 @@ class VLLMEngine:
     to count its bytes, and closing the engine frees the GPU for the next one)."""
 
     def __init__(self, model_dir: str, *, batch_invariant: bool = True, chunked_prefill: bool | None = None,
-                 **kwargs):
-        """``chunked_prefill`` None: off when ``batch_invariant`` (see the module's docstring), else vLLM's default."""
+                 flash_attn_version: int | None = None, **kwargs):
+        """``chunked_prefill`` None: off when ``batch_invariant`` (see the module's docstring), else vLLM's default;
+        ``flash_attn_version`` None: 2 when ``batch_invariant``, else vLLM's choice."""
         # read when vLLM is first imported: every engine of one process runs with the first one's setting
         os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -219,7 +228,10 @@ class VLLMEngine:
 
         if chunked_prefill is None:
             chunked_prefill = not batch_invariant
-        self.kwargs = llm_kwargs(model_dir, chunked_prefill=chunked_prefill, **kwargs)
+        if flash_attn_version is None and batch_invariant:
+            flash_attn_version = 2
+        self.kwargs = llm_kwargs(model_dir, chunked_prefill=chunked_prefill, flash_attn_version=flash_attn_version,
+                                 **kwargs)
         self.batch_invariant = batch_invariant
         start = time.perf_counter()
         self.llm = LLM(**self.kwargs)

@@ -23,7 +23,8 @@ def engines_data(recs: list[dict]) -> list[dict]:
         block, params = rec["engines"], rec.get("params") or {}
         passes = [{"engine": p["engine"], "version": (p.get("info") or {}).get("version"),
                    "batch_invariant": (p.get("info") or {}).get("batch_invariant"), "pooled": p["pooled"],
-                   "chunked_prefill": ((p.get("info") or {}).get("kwargs") or {}).get("enable_chunked_prefill", True),
+                   "chunked_prefill": _kwargs(p).get("enable_chunked_prefill", True),
+                   "flash_attn": (_kwargs(p).get("attention_config") or {}).get("flash_attn_version"),
                    "seconds": p["seconds"], "start_seconds": p.get("start_seconds"), "segments": p["segments"],
                    "new_tokens": p["new_tokens"], "segments_per_s": p.get("segments_per_s"),
                    "chrf++": {g: (p.get("averages") or {}).get(g, {}).get("chrf++") for g in ("xx-en", "en-xx")}}
@@ -39,6 +40,11 @@ def engines_data(recs: list[dict]) -> list[dict]:
                     "reference": block["reference"], "passes": passes, "agreement": block.get("agreement") or {},
                     "repeat": block.get("repeat"), "rerun": block.get("rerun")})
     return out
+
+
+def _kwargs(entry: dict) -> dict:
+    """The vLLM arguments a pass's engine started with (empty for hf)."""
+    return (entry.get("info") or {}).get("kwargs") or {}
 
 
 def engines_table(data: list[dict]) -> str:
@@ -91,7 +97,8 @@ def record_text(run: dict) -> list[str]:
     if rerun:
         p = by.get((rerun["engine"], False))
         mode = [] if not p else (["batch-invariant mode on"] if p.get("batch_invariant") else []) + (
-            [] if p.get("chunked_prefill", True) else ["every prompt prefilled whole"])
+            [] if p.get("chunked_prefill", True) else ["every prompt prefilled whole"]) + (
+            [f"FlashAttention {p['flash_attn']}"] if p.get("flash_attn") else [])
         how = f" ({', '.join(mode)})" if mode else ""
         out.append(f"Decoded again by {ENGINE_NAMES.get(rerun['engine'], rerun['engine'])}"
                    f"{how} with each direction as a pool of its own, "
