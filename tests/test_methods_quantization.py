@@ -547,3 +547,37 @@ def test_storage_of_a_method_with_its_own_checkpoint_format_is_that_checkpoint()
     assert compression.saved_size(job, model=None) == 1234 and job.storage_bytes == 1234
     job.cfg.save_compressed = False
     assert compression.saved_size(job, model=None) is None
+
+
+def test_smoothquant_w8a8_exports_a_compressed_tensors_checkpoint_transformers_reads_back(calib):
+    """The checkpoint kept for vLLM is read by transformers through the compressed-tensors library as the int8
+    weights times their per-channel scales that the study's W8A8 layers compute with."""
+    from transformers import AutoModelForCausalLM
+
+    from studylib.core import engines
+    from studylib.methods._w8a8 import W8A8Linear
+
+    model, tok = fresh_tiny("bfloat16")
+    method = build("smoothquant", alpha=0.5, kernel="simulated")
+    q = method.apply(model, tok, calib)
+    export = method.describe()["vllm_export"]
+    kept = engines.served_checkpoint(q)
+    assert kept["format"] == "compressed-tensors-w8a8" and kept["why"] is None
+    assert engines.route(*engines.choose("vllm", ["smoothquant"]), q) == ("vllm", None, kept)
+    config = json.loads((Path(kept["path"]) / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors" and config["format"] == "int-quantized"
+    assert config["config_groups"]["group_0"]["input_activations"]["strategy"] == "token"
+    assert export["quantized_linears"] == len(block_linears(q)) and export["norm_scale_rounding"]["norms"] == 4
+    assert 0 < export["norm_scale_rounding"]["max"] < 0.1  # a smoothed norm rounded to bf16 where vLLM holds it
+
+    back = AutoModelForCausalLM.from_pretrained(kept["path"], dtype=torch.bfloat16)
+    for name in block_linears(q):
+        ours, theirs = q.get_submodule(name), back.get_submodule(name)
+        assert isinstance(ours, W8A8Linear)
+        assert torch.equal(theirs.weight.data, ours.weight.data), name
+        # float32 in the checkpoint (vLLM keeps them so); transformers holds them in the model's dtype
+        assert torch.equal(theirs.weight_scale.data.flatten(), ours.weight_scale.to(theirs.weight_scale.dtype)), name
+    norm = q.model.layers[0].input_layernorm.weight
+    assert torch.equal(back.model.layers[0].input_layernorm.weight.data, norm.data.to(torch.bfloat16))
+    ref, out = logits(q, tok, calib[:4]), logits(back, tok, calib[:4])
+    assert (out - ref).abs().max() < 0.05 * (ref.max() - ref.min())  # the same model, its norms rounded to bf16

@@ -18,7 +18,8 @@ Whether it holds is measured, not assumed: notebook 41 decodes the same prompts 
 otherwise, and records the share that repeat.
 
 A compressed model reaches vLLM as a plain checkpoint, or as the checkpoint its method kept for vLLM
-(:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings), unless a method of its recipe is one
+(:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings; SmoothQuant's W8A8 exported in
+compressed-tensors form), unless a method of its recipe is one
 vLLM cannot serve from this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`,
 :func:`route`). This module imports neither torch nor vLLM until an engine starts: the mapping from params to vLLM's
 arguments is plain Python, tested on the CPU.
@@ -43,7 +44,6 @@ HF_ONLY = {
     "bnb-int8": "vLLM has no LLM.int8() (bitsandbytes 8-bit with outlier decomposition) path",
     "bnb-nf4": "the study's NF4 model is not exported for vLLM's bitsandbytes loader yet",
     "head-prune": "the heads kept differ between layers; vLLM's Gemma-3 takes one head count for every layer",
-    "smoothquant": "the study's SmoothQuant W8A8 has no compressed-tensors export yet",
     "smoothquant-nf4": "the study's smoothed NF4 model has no export for vLLM yet",
 }
 

@@ -34,6 +34,11 @@ wherever the device takes the layer's shape *and* computes random int8 products 
 apply time); elsewhere the same integers are multiplied in float32 (``simulated``: identical numbers up to float
 rounding, no speed-up). Which ran is recorded (``kernel``: modules per path; ``int_mm_shapes``: the probe).
 
+For vLLM the W8A8 model is also written as a compressed-tensors checkpoint (``int-quantized``: the same int8
+weights and per-channel scales, per-token int8 activations), which vLLM's own int8 kernels serve
+(:func:`export_w8a8`). vLLM holds norm weights in the serving dtype, so a smoothed Gemma norm kept in float32 here is
+rounded there; the record says by how much (``vllm_export.norm_scale_rounding``).
+
 NF4 (``smoothquant-nf4``): the same smoothing, then bitsandbytes NF4 of the (smoothed) weights, as ``bnb-nf4``.
 Activations are not quantized there: the ablation asks whether migrating outliers into the weights helps or hurts
 a 4-bit weight-only format.
@@ -263,6 +268,69 @@ def quantize_w8a8(model, kernel: str = "auto") -> dict:
             "not_quantized": "lm_head, embeddings, norms, attention BMMs"}
 
 
+# --------------------------------------------------------------------------------------------- vLLM export
+
+def w8a8_quantization_config() -> dict:
+    """The compressed-tensors description of :func:`quantize_w8a8`'s format (what vLLM's ``W8A8Int8`` scheme reads):
+    int8 weights symmetric per output channel, int8 activations symmetric per token at run time, ``lm_head`` left
+    out. Built with the compressed-tensors library, so its field names are the library's own."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+
+    weights = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="channel")
+    acts = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="token", dynamic=True)
+    config = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=weights,
+                                                                             input_activations=acts)},
+                                ignore=["lm_head"], format="int-quantized", quantization_status="compressed")
+    return {"quant_method": "compressed-tensors", **config.model_dump(exclude_none=True)}
+
+
+def export_w8a8(model, folder, serve_dtype: str = "bfloat16") -> dict:
+    """Write the W8A8 model (after :func:`quantize_w8a8`) as a compressed-tensors checkpoint vLLM loads as it is:
+    each quantized linear's int8 ``weight`` and its float32 ``weight_scale`` of shape (out, 1), every other tensor
+    as it is. vLLM holds the norms in ``serve_dtype``, so a smoothed Gemma norm kept in float32 here is rounded
+    there: the largest and median relative change of the scale it applies (``offset + w``) are returned, for the
+    record."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ._w8a8 import W8A8Linear
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    quantized = {name for name, m in model.named_modules() if isinstance(m, W8A8Linear)}
+    if not quantized:
+        raise MethodError("smoothquant export: the model has no W8A8 layers (run quantize_w8a8 first)")
+    tensors, seen = {}, {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen and name.endswith("lm_head.weight"):
+            continue  # tied to the embeddings: the config says so
+        seen[tensor.data_ptr()] = name
+        owner = name.rsplit(".", 1)[0]
+        if owner in quantized and name.endswith(".weight_scale"):
+            tensor = tensor.float().reshape(-1, 1)
+        tensors[name] = tensor.detach().contiguous().cpu().clone()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config["quantization_config"] = w8a8_quantization_config()
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+    changes = []
+    dtype = getattr(torch, serve_dtype)
+    for _, norm, _ in smoothing_groups(model):
+        offset = norm_offset(norm)
+        if offset and norm.weight.dtype == torch.float32:
+            exact = offset + norm.weight.detach().float()
+            served = offset + norm.weight.detach().to(dtype).float()
+            changes.append(((served - exact).abs() / exact.abs().clamp(min=1e-12)).cpu())
+    change = torch.cat(changes) if changes else torch.zeros(1)
+    return {"format": "compressed-tensors int-quantized (W8A8 int8, per channel x per token)",
+            "quantized_linears": len(quantized), "serve_dtype": serve_dtype,
+            "norm_scale_rounding": {"max": change.max().item(), "median": change.median().item(),
+                                    "norms": len(changes)}}
+
+
 # --------------------------------------------------------------------------------------------- methods
 
 @register
@@ -289,7 +357,19 @@ class SmoothQuant(Method):
                                       max_length=self.params["max_length"]))
         self.info.update(quantize_w8a8(model, self.params["kernel"]))
         self.info["device"] = str(next(model.parameters()).device)
+        self._keep_for_vllm(model)
         return model
+
+    def _keep_for_vllm(self, model) -> None:
+        """The W8A8 model as a compressed-tensors checkpoint, kept for vLLM (its int8 kernels, not ours, then decode
+        it: :mod:`studylib.core.engines`)."""
+        import tempfile
+
+        from studylib.core import engines
+
+        with tempfile.TemporaryDirectory(prefix="studylib-w8a8-") as tmp:
+            self.info["vllm_export"] = export_w8a8(model, tmp, str(model.dtype).replace("torch.", ""))
+            engines.keep_checkpoint(model, tmp, "compressed-tensors-w8a8", move=False)
 
 
 @register
