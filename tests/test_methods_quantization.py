@@ -150,6 +150,31 @@ def test_bnb_nf4_blocks_hold_at_most_16_values_and_stay_close():
     assert q.generate(**tok(["Translate this"], return_tensors="pt"), max_new_tokens=3, do_sample=False).shape[1] > 1
 
 
+def test_bnb_nf4_keeps_its_checkpoint_for_vllm_and_it_reads_back_as_the_same_model():
+    """vLLM's bitsandbytes loader reads transformers' 4-bit checkpoint: the one kept is the quantized model itself."""
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from studylib.core import engines
+
+    model, tok = fresh_tiny("bfloat16")
+    method = build("bnb-nf4")
+    q = method.apply(model, tok)
+    kept = engines.served_checkpoint(q)
+    assert kept["format"] == "bitsandbytes-nf4" and kept["why"] is None
+    assert engines.route(*engines.choose("vllm", ["bnb-nf4"]), q) == ("vllm", None, kept)
+    config = json.loads((Path(kept["path"]) / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "bitsandbytes" and config["bnb_4bit_quant_type"] == "nf4"
+    assert config["load_in_4bit"] and config["bnb_4bit_use_double_quant"]
+    back = AutoModelForCausalLM.from_pretrained(kept["path"], device_map={"": "cpu"})
+    for name in block_linears(q):
+        ours, theirs = q.get_submodule(name), back.get_submodule(name)
+        assert isinstance(theirs, bnb.nn.Linear4bit)
+        assert torch.equal(F.dequantize_4bit(theirs.weight.data, theirs.weight.quant_state),
+                           F.dequantize_4bit(ours.weight.data, ours.weight.quant_state)), name
+
+
 def test_bnb_keeps_float32_parameters_of_an_earlier_step():
     """SmoothQuant keeps smoothed Gemma norms in fp32 in a bf16 model: the NF4 reload must not cast them back."""
     from studylib.methods.bnb import nf4_quantize

@@ -19,7 +19,7 @@ otherwise, and records the share that repeat.
 
 A compressed model reaches vLLM as a plain checkpoint, or as the checkpoint its method kept for vLLM
 (:func:`keep_checkpoint`: GPTQ's, where vLLM's gptq_marlin takes its settings; SmoothQuant's W8A8 exported in
-compressed-tensors form), unless a method of its recipe is one
+compressed-tensors form; NF4 in transformers' bitsandbytes serialization), unless a method of its recipe is one
 vLLM cannot serve from this study (:data:`HF_ONLY`): then ``hf`` decodes it and the record says why (:func:`choose`,
 :func:`route`). This module imports neither torch nor vLLM until an engine starts: the mapping from params to vLLM's
 arguments is plain Python, tested on the CPU.
@@ -42,9 +42,7 @@ VLLM_VERSION = "0.26.0"  # the version the device kit carries (tools/device/vllm
 # vLLM's formats.
 HF_ONLY = {
     "bnb-int8": "vLLM has no LLM.int8() (bitsandbytes 8-bit with outlier decomposition) path",
-    "bnb-nf4": "the study's NF4 model is not exported for vLLM's bitsandbytes loader yet",
     "head-prune": "the heads kept differ between layers; vLLM's Gemma-3 takes one head count for every layer",
-    "smoothquant-nf4": "the study's smoothed NF4 model has no export for vLLM yet",
 }
 
 

@@ -178,6 +178,20 @@ class BnbNF4(Method):
         return qmodel
 
 
+def keep_nf4_for_vllm(qmodel) -> dict:
+    """The NF4 model saved as it is (transformers' 4-bit serialization: packed weights and their quantization
+    states) and kept for vLLM, whose bitsandbytes loader reads such a checkpoint as it is (double quantization
+    included). Saved before any forward: bitsandbytes' CPU kernel repacks weights at their first use."""
+    from studylib.core import engines
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="studylib-nf4-") as tmp:
+        qmodel.save_pretrained(tmp, safe_serialization=True)
+        engines.keep_checkpoint(qmodel, tmp, "bitsandbytes-nf4")
+    return {"format": "bitsandbytes NF4 (transformers' 4-bit serialization)",
+            "seconds": time.perf_counter() - start}
+
+
 def nf4_quantize(model, tokenizer, *, double_quant: bool = True, compute_dtype: str = "bfloat16"):
     """The NF4 step, shared with ``smoothquant-nf4``: (quantized model, info for the record)."""
     import torch
@@ -186,6 +200,7 @@ def nf4_quantize(model, tokenizer, *, double_quant: bool = True, compute_dtype: 
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                                 bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
     qmodel, info = quantize_with_transformers(model, tokenizer, config)
+    info["vllm_export"] = keep_nf4_for_vllm(qmodel)
     device = _device_of(qmodel)
     info.update(_backend(device), **_module_census(qmodel))
     if device.type == "cuda":
