@@ -470,3 +470,34 @@ def test_a_run_with_hf_and_a_vllm_stand_in_agrees_and_closes_its_engine(tiny, da
     agree = block["agreement"]["vllm"]
     assert agree["share"] == 1.0 and agree["segments"] == 4 and agree["chrf++"]["delta"] == 0
     assert block["rerun"] == {"engine": "vllm", **RE.identical_share(outputs, outputs)}
+
+
+def test_a_recipe_compresses_the_model_first_and_vllm_serves_what_its_method_kept(data_root, monkeypatch):
+    cfg = EngineParams(engines=["hf", "vllm"], dtype="bfloat16", recipe=[{"method": "bnb-nf4"}],
+                       data_dir=str(data_root), **FAST)
+    monkeypatch.setattr(E, "check_engine", lambda name, device: None)  # no GPU here: the stand-in decodes
+    test_sets, job = RE.prepare(cfg)
+    assert set(test_sets) == {"de-en", "en-de"} and job is not None and job.calibration is None
+    model, tok = RE.load(cfg, job)
+    kept = E.served_checkpoint(model)
+    assert kept["format"] == "bitsandbytes-nf4" and job.compress_seconds > 0
+    served = []
+
+    def serve(m, c, **kw):
+        served.append(E.served_checkpoint(m))
+        return HFAsVLLM(m, tok)
+
+    monkeypatch.setattr(evaluation, "serve_with_vllm", serve)
+    block, outputs = RE.run(model, tok, cfg, test_sets, progress=False)
+    assert served == [kept] and block["agreement"]["vllm"]["segments"] == 4
+    described = RE.compression_block(job)
+    assert described["recipe"][0]["method"] == "bnb-nf4" and described["calibration"] is None
+    assert RE.compression_block(None) is None and RE.prepare(EngineParams(data_dir=str(data_root), **FAST))[1] is None
+
+
+def test_engines_refuse_a_recipe_vllm_does_not_serve_before_any_model_loads():
+    with pytest.raises(ParamsError, match="does not serve this recipe's model.*bnb-int8"):
+        EngineParams(engines=["hf", "vllm"], dtype="bfloat16", recipe=[{"method": "bnb-int8"}], **FAST)
+    assert EngineParams(engines=["hf"], recipe=[{"method": "bnb-int8"}], **FAST).recipe  # hf alone: any recipe
+    with pytest.raises(ParamsError, match="unknown method 'no-such-method'"):
+        EngineParams(recipe=[{"method": "no-such-method"}], **FAST)

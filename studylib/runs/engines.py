@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from studylib.core import engines as E
-from studylib.core import evaluation, records
-from studylib.runs.params import EvalParams, _check
+from studylib.core import evaluation, models, records
+from studylib.runs import compression
+from studylib.runs.params import CompressParams, EvalParams, _check, normalize_directions
 
 
 @dataclass
-class EngineParams(EvalParams):
+class EngineParams(CompressParams):
     """41_engines: the same model and test sets through each of ``engines``; the last one again with ``repeat`` (the
     same pool) and with ``rerun`` (each direction alone). ``vllm_memory`` is the share of GPU memory a vLLM engine
-    may take (weights and KV cache)."""
+    may take (weights and KV cache). ``recipe`` (empty: the model as it is) compresses the model first, as its
+    compression notebook does, so that a format both engines serve is checked to agree."""
 
     NOTEBOOK: ClassVar[str] = "41_engines"
     FAMILY: ClassVar[str] = "efficiency"
@@ -34,6 +36,8 @@ class EngineParams(EvalParams):
     GPU: ClassVar[str] = "exclusive"  # times decoding
     H200_MINUTES: ClassVar[float] = 14.0  # hf on 17,471 segments takes most of it
 
+    recipe: list = field(default_factory=list)
+    save_compressed: bool = False
     engines: list = field(default_factory=lambda: ["hf"])
     rerun: bool = True
     repeat: bool = False
@@ -41,7 +45,11 @@ class EngineParams(EvalParams):
     vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs (to see whether they make outputs vary)
 
     def __post_init__(self):
-        super().__post_init__()
+        if self.recipe:
+            super().__post_init__()  # the recipe and its calibration checked as a compression notebook's
+        else:
+            EvalParams.__post_init__(self)
+            self.calib_directions = normalize_directions(self.calib_directions)
         _check(isinstance(self.engines, list) and self.engines and all(e in E.ENGINES for e in self.engines)
                and len(set(self.engines)) == len(self.engines),
                f"engines must be a list of distinct engines from {E.ENGINES}, got {self.engines!r}")
@@ -52,6 +60,33 @@ class EngineParams(EvalParams):
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check("vllm" not in self.engines or self.dtype in ("bfloat16", "float16"),
                f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
+        if "vllm" in self.engines:
+            name, why = E.choose("vllm", evaluation.recipe_methods(self))
+            _check(name == "vllm", f"engine 'vllm' does not serve this recipe's model ({why}): nothing to compare")
+
+
+def prepare(cfg) -> tuple[dict, compression.CompressionJob | None]:
+    """The test sets and, for a recipe, its compression job (methods and calibration checked); no model yet."""
+    if cfg.recipe:
+        job = compression.prepare(cfg)
+        return job.test_sets, job
+    return evaluation.load_test_sets(cfg), None
+
+
+def load(cfg, job: compression.CompressionJob | None):
+    """The model both engines decode: loaded, then compressed by the recipe (timed) where there is one."""
+    model, tokenizer = models.load_model(cfg.model_id, cfg.dtype, cfg.device)
+    if job is not None:
+        model = compression.compress(job, model, tokenizer)
+    return model, tokenizer
+
+
+def compression_block(job: compression.CompressionJob | None) -> dict | None:
+    """What the recipe did, for the record (None for the model as it is)."""
+    if job is None:
+        return None
+    return {"recipe": job.described, "seconds": job.compress_seconds,
+            "calibration": job.calibration.describe() if job.calibration else None}
 
 
 def identical_share(a: dict, b: dict) -> dict:
