@@ -72,3 +72,29 @@ def test_full_size_student_training_sets_pass_the_leak_checks(data_root, params_
     assert run.ood_total - 10 <= counts["ood"] <= run.ood_total  # a few duplicates may go
     assert counts["human"] > 30_000 and len(examples) == counts["total"]
     assert all(len(v) == run.ood_test_per_direction for v in ood_test.values())
+
+
+def test_a_student_stops_early_on_dev_pairs_shared_with_neither_the_tests_nor_its_training(data_root):
+    """Early stopping on dev chrF++: the dev set is built before any model loads, disjoint from every test set and
+    from the training pairs, and the record holds the dev curve and the step kept."""
+    from studylib.runs import students
+    from studylib.runs.students import StudentParams
+
+    cfg = StudentParams(directions=["de-en", "en-de"], train_directions=["de-en", "en-de"], n_test=2,
+                        human_per_direction=6, ood_test_per_direction=2, max_steps=3, batch_size=8,
+                        max_new_tokens=8, speed_batch_sizes=[1], speed_new_tokens=2, dev_per_direction=2,
+                        dev_every=1, dev_patience=2, data_dir=str(data_root))
+    record = students.train_student(cfg, notebook="31_model_a", progress=False)
+    got = record["training"]["dev_selection"]
+    assert [s for s, _ in got["curve"]] == [1, 2, 3][:len(got["curve"])] and got["best_step"] in (1, 2, 3)
+    assert got["metric"] == "chrf++" and got["dev"]["per_direction"] == {"de-en": 2, "en-de": 2}
+    assert set(got["dev"]["dropped_train_overlap"]) == {"de-en", "en-de"}
+
+
+def test_dev_pairs_shared_with_the_training_data_are_dropped_and_counted(data_root):
+    from studylib.methods import devset
+
+    full = devset.dev_examples(["de-en"], None, root=data_root)
+    fewer = devset.dev_examples(["de-en"], None, root=data_root, exclude=full.examples[:5])
+    assert len(fewer.examples) == len(full.examples) - 5 and fewer.dropped_train == {"de-en": 5}
+    assert "dropped_train_overlap" in fewer.describe() and "dropped_train_overlap" not in full.describe()

@@ -109,3 +109,20 @@ def test_a_runs_seeds_share_their_test_segments(data_root):
     assert srcs(test_seed=1) != srcs(test_seed=0)
     with pytest.raises(ParamsError, match="test_seed must be an integer"):
         EvalParams(test_seed="x")
+
+
+@pytest.mark.parametrize("cls_path", ["studylib.runs.students:StudentParams", "studylib.runs.teacher:TeacherParams"])
+def test_early_stopping_on_dev_is_all_or_nothing(cls_path):
+    import importlib
+
+    module, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    ok = cls(dev_per_direction=100, dev_every=50, dev_patience=3)
+    assert (ok.dev_per_direction, ok.dev_every, ok.dev_patience) == (100, 50, 3)
+    assert cls(dev_per_direction=100, dev_every=50).dev_patience is None  # score to the end, keep the best
+    with pytest.raises(ParamsError, match="need dev_per_direction"):
+        cls(dev_every=50)
+    with pytest.raises(ParamsError, match="dev_every must be a positive integer"):
+        cls(dev_per_direction=100)
+    with pytest.raises(ParamsError, match="dev_patience"):
+        cls(dev_per_direction=100, dev_every=5, dev_patience=0)

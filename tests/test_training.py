@@ -115,3 +115,41 @@ def test_progress_bar_counts_optimizer_steps(monkeypatch):
     (bar,) = bars
     assert (bar.total, bar.unit, bar.disable) == (result.steps, "step", False) == (2, "step", False)
     assert bar.n == bar.total
+
+
+def test_early_stopping_keeps_the_best_dev_score_and_stops_when_patience_runs_out():
+    from studylib.core import models
+
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
+    scores, seen = iter([1.0, 3.0, 2.0, 2.5, 9.0]), []
+
+    def score(m):
+        assert not m.training  # scored in eval mode, trained on after
+        seen.append({n: p.detach().clone() for n, p in m.named_parameters()})
+        return next(scores)
+
+    dev = training.DevSelection(score, every=1, patience=2, what={"metric": "chrf++"})
+    result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=3e-3, batch_size=4, seed=0,
+                               progress=False, dev=dev)
+    got = result.summary()["dev_selection"]
+    assert result.steps == 4 and got["planned_steps"] == 9 and got["stopped_early"]
+    assert got["curve"] == [(1, 1.0), (2, 3.0), (3, 2.0), (4, 2.5)] and got["best_step"] == 2
+    assert got["best_score"] == 3.0 and got["metric"] == "chrf++" and got["patience"] == 2
+    assert all(torch.equal(p, seen[1][n]) for n, p in model.named_parameters())  # step 2's weights came back
+    assert not all(torch.equal(p, seen[3][n]) for n, p in model.named_parameters())
+
+
+def test_without_patience_the_plan_runs_out_and_the_last_step_is_scored(tiny):
+    model, tok = tiny
+    dev = training.DevSelection(lambda m: 1.0, every=4)
+    result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=1e-4, batch_size=4, progress=False,
+                               dev=dev)
+    got = result.dev
+    assert result.steps == 9 and [s for s, _ in got["curve"]] == [4, 8, 9] and got["best_step"] == 4
+    assert not got["stopped_early"]  # equal scores are no gain: the first of them is kept
+    assert training.finetune(model, tok, PAIRS, epochs=1, batch_size=4, progress=False).summary()["dev_selection"] is None
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="every"):
+            training.DevSelection(lambda m: 0.0, every=bad)
+    with pytest.raises(ValueError, match="patience"):
+        training.DevSelection(lambda m: 0.0, every=1, patience=0)

@@ -3,6 +3,11 @@
 A plain PyTorch loop (AdamW, linear warm-up and decay, gradient clipping, bf16 autocast on CUDA) with a
 progress bar over the optimizer steps (its total known up front, so it shows an ETA) and a loss log, so that
 what a run did is visible and recorded.
+
+Early stopping on dev (:class:`DevSelection`): every ``every`` optimizer steps, and after the last, the model is
+scored on a dev set (never a test set: the caller's dev set is checked for that before training starts); the
+trained parameters of the best score are kept and put back at the end, and training stops after ``patience``
+scorings without a gain. The record holds the dev curve and the step chosen.
 """
 
 from __future__ import annotations
@@ -13,7 +18,26 @@ import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
+from collections.abc import Callable
+
 from tqdm.auto import tqdm
+
+
+@dataclass
+class DevSelection:
+    """Early stopping on a dev score (higher is better): ``score(model)`` every ``every`` optimizer steps and after
+    the last; with ``patience``, training stops after that many scorings without a gain."""
+
+    score: Callable[[object], float]
+    every: int
+    patience: int | None = None
+    what: dict = field(default_factory=dict)  # the dev set and metric, for the record
+
+    def __post_init__(self):
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            raise ValueError(f"dev scoring every must be a positive number of steps, got {self.every!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be a positive number of scorings or None, got {self.patience!r}")
 
 
 @dataclass
@@ -27,6 +51,7 @@ class TrainResult:
     total_params: int
     losses: list = field(default_factory=list)  # (step, mean loss since the last log)
     passes: float | None = None  # batches trained over batches in one pass over the data (epochs, as trained)
+    dev: dict | None = None  # early stopping: the dev curve, the step kept, whether training stopped early
 
     def summary(self) -> dict:
         return {
@@ -40,6 +65,7 @@ class TrainResult:
             "trainable_share": self.trainable_params / max(self.total_params, 1),
             "loss_log": self.losses,
             "final_loss": self.losses[-1][1] if self.losses else None,
+            "dev_selection": self.dev,
         }
 
 
@@ -98,13 +124,16 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, rslora: bool = False)
 def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | None = None,
              learning_rate: float = 2e-5, batch_size: int = 8,
              grad_accum: int = 1, max_length: int = 256, warmup_ratio: float = 0.03, weight_decay: float = 0.0,
-             seed: int = 0, progress: bool = True, log_every: int | None = None) -> TrainResult:
+             seed: int = 0, progress: bool = True, log_every: int | None = None,
+             dev: DevSelection | None = None) -> TrainResult:
     """Train ``model`` in place on ``pairs`` (list of (prompt, target)); returns the model and a log.
 
     ``epochs`` may be fractional (0.5 = half the shuffled batches). ``max_steps``, when given, replaces it: exactly
     that many optimizer steps, the data reshuffled for each pass it needs, so that runs on data of different sizes
     train equally long. The loss covers target tokens only.
     ``log_every`` optimizer steps the mean loss is logged (default: about 50 entries per run).
+    ``dev``: early stopping on a dev score (:class:`DevSelection`); the model comes back with the trained
+    parameters of its best score.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -143,6 +172,7 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="fine-tuning", disable=not progress, unit="step")
     optimizer.zero_grad(set_to_none=True)
+    tracker = _DevTracker(dev, model, params) if dev is not None else None
     for micro, idx in enumerate(plan, start=1):
         ids, mask, labels = _collate(encoded, idx, pad_id, device)
         last = micro % grad_accum == 0 or micro == len(plan)
@@ -165,8 +195,13 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
                 losses.append((step, running / running_n))
                 bar.set_postfix(loss=f"{running / running_n:.4f}")
                 running, running_n = 0.0, 0
+            if tracker is not None and (step % dev.every == 0 or step == total_steps):
+                if tracker.scored(step):
+                    break
     bar.close()
     model.eval()
+    if tracker is not None:  # scored at the last step trained, whether patience ran out or the plan did
+        tracker.restore()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return TrainResult(
@@ -179,7 +214,46 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
         total_params=sum(p.numel() for p in model.parameters()),
         losses=losses,
         passes=len(plan) / len(_batches(encoded, batch_size, random.Random(0))),  # a pass's count: shuffle-free
+        dev=tracker.summary(total_steps) if tracker is not None else None,
     )
+
+
+class _DevTracker:
+    """Scores the model on dev, keeps a CPU copy of the trained parameters at the best score, restores them."""
+
+    def __init__(self, dev: DevSelection, model, params):
+        self.dev, self.model = dev, model
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.curve, self.best, self.best_step, self.kept, self.waited, self.stopped = [], None, None, None, 0, False
+        self.seconds = 0.0
+
+    def scored(self, step: int) -> bool:
+        """Score at ``step``; True when patience has run out (stop training)."""
+        start = time.perf_counter()
+        self.model.eval()
+        value = float(self.dev.score(self.model))
+        self.model.train()
+        self.curve.append((step, value))
+        if self.best is None or value > self.best:
+            self.best, self.best_step, self.waited = value, step, 0
+            self.kept = {n: p.detach().to("cpu", copy=True) for n, p in self.named}
+        else:
+            self.waited += 1
+        self.seconds += time.perf_counter() - start
+        self.stopped = self.dev.patience is not None and self.waited >= self.dev.patience
+        return self.stopped
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for n, p in self.named:
+                p.copy_(self.kept[n].to(p.device))
+
+    def summary(self, planned_steps: int) -> dict:
+        return {"curve": self.curve, "best_step": self.best_step, "best_score": self.best,
+                "stopped_early": self.stopped, "planned_steps": planned_steps, "every": self.dev.every,
+                "patience": self.dev.patience, "seconds": self.seconds, **self.dev.what}
 
 
 def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -> Path:

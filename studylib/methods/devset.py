@@ -1,9 +1,11 @@
-"""Dev data for the selection methods (layer and head pruning): a dev set disjoint from every test set, and its score.
+"""Dev data for every choice made on dev (layer and head selection, early stopping of training): a dev set disjoint
+from every test set, and its score.
 
-Layer and head selection read ALMA's dev split (``data.load_split(..., "dev")``). ALMA's valid files share
-885 of 1,002 English sides with the en->is WMT21 test sources, so every dev pair sharing a sentence with any
-test set of the study (ALMA's WMT22/21 test sets of all ten directions and WMT24) is dropped, and the rest is
-asserted disjoint before use. That leaves 117 pairs for cs/de/ru/zh and 200 for is (per direction).
+Selections read ALMA's dev split (``data.load_split(..., "dev")``). ALMA's valid files share 885 of 1,002 English
+sides with the en->is WMT21 test sources, so every dev pair sharing a sentence with any test set of the study
+(ALMA's WMT22/21 test sets of all ten directions and WMT24) is dropped, and the rest is asserted disjoint before
+use. That leaves 117 pairs for cs/de/ru/zh and 200 for is (per direction). For early stopping, pairs sharing a
+sentence with the training data are dropped too (counted), so that dev measures translation of unseen sentences.
 """
 
 from __future__ import annotations
@@ -35,32 +37,37 @@ class DevSet:
     per_direction: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)
     seed: int = 0
+    dropped_train: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {"n": len(self.examples), "per_direction": self.per_direction,
                 "dropped_test_overlap": self.dropped, "seed": self.seed,
+                **({"dropped_train_overlap": self.dropped_train} if self.dropped_train else {}),
                 "source": "ALMA dev split (valid files; is: carved from train), pairs sharing a sentence with any "
                           "ALMA or WMT24 test set dropped, then asserted disjoint"}
 
 
-def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None) -> DevSet:
-    """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted."""
+def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None, exclude=()) -> DevSet:
+    """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted; pairs
+    sharing a sentence with ``exclude`` (e.g. the training pairs) dropped too."""
     from studylib.core.languages import normalize_directions
 
     directions = normalize_directions(directions)
     root = data.resolve_data_dir(root)
     pool = leakage.every_test_sentence(root)
-    out, counts, dropped = [], {}, {}
+    out, counts, dropped, dropped_train = [], {}, {}, {}
     for d in directions:
         kept, n_dropped = leakage.drop_test_overlap(data.load_split("alma", d, "dev", root=root), pool)
+        if exclude:
+            kept, dropped_train[d] = leakage.drop_test_overlap(kept, exclude)
         chosen = data.subsample(kept, per_direction, seed)
         if per_direction is not None and len(chosen) < per_direction:
-            raise ValueError(f"{d}: only {len(chosen)} dev pairs are disjoint from the test sets, "
-                             f"fewer than the {per_direction} asked for")
-        leakage.assert_no_test_overlap(chosen, pool, purpose="layer/head selection (dev)")
+            raise ValueError(f"{d}: only {len(chosen)} dev pairs are disjoint from the test sets"
+                             f"{' and the training data' if exclude else ''}, fewer than the {per_direction} asked for")
+        leakage.assert_no_test_overlap(chosen, pool, purpose="choices made on dev")
         out.extend(chosen)
         counts[d], dropped[d] = len(chosen), n_dropped
-    return DevSet(out, counts, dropped, seed)
+    return DevSet(out, counts, dropped, seed, dropped_train)
 
 
 def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: str = "alma", batch_size: int = 16,
@@ -80,3 +87,17 @@ def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: s
     per = {d: metrics.corpus_scores(hyps, refs, parse_direction(d)[1], [metric])[metric]
            for d, (hyps, refs) in by_dir.items()}
     return {"score": sum(per.values()) / len(per), "per_direction": per, "metric": metric}
+
+
+def early_stopping(dev: DevSet, tokenizer, *, every: int, patience: int | None, style: str = "alma",
+                   batch_size: int = 16, max_new_tokens: int = 256, metric: str = "chrf++"):
+    """Early stopping of a fine-tuning run on ``metric`` over ``dev`` (mean over directions), decoded as every
+    evaluation decodes (greedy, ``max_new_tokens``): a :class:`studylib.core.training.DevSelection`."""
+    from studylib.core import training
+
+    def score(model) -> float:
+        return dev_score(model, tokenizer, dev, metric=metric, style=style, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens)["score"]
+
+    return training.DevSelection(score, every=every, patience=patience,
+                                 what={"metric": metric, "max_new_tokens": max_new_tokens, "dev": dev.describe()})

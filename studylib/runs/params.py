@@ -64,6 +64,18 @@ def check_training(p, prefix: str = "", batch: str = "train_batch_size", lora: s
         _check(0 <= dropout < 1, f"{lora}dropout must be in [0, 1), got {dropout!r}")
 
 
+def check_dev_selection(p) -> None:
+    """Early stopping on dev, all or nothing: ``dev_per_direction`` dev pairs a direction, scored every ``dev_every``
+    optimizer steps, training stopped after ``dev_patience`` scorings without a gain (null: never)."""
+    _positive_int("dev_per_direction", p.dev_per_direction, allow_none=True)
+    if p.dev_per_direction is None:
+        _check(p.dev_every is None and p.dev_patience is None,
+               "dev_every and dev_patience need dev_per_direction (the dev pairs a direction to score on)")
+        return
+    _positive_int("dev_every", p.dev_every)
+    _positive_int("dev_patience", p.dev_patience, allow_none=True)
+
+
 def normalize_directions(value) -> list[str]:
     """:func:`studylib.core.languages.normalize_directions`, its error a ParamsError."""
     try:

@@ -18,8 +18,9 @@ from typing import ClassVar
 
 from studylib.core import data, efficiency, evaluation, leakage, models, prompts, records, training
 from studylib.runs import distillation
-from studylib.runs.params import EvalParams, ParamsError, _check, check_training, normalize_directions, _positive_int
-from studylib.methods import MethodError, apply_recipe, build_recipe
+from studylib.runs.params import (EvalParams, ParamsError, _check, _positive_int, check_dev_selection, check_training,
+                                  normalize_directions)
+from studylib.methods import MethodError, apply_recipe, build_recipe, devset
 
 
 
@@ -51,12 +52,16 @@ class StudentParams(EvalParams):
     grad_accum: int = 1
     max_length: int = 128
     warmup_ratio: float = 0.03
+    dev_per_direction: int | None = None  # early stopping on dev chrF++ (null: train to the end of the plan)
+    dev_every: int | None = None
+    dev_patience: int | None = None
     teacher_record: str | None = None
     save_dir: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
         _check(self.prompt_style != "alma-fewshot", "students are prompted zero-shot: use 'alma' or 'tower'")
+        check_dev_selection(self)
         self.train_directions = normalize_directions(self.train_directions)
         _positive_int("human_per_direction", self.human_per_direction, allow_none=True)
         _check(isinstance(self.ood_total, int) and self.ood_total >= 0, f"ood_total must be >= 0, got {self.ood_total!r}")
@@ -154,6 +159,10 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     root = data.resolve_data_dir(cfg.data_dir)
     test_sets = evaluation.load_test_sets(cfg)
     examples, counts, ood_test = training_set(cfg, root)
+    dev = None
+    if cfg.dev_per_direction is not None:  # built before any model loads: disjoint from the tests and the training data
+        dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=root,
+                                  exclude=examples)
     teacher = None
     if cfg.teacher_record:
         teacher = json.loads(records.results_dir(cfg.results_dir).joinpath("runs", cfg.teacher_record).read_text())
@@ -167,10 +176,13 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         if pruned:
             shutil.rmtree(student_path, ignore_errors=True)
     pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in examples]
+    stopping = None if dev is None else devset.early_stopping(
+        dev, tokenizer, every=cfg.dev_every, patience=cfg.dev_patience, style=cfg.prompt_style,
+        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     result = training.finetune(model, tokenizer, pairs, epochs=cfg.epochs, max_steps=cfg.max_steps,
                                learning_rate=cfg.learning_rate,
                                batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, max_length=cfg.max_length,
-                               warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, progress=progress)
+                               warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, progress=progress, dev=stopping)
     with tempfile.TemporaryDirectory(prefix="studylib-adapter-") as tmp:
         model.save_pretrained(tmp)
         adapter_bytes = efficiency.storage_bytes(tmp)

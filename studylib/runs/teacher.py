@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from studylib.core import records
-from studylib.runs.params import EvalParams, _check, _positive_int, check_training, normalize_directions
+from studylib.runs.params import (EvalParams, _check, _positive_int, check_dev_selection, check_training,
+                                  normalize_directions)
 
 
 @dataclass
@@ -31,6 +32,9 @@ class TeacherParams(EvalParams):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    dev_per_direction: int | None = None  # early stopping on dev chrF++ (null: train to the end of the plan)
+    dev_every: int | None = None
+    dev_patience: int | None = None
     save_dir: str | None = None
     baseline_record: str | None = None
 
@@ -44,6 +48,7 @@ class TeacherParams(EvalParams):
         _positive_int("train_per_direction", self.train_per_direction, allow_none=True)
         self.train_directions = normalize_directions(self.train_directions)
         check_training(self)
+        check_dev_selection(self)
 
     def teacher_dir(self) -> Path:
         """Where the teacher is saved: ``save_dir``, else ``<results>/artifacts/01_teacher/<run_name>``."""
