@@ -139,14 +139,15 @@ def test_early_stopping_keeps_the_best_dev_score_and_stops_when_patience_runs_ou
     assert not all(torch.equal(p, seen[3][n]) for n, p in model.named_parameters())
 
 
-def test_without_patience_the_plan_runs_out_and_the_last_step_is_scored(tiny):
+def test_the_last_planned_step_is_always_scored_and_ties_keep_the_first(tiny):
     model, tok = tiny
-    dev = training.DevSelection(lambda m: 1.0, every=4)
+    dev = training.DevSelection(lambda m: 1.0, every=4, patience=2)
     result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=1e-4, batch_size=4, progress=False,
                                dev=dev)
     got = result.dev
     assert result.steps == 9 and [s for s, _ in got["curve"]] == [4, 8, 9] and got["best_step"] == 4
-    assert not got["stopped_early"]  # equal scores are no gain: the first of them is kept
+    assert not got["stopped_early"]  # patience ran out at the last planned step: nothing was cut
+    # equal scores are no gain: the first of them is kept
     assert training.finetune(model, tok, PAIRS, epochs=1, batch_size=4, progress=False).summary()["dev_selection"] is None
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="every"):

@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from pathlib import Path
-from dataclasses import dataclass, field
-
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -133,7 +132,7 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
     train equally long. The loss covers target tokens only.
     ``log_every`` optimizer steps the mean loss is logged (default: about 50 entries per run).
     ``dev``: early stopping on a dev score (:class:`DevSelection`); the model comes back with the trained
-    parameters of its best score.
+    parameters of its best score. ``seconds`` includes the dev scorings (``dev['seconds']`` apart).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -172,7 +171,7 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="fine-tuning", disable=not progress, unit="step")
     optimizer.zero_grad(set_to_none=True)
-    tracker = _DevTracker(dev, model, params) if dev is not None else None
+    tracker = _DevTracker(dev, model) if dev is not None else None
     for micro, idx in enumerate(plan, start=1):
         ids, mask, labels = _collate(encoded, idx, pad_id, device)
         last = micro % grad_accum == 0 or micro == len(plan)
@@ -196,7 +195,8 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
                 bar.set_postfix(loss=f"{running / running_n:.4f}")
                 running, running_n = 0.0, 0
             if tracker is not None and (step % dev.every == 0 or step == total_steps):
-                if tracker.scored(step):
+                if tracker.scored(step) and step < total_steps:
+                    tracker.stopped = True
                     break
     bar.close()
     model.eval()
@@ -221,14 +221,14 @@ def finetune(model, tokenizer, pairs, *, epochs: float = 1.0, max_steps: int | N
 class _DevTracker:
     """Scores the model on dev, keeps a CPU copy of the trained parameters at the best score, restores them."""
 
-    def __init__(self, dev: DevSelection, model, params):
+    def __init__(self, dev: DevSelection, model):
         self.dev, self.model = dev, model
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.curve, self.best, self.best_step, self.kept, self.waited, self.stopped = [], None, None, None, 0, False
         self.seconds = 0.0
 
     def scored(self, step: int) -> bool:
-        """Score at ``step``; True when patience has run out (stop training)."""
+        """Score at ``step``; True when patience has run out."""
         start = time.perf_counter()
         self.model.eval()
         value = float(self.dev.score(self.model))
@@ -240,8 +240,7 @@ class _DevTracker:
         else:
             self.waited += 1
         self.seconds += time.perf_counter() - start
-        self.stopped = self.dev.patience is not None and self.waited >= self.dev.patience
-        return self.stopped
+        return self.dev.patience is not None and self.waited >= self.dev.patience
 
     def restore(self) -> None:
         import torch
