@@ -361,8 +361,8 @@ class SmoothQuant(Method):
         return model
 
     def _keep_for_vllm(self, model) -> None:
-        """The W8A8 model as a compressed-tensors checkpoint, kept for vLLM (its int8 kernels, not ours, then decode
-        it: :mod:`studylib.core.engines`)."""
+        """The W8A8 model as a compressed-tensors checkpoint, kept so that vLLM decodes it with its own int8 kernels
+        (:mod:`studylib.core.engines`)."""
         import tempfile
 
         from studylib.core import engines
