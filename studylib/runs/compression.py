@@ -65,6 +65,12 @@ def compress(job: CompressionJob, model, tokenizer):
     return model
 
 
+def describe(job: CompressionJob) -> dict:
+    """What the recipe did, for the record: each step's description, the compression time, the calibration."""
+    return {"recipe": job.described, "seconds": job.compress_seconds,
+            "calibration": job.calibration.describe() if job.calibration else None}
+
+
 def saved_size(job: CompressionJob, model) -> int | None:
     """Bytes of the compressed model as saved (safetensors); None when the format cannot be saved.
 
@@ -96,12 +102,7 @@ def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str,
     eff = efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
                                        batch_sizes=cfg.speed_batch_sizes, new_tokens=cfg.speed_new_tokens,
                                        storage=storage, measure_storage=False)
-    compression_info = {
-        "recipe": job.described,
-        "seconds": job.compress_seconds,
-        "calibration": job.calibration.describe() if job.calibration else None,
-    }
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
                                **cfg.identity(), metrics=ev.metrics, efficiency=eff,
                                outputs=ev.outputs if cfg.keep_outputs else None, engine=ev.engine,
-                               extra={"compression": compression_info, **(extra or {})})
+                               extra={"compression": describe(job), **(extra or {})})

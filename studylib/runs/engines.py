@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from studylib.core import engines as E
-from studylib.core import evaluation, models, records
+from studylib.core import evaluation, records
 from studylib.runs import compression
-from studylib.runs.params import CompressParams, EvalParams, _check, normalize_directions
+from studylib.runs.params import CompressParams, _check
 
 
 @dataclass
@@ -35,6 +35,7 @@ class EngineParams(CompressParams):
     METHOD: ClassVar[str] = "engines"
     GPU: ClassVar[str] = "exclusive"  # times decoding
     H200_MINUTES: ClassVar[float] = 14.0  # hf on 17,471 segments takes most of it
+    RECIPE_OPTIONAL: ClassVar[bool] = True  # no recipe: the model as it is
 
     recipe: list = field(default_factory=list)
     save_compressed: bool = False
@@ -45,11 +46,7 @@ class EngineParams(CompressParams):
     vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs (to see whether they make outputs vary)
 
     def __post_init__(self):
-        if self.recipe:
-            super().__post_init__()  # the recipe and its calibration checked as a compression notebook's
-        else:
-            EvalParams.__post_init__(self)
-            self.calib_directions = normalize_directions(self.calib_directions)
+        super().__post_init__()
         _check(isinstance(self.engines, list) and self.engines and all(e in E.ENGINES for e in self.engines)
                and len(set(self.engines)) == len(self.engines),
                f"engines must be a list of distinct engines from {E.ENGINES}, got {self.engines!r}")
@@ -75,7 +72,7 @@ def prepare(cfg) -> tuple[dict, compression.CompressionJob | None]:
 
 def load(cfg, job: compression.CompressionJob | None):
     """The model both engines decode: loaded, then compressed by the recipe (timed) where there is one."""
-    model, tokenizer = models.load_model(cfg.model_id, cfg.dtype, cfg.device)
+    model, tokenizer = compression.load(cfg)
     if job is not None:
         model = compression.compress(job, model, tokenizer)
     return model, tokenizer
@@ -83,10 +80,7 @@ def load(cfg, job: compression.CompressionJob | None):
 
 def compression_block(job: compression.CompressionJob | None) -> dict | None:
     """What the recipe did, for the record (None for the model as it is)."""
-    if job is None:
-        return None
-    return {"recipe": job.described, "seconds": job.compress_seconds,
-            "calibration": job.calibration.describe() if job.calibration else None}
+    return None if job is None else compression.describe(job)
 
 
 def identical_share(a: dict, b: dict) -> dict:

@@ -261,6 +261,8 @@ class CompressParams(EvalParams):
     calibration texts come from ALMA's train split, ``calib_per_direction`` for each of ``calib_directions``.
     """
 
+    RECIPE_OPTIONAL: ClassVar[bool] = False  # True: an empty recipe is the model as it is
+
     recipe: list = field(default_factory=lambda: [{"method": "bnb-int8"}])
     calib_per_direction: int = 2
     calib_directions: list | str = "all"
@@ -273,10 +275,11 @@ class CompressParams(EvalParams):
 
         _positive_int("calib_per_direction", self.calib_per_direction)
         self.calib_directions = normalize_directions(self.calib_directions)
-        try:
-            build_recipe(self.recipe)
-        except MethodError as err:
-            raise ParamsError(str(err)) from err
+        if self.recipe or not self.RECIPE_OPTIONAL:
+            try:
+                build_recipe(self.recipe)
+            except MethodError as err:
+                raise ParamsError(str(err)) from err
 
 
 
