@@ -88,13 +88,30 @@ def test_a_student_stops_early_on_dev_pairs_shared_with_neither_the_tests_nor_it
     got = record["training"]["dev_selection"]
     assert [s for s, _ in got["curve"]] == [1, 2, 3][:len(got["curve"])] and got["best_step"] in (1, 2, 3)
     assert got["metric"] == "chrf++" and got["dev"]["per_direction"] == {"de-en": 2, "en-de": 2}
-    assert set(got["dev"]["dropped_train_overlap"]) == {"de-en", "en-de"}
+    assert isinstance(got["dev"]["held_out_of_training"], int)
 
 
-def test_dev_pairs_shared_with_the_training_data_are_dropped_and_counted(data_root):
+def test_training_pairs_sharing_a_sentence_with_dev_are_held_out_and_counted(data_root):
+    from studylib.core.data import Example
     from studylib.methods import devset
 
-    full = devset.dev_examples(["de-en"], None, root=data_root)
-    fewer = devset.dev_examples(["de-en"], None, root=data_root, exclude=full.examples[:5])
-    assert len(fewer.examples) == len(full.examples) - 5 and fewer.dropped_train == {"de-en": 5}
-    assert "dropped_train_overlap" in fewer.describe() and "dropped_train_overlap" not in full.describe()
+    dev = devset.dev_examples(["de-en"], 3, root=data_root)
+    assert "held_out_of_training" not in dev.describe()
+    seen = dev.examples[0]
+    train = [Example(seen.src, "anything", seen.direction), Example("x", seen.tgt, seen.direction),
+             Example("unrelated", "pair", seen.direction)]
+    kept = devset.hold_out(train, dev)
+    assert [e.src for e in kept] == ["unrelated"] and dev.held_out == 2
+    assert dev.describe()["held_out_of_training"] == 2
+
+
+def test_icelandic_dev_keeps_its_pairs_when_the_training_data_is_held_out(data_root):
+    """ALMA's train data are multi-way parallel: Icelandic's dev English recurs in the other directions' train pairs.
+    The dev set keeps its size; the training pairs give way."""
+    from studylib.core import data
+    from studylib.methods import devset
+
+    train = [ex for d in ("de-en", "is-en") for ex in data.load_split("alma", d, "train", root=data_root)]
+    dev = devset.dev_examples(["is-en"], 5, root=data_root)
+    kept = devset.hold_out(train, dev)
+    assert len(dev.examples) == 5 and len(kept) == len(train) - dev.held_out

@@ -80,7 +80,7 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     name, why, _ = engines.route(*engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg)), model)
     own = name == "vllm" and engine is None
     if own:
-        engine = serve_with_vllm(model, cfg)
+        engine = serve_with_vllm(model, cfg, gpu_memory_utilization=getattr(cfg, "vllm_memory", 0.4))
     result.engine = {**(engine.info() if name == "vllm" else engines.hf_info()), "asked": getattr(cfg, "engine", "hf"),
                      "why": why, "pooled": pooled,
                      "language_id": failures.lid_name() or "not installed: no off-target rate"}

@@ -229,9 +229,15 @@ class _DevTracker:
 
     def scored(self, step: int) -> bool:
         """Score at ``step``; True when patience has run out."""
+        import torch
+
         start = time.perf_counter()
         self.model.eval()
-        value = float(self.dev.score(self.model))
+        device = next(self.model.parameters()).device
+        # decoded under the bf16 autocast the training steps use (on a GPU that has it), not in plain fp32
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                            enabled=device.type == "cuda" and torch.cuda.is_bf16_supported()):
+            value = float(self.dev.score(self.model))
         self.model.train()
         self.curve.append((step, value))
         if self.best is None or value > self.best:

@@ -4,8 +4,11 @@ from every test set, and its score.
 Selections read ALMA's dev split (``data.load_split(..., "dev")``). ALMA's valid files share 885 of 1,002 English
 sides with the en->is WMT21 test sources, so every dev pair sharing a sentence with any test set of the study
 (ALMA's WMT22/21 test sets of all ten directions and WMT24) is dropped, and the rest is asserted disjoint before
-use. That leaves 117 pairs for cs/de/ru/zh and 200 for is (per direction). For early stopping, pairs sharing a
-sentence with the training data are dropped too (counted), so that dev measures translation of unseen sentences.
+use. That leaves 117 pairs for cs/de/ru/zh and 200 for is (per direction). For early stopping, the training pairs
+that share a sentence with the dev set are held out of training (:func:`hold_out`, counted), so that dev measures
+translation of unseen sentences. It is this way round because ALMA's train data are multi-way parallel: the English
+sides of Icelandic's dev pairs (carved from its train file) recur in the other directions' training pairs, so dropping
+dev pairs seen in training would leave no Icelandic dev set.
 """
 
 from __future__ import annotations
@@ -37,37 +40,41 @@ class DevSet:
     per_direction: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)
     seed: int = 0
-    dropped_train: dict = field(default_factory=dict)
+    held_out: int | None = None  # training pairs removed because they share a sentence with the dev set
 
     def describe(self) -> dict:
         return {"n": len(self.examples), "per_direction": self.per_direction,
                 "dropped_test_overlap": self.dropped, "seed": self.seed,
-                **({"dropped_train_overlap": self.dropped_train} if self.dropped_train else {}),
+                **({"held_out_of_training": self.held_out} if self.held_out is not None else {}),
                 "source": "ALMA dev split (valid files; is: carved from train), pairs sharing a sentence with any "
                           "ALMA or WMT24 test set dropped, then asserted disjoint"}
 
 
-def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None, exclude=()) -> DevSet:
-    """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted; pairs
-    sharing a sentence with ``exclude`` (e.g. the training pairs) dropped too."""
+def dev_examples(directions, per_direction: int | None, *, seed: int = 0, root=None) -> DevSet:
+    """``per_direction`` ALMA dev pairs of each direction, test-overlapping pairs dropped and asserted."""
     from studylib.core.languages import normalize_directions
 
     directions = normalize_directions(directions)
     root = data.resolve_data_dir(root)
     pool = leakage.every_test_sentence(root)
-    out, counts, dropped, dropped_train = [], {}, {}, {}
+    out, counts, dropped = [], {}, {}
     for d in directions:
         kept, n_dropped = leakage.drop_test_overlap(data.load_split("alma", d, "dev", root=root), pool)
-        if exclude:
-            kept, dropped_train[d] = leakage.drop_test_overlap(kept, exclude)
         chosen = data.subsample(kept, per_direction, seed)
         if per_direction is not None and len(chosen) < per_direction:
-            raise ValueError(f"{d}: only {len(chosen)} dev pairs are disjoint from the test sets"
-                             f"{' and the training data' if exclude else ''}, fewer than the {per_direction} asked for")
+            raise ValueError(f"{d}: only {len(chosen)} dev pairs are disjoint from the test sets, "
+                             f"fewer than the {per_direction} asked for")
         leakage.assert_no_test_overlap(chosen, pool, purpose="choices made on dev")
         out.extend(chosen)
         counts[d], dropped[d] = len(chosen), n_dropped
-    return DevSet(out, counts, dropped, seed, dropped_train)
+    return DevSet(out, counts, dropped, seed)
+
+
+def hold_out(examples, dev: DevSet) -> list:
+    """The training ``examples`` without those that share a sentence with ``dev`` (their count kept in
+    ``dev.held_out``): whatever is chosen on dev is chosen on sentences the model did not train on."""
+    kept, dev.held_out = leakage.drop_test_overlap(examples, dev.examples)
+    return kept
 
 
 def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: str = "alma", batch_size: int = 16,

@@ -53,8 +53,6 @@ class EngineParams(CompressParams):
         _check(isinstance(self.rerun, bool), f"rerun must be true or false, got {self.rerun!r}")
         _check(isinstance(self.repeat, bool), f"repeat must be true or false, got {self.repeat!r}")
         _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
-        _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
-               f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check("vllm" not in self.engines or self.dtype in ("bfloat16", "float16"),
                f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
         if "vllm" in self.engines:

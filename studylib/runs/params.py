@@ -199,6 +199,7 @@ class EvalParams(NotebookParams):
     speed_batch_sizes: list = field(default_factory=lambda: [1])
     keep_outputs: bool = True
     engine: str = "hf"
+    vllm_memory: float = 0.4  # the share of GPU memory a vLLM engine takes (weights, activations, KV cache)
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -229,6 +230,8 @@ class EvalParams(NotebookParams):
         _check(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         _check(self.engine != "vllm" or self.dtype in ("bfloat16", "float16"),
                f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
+        _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
+               f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check("comet" not in self.metrics or self.comet_checkpoint,
                "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
         _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
@@ -323,7 +326,8 @@ def params_class(notebook: str):
 
 
 SPEC_KEYS = ("notebook", "parameters", "sweep")
-RUN_LABELS = {"calib_per_direction": "calib", "ood_total": "ood", "depth": "d"}  # short names in run names
+# short names in run names
+RUN_LABELS = {"calib_per_direction": "calib", "ood_total": "ood", "depth": "d", "learning_rate": "lr"}
 
 
 def _label(axis: str, value) -> str:

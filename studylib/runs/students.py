@@ -161,8 +161,8 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     examples, counts, ood_test = training_set(cfg, root)
     dev = None
     if cfg.dev_per_direction is not None:  # built before any model loads: disjoint from the tests and the training data
-        dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=root,
-                                  exclude=examples)
+        dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=root)
+        examples = devset.hold_out(examples, dev)
     teacher = None
     if cfg.teacher_record:
         teacher = json.loads(records.results_dir(cfg.results_dir).joinpath("runs", cfg.teacher_record).read_text())

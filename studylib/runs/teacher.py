@@ -19,6 +19,7 @@ class TeacherParams(EvalParams):
     FAMILY: ClassVar[str] = "teacher"
     GPU: ClassVar[str] = "exclusive"  # times decoding
     H200_MINUTES: ClassVar[float] = 15.0
+    SMOKE_SWEEP: ClassVar[dict] = {"learning_rate": [1e-3]}  # a file's learning-rate axis: one rate on the CPU
 
     method: str = "full"
     train_per_direction: int | None = 8
