@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import (benchmark, claims, comparisons, cost, engines, figures, quality, seeds, setup, students,
-                             targets)
+from studylib.report import (benchmark, claims, comparisons, cost, engines, figures, quality, seeds, selection, setup,
+                             students, targets)
 from studylib.report.markdown import join, read_json, write_text
 from studylib.report.significance import DEFAULT_REFERENCE, N_SAMPLES, alpha_of, parse_reference, read_table, table_path
 from studylib.report.summary import load_summary, summary_path
@@ -51,6 +51,7 @@ TEXTS = {
     "targets": targets.text_targets,
     "comparisons": comparisons.text_comparisons,
     "seeds": seeds.text_seeds,
+    "selection": selection.text_selection,
     "claims": claims.text_claims,
 }
 

@@ -1,0 +1,121 @@
+"""Choices made on dev: which setting of a sweep the study keeps, read from the dev scores in its records alone.
+
+A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in each record: the curve of dev
+chrF++, the best score and the step kept, :class:`studylib.core.training.DevSelection`) is a choice among its
+settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the setting with the best dev
+score, averaged over seeds where the sweep has a ``seed`` axis. The test scores are shown beside it and play no part
+in the choice: a setting chosen on test would be tuned on the data that is meant to judge it.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from studylib.report.markdown import arrow, md_table, read_json
+
+GROUPS = ("xx-en", "en-xx")
+METRIC = "chrf++"
+
+
+def _dev(record: dict) -> dict | None:
+    return ((record.get("training") or {}).get("dev_selection")) or None
+
+
+def _setting(record: dict) -> dict:
+    """The record's sweep setting without its seed: what the choice is between."""
+    axes = ((record.get("sweep") or {}).get("axes")) or {}
+    return {k: v for k, v in axes.items() if k != "seed"}
+
+
+def _label(setting: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in setting.items()) or "—"
+
+
+def choices_data(recs: list[dict]) -> list[dict]:
+    """One entry per sweep (notebook and parent run) whose records carry a dev score, with two or more settings or
+    one: each setting's dev score (mean over its seeds), step kept, and test chrF++ per direction group; ``chosen`` is
+    the setting with the best dev score."""
+    sweeps: dict[tuple, list[dict]] = {}
+    for rec in recs:
+        parent = (rec.get("sweep") or {}).get("parent")
+        if parent and _dev(rec) and _dev(rec).get("best_score") is not None:
+            sweeps.setdefault((rec["notebook"], parent), []).append(rec)
+    out = []
+    for (notebook, parent), members in sweeps.items():
+        settings: dict[str, list[dict]] = {}
+        for rec in members:
+            settings.setdefault(_label(_setting(rec)), []).append(rec)
+        rows = []
+        for label, group in settings.items():
+            devs = [_dev(r) for r in group]
+            row = {"setting": label, "runs": [r["run"] for r in group],
+                   "seeds": sorted((r.get("params") or {}).get("seed") for r in group),
+                   "dev": statistics.fmean(d["best_score"] for d in devs),
+                   "dev_metric": devs[0].get("metric", METRIC),
+                   "best_steps": [d.get("best_step") for d in devs],
+                   "planned_steps": [d.get("planned_steps") for d in devs],
+                   "stopped_early": [bool(d.get("stopped_early")) for d in devs],
+                   "dev_n": ((devs[0].get("dev") or {}).get("n")),
+                   "test": {}}
+            for g in GROUPS:
+                scores = [((r.get("averages") or {}).get(g) or {}).get(METRIC) for r in group]
+                scores = [s for s in scores if isinstance(s, (int, float))]
+                if scores:
+                    row["test"][g] = statistics.fmean(scores)
+            rows.append(row)
+        chosen = max(rows, key=lambda r: r["dev"])
+        out.append({"notebook": notebook, "parent": parent, "settings": rows, "chosen": chosen["setting"],
+                    "chosen_runs": chosen["runs"]})
+    return out
+
+
+def chosen_record(recs: list[dict], notebook: str, parent: str) -> dict | None:
+    """The record the study keeps from the sweep ``parent`` of ``notebook`` (its first seed), or None."""
+    for entry in choices_data(recs):
+        if entry["notebook"] == notebook and entry["parent"] == parent:
+            keep = entry["chosen_runs"][0]
+            return next(r for r in recs if r["notebook"] == notebook and r["run"] == keep)
+    return None
+
+
+NONE = "No sweep has been chosen on dev yet: no record of a swept run carries a dev score."
+
+
+def _steps(row: dict) -> str:
+    return ", ".join(f"{b} of {p}" + (" (stopped)" if s else "")
+                     for b, p, s in zip(row["best_steps"], row["planned_steps"], row["stopped_early"]))
+
+
+def selection_table(data: list[dict]) -> str:
+    """Markdown: per sweep and setting, the dev score, the step kept and the test chrF++; the chosen one marked."""
+    if not data:
+        return NONE + "\n"
+    header = ["Notebook", "Sweep", "Setting", "Dev chrF++", "Step kept", *(f"Test chrF++ {arrow(g)}" for g in GROUPS),
+              "Kept"]
+    body = []
+    for e in data:
+        for row in e["settings"]:
+            body.append([e["notebook"], e["parent"], row["setting"], f"{row['dev']:.2f}", _steps(row),
+                         *(f"{row['test'][g]:.2f}" if g in row["test"] else "—" for g in GROUPS),
+                         "✓" if row["setting"] == e["chosen"] else ""])
+    return md_table(header, body, "lllrlrrc")
+
+
+def text_selection(ctx) -> str:
+    """The choices made on dev in a sentence each, from ``<tables>/selection.json``."""
+    data = read_json(ctx.tables / "selection.json") or []
+    if not data:
+        return NONE
+    out = []
+    for e in data:
+        rows = e["settings"]
+        kept = next(r for r in rows if r["setting"] == e["chosen"])
+        n = f" on {kept['dev_n']} dev pairs" if kept.get("dev_n") else ""
+        if len(rows) == 1:
+            out.append(f"Of the sweep `{e['parent']}` ({e['notebook']}), only the setting {kept['setting']} has been "
+                       f"run (dev chrF++ {kept['dev']:.2f}{n}); the choice between its settings is still open.")
+        else:
+            others = "; ".join(f"{r['setting']} {r['dev']:.2f}" for r in rows if r is not kept)
+            out.append(f"Of the sweep `{e['parent']}` ({e['notebook']}), the study keeps {kept['setting']}: dev chrF++ "
+                       f"{kept['dev']:.2f}{n}, against {others}; test scores played no part.")
+    return " ".join(out)

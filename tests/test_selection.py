@@ -1,0 +1,48 @@
+"""Choices made on dev (studylib.report.selection): the setting with the best dev score is kept, test scores aside."""
+
+from types import SimpleNamespace
+
+from studylib.report import selection
+
+
+def _rec(run, lr, dev, test_xx_en, seed=0, parent="full-dev"):
+    return {"notebook": "01_teacher", "run": run, "params": {"seed": seed, "learning_rate": lr},
+            "sweep": {"parent": parent, "axes": {"learning_rate": lr, **({"seed": seed} if seed else {})}},
+            "training": {"dev_selection": {"best_score": dev, "best_step": 900, "planned_steps": 3632,
+                                           "stopped_early": True, "metric": "chrf++", "dev": {"n": 1000}}},
+            "averages": {"xx-en": {"chrf++": test_xx_en}, "en-xx": {"chrf++": 30.0}}}
+
+
+def test_the_best_dev_score_is_kept_whatever_the_test_says():
+    recs = [_rec("a", 5e-5, 40.0, 45.0), _rec("b", 1e-4, 41.0, 42.0)]
+    data = selection.choices_data(recs)
+    assert len(data) == 1 and data[0]["chosen"] == "learning_rate 0.0001" and data[0]["chosen_runs"] == ["b"]
+    assert selection.chosen_record(recs, "01_teacher", "full-dev")["run"] == "b"
+    table = selection.selection_table(data)
+    assert "✓" in table and "900 of 3632 (stopped)" in table
+
+
+def test_seeds_of_a_setting_are_averaged_before_the_choice():
+    recs = [_rec("a0", 5e-5, 40.0, 40.0), _rec("a1", 5e-5, 43.0, 40.0, seed=1),
+            _rec("b0", 1e-4, 41.0, 40.0), _rec("b1", 1e-4, 41.0, 40.0, seed=1)]
+    data = selection.choices_data(recs)
+    kept = [r for r in data[0]["settings"] if r["setting"] == data[0]["chosen"]][0]
+    assert data[0]["chosen"] == "learning_rate 5e-05" and kept["dev"] == 41.5 and kept["seeds"] == [0, 1]
+
+
+def test_records_without_dev_scores_or_sweeps_are_not_choices(tmp_path):
+    plain = _rec("a", 5e-5, 40.0, 45.0)
+    plain["training"] = {}
+    unswept = _rec("b", 5e-5, 40.0, 45.0)
+    unswept["sweep"] = None
+    assert selection.choices_data([plain, unswept]) == []
+    assert selection.selection_table([]).strip() == selection.NONE
+    assert selection.text_selection(SimpleNamespace(tables=tmp_path)) == selection.NONE
+
+
+def test_the_sentence_names_the_kept_setting_and_says_when_the_choice_is_open(tmp_path):
+    import json
+
+    (tmp_path / "selection.json").write_text(json.dumps(selection.choices_data([_rec("a", 5e-5, 40.0, 45.0)])))
+    text = selection.text_selection(SimpleNamespace(tables=tmp_path))
+    assert "only the setting learning_rate 5e-05" in text and "still open" in text
