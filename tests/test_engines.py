@@ -27,9 +27,9 @@ class HFAsVLLM:
         self.model, self.tokenizer = model, tokenizer
         self.calls, self.closed = [], False
 
-    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True):
+    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True, repetition_penalty=1.0):
         self.calls.append({"ids": [list(i) for i in prompt_ids], "max_new_tokens": max_new_tokens,
-                           "stop_ids": list(stop_ids), "seed": seed})
+                           "stop_ids": list(stop_ids), "seed": seed, "repetition_penalty": repetition_penalty})
         rows = []
         for ids in prompt_ids:
             x = torch.tensor([ids])
@@ -37,7 +37,7 @@ class HFAsVLLM:
                 out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
                                           num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids),
                                           pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
-                                          top_k=None)
+                                          top_k=None, repetition_penalty=repetition_penalty)
             rows.append(out[0, x.shape[1]:].tolist())
         return rows
 
@@ -54,7 +54,7 @@ class FixedRows:
     def __init__(self, rows):
         self.rows, self.got = rows, None
 
-    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True):
+    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True, repetition_penalty=1.0):
         self.got = [list(i) for i in prompt_ids]
         return [list(self.rows[k]) for k in range(len(prompt_ids))]
 
@@ -293,6 +293,27 @@ def test_generate_vllm_gives_what_hf_generate_gives_for_the_same_token_ids(tiny)
     assert all(hf.texts)  # real continuations, not empty cuts
     (call,) = fake.calls
     assert call["max_new_tokens"] == 10 and call["seed"] == 7 and call["stop_ids"] == stop_token_ids(tok)
+
+
+def test_a_repetition_penalty_reaches_both_engines_and_they_still_agree(tiny):
+    model, tok = tiny
+    plain = generate(model, tok, PROMPTS, batch_size=4, max_new_tokens=24, progress=False)
+    hf = generate(model, tok, PROMPTS, batch_size=4, max_new_tokens=24, progress=False, repetition_penalty=1.5)
+    fake = HFAsVLLM(model, tok)
+    vl = generate_vllm(fake, tok, PROMPTS, max_new_tokens=24, progress=False, repetition_penalty=1.5)
+    assert vl.texts == hf.texts and fake.calls[0]["repetition_penalty"] == 1.5
+    assert hf.texts != plain.texts  # the penalty changed what was decoded
+
+
+def test_repetition_penalty_is_checked_and_handed_to_vllm():
+    assert E.sampling_kwargs(8, [1])["repetition_penalty"] == 1.0
+    assert E.sampling_kwargs(8, [1], repetition_penalty=1.2)["repetition_penalty"] == 1.2
+    for bad in (0.9, 0, True, "1.2", None):
+        with pytest.raises(ValueError, match="repetition_penalty must be a number >= 1.0"):
+            E.sampling_kwargs(8, [1], repetition_penalty=bad)
+    with pytest.raises(ParamsError, match="repetition_penalty must be a number >= 1.0") as err:
+        EngineParams.build({"repetition_penalty": 0.5}, "p.yaml")
+    assert "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

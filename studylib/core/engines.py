@@ -153,12 +153,22 @@ def choose(engine: str, methods: list[str]) -> tuple[str, str | None]:
     return "vllm", None
 
 
-def sampling_kwargs(max_new_tokens: int, stop_ids: list[int], seed: int = 0) -> dict:
+def check_repetition_penalty(value) -> None:
+    """A repetition penalty is a number >= 1.0 (1.0: none); one clear error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
+        raise ValueError(f"repetition_penalty must be a number >= 1.0 (1.0: none), got {value!r}")
+
+
+def sampling_kwargs(max_new_tokens: int, stop_ids: list[int], seed: int = 0, repetition_penalty: float = 1.0) -> dict:
     """vLLM ``SamplingParams`` for the study's decoding: greedy, at most ``max_new_tokens``, stopped by the first of
-    ``stop_ids`` (kept in the output so that the cut is the one hf makes), token ids only (no detokenizer)."""
+    ``stop_ids`` (kept in the output so that the cut is the one hf makes), token ids only (no detokenizer).
+    ``repetition_penalty`` is CTRL's, as transformers applies it: the logit of every token already in the prompt or the
+    output is divided by it (multiplied when negative); 1.0 is none."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
+    check_repetition_penalty(repetition_penalty)
     return {"n": 1, "temperature": 0.0, "seed": seed, "max_tokens": int(max_new_tokens),
+            "repetition_penalty": float(repetition_penalty),
             "stop_token_ids": sorted(int(i) for i in stop_ids), "ignore_eos": False, "detokenize": False,
             "skip_special_tokens": False}
 
@@ -236,12 +246,12 @@ class VLLMEngine:
         self.start_seconds = time.perf_counter() - start
 
     def generate(self, prompt_ids: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], seed: int = 0,
-                 progress: bool = True) -> list[list[int]]:
+                 progress: bool = True, repetition_penalty: float = 1.0) -> list[list[int]]:
         """Each prompt's greedy continuation as token ids, in prompt order, ending with its stop token if it
         stopped on one."""
         from vllm import SamplingParams
 
-        params = SamplingParams(**sampling_kwargs(max_new_tokens, stop_ids, seed))
+        params = SamplingParams(**sampling_kwargs(max_new_tokens, stop_ids, seed, repetition_penalty))
         outs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=progress)
         rows = []
         for out in outs:

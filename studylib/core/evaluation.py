@@ -96,10 +96,11 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
             desc = f"translating ({', '.join(pool) if len(pool) < 3 else f'{len(pool)} directions'})"
             if name == "vllm":
                 gens = generate_vllm(engine, tokenizer, prompts_, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                                     progress=progress)
+                                     progress=progress, repetition_penalty=getattr(cfg, "repetition_penalty", 1.0))
             else:
                 gens = generate(model, tokenizer, prompts_, batch_size=cfg.batch_size,
-                                max_new_tokens=cfg.max_new_tokens, progress=progress, desc=desc)
+                                max_new_tokens=cfg.max_new_tokens, progress=progress, desc=desc,
+                                repetition_penalty=getattr(cfg, "repetition_penalty", 1.0))
             seconds += gens.seconds
             for direction, (first, last) in spans.items():
                 texts[direction], counts[direction] = gens.texts[first:last], gens.new_tokens[first:last]

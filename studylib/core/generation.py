@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from studylib.core.engines import finish
+from studylib.core.engines import check_repetition_penalty, finish
 from studylib.core.prompts import cut_output
 
 _STOP_IDS: dict[int, list[int]] = {}
@@ -100,6 +100,7 @@ def generate(
     max_new_tokens: int = 256,
     progress: bool = True,
     desc: str = "generating",
+    repetition_penalty: float = 1.0,
 ) -> Generations:
     """Greedy continuations of ``prompts``, each cut at its first newline.
 
@@ -111,6 +112,9 @@ def generate(
     rate and ETA); it advances during a batch as segments stop, and its postfix shows the batch and the decoding
     step, refreshed at most once a second, so a batch whose segments all run to ``max_new_tokens`` still shows
     it is alive. The bar changes nothing about what is decoded.
+
+    ``repetition_penalty`` (1.0: none) divides the logit of every token already in the prompt or the output
+    (:func:`studylib.core.engines.sampling_kwargs` asks vLLM for the same).
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -119,6 +123,7 @@ def generate(
         raise ValueError("batch_size must be >= 1")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
+    check_repetition_penalty(repetition_penalty)
     if tokenizer.padding_side != "left":
         raise ValueError("batched decoding needs tokenizer.padding_side == 'left' (see models.prepare_tokenizer)")
     stops = stop_token_ids(tokenizer)
@@ -143,6 +148,7 @@ def generate(
                 do_sample=False,
                 num_beams=1,
                 max_new_tokens=max_new_tokens,
+                repetition_penalty=float(repetition_penalty),
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
                 temperature=None,
@@ -161,7 +167,8 @@ def generate(
 
 
 def generate_vllm(engine, tokenizer, prompts: list[str], *, max_new_tokens: int = 256, seed: int = 0,
-                  progress: bool = True, order: list[int] | None = None) -> Generations:
+                  progress: bool = True, order: list[int] | None = None,
+                  repetition_penalty: float = 1.0) -> Generations:
     """:func:`generate` through a :class:`studylib.core.engines.VLLMEngine`: the same token ids (the tokenizer's,
     BOS included), stop tokens, cap and cut. vLLM schedules the prompts itself; ``order`` (a permutation of the
     prompts) changes the order they are handed over in, and so what shares a batch, for the rerun check. Its tqdm bar
@@ -174,7 +181,8 @@ def generate_vllm(engine, tokenizer, prompts: list[str], *, max_new_tokens: int 
         raise ValueError("order must be a permutation of the prompts' indices")
     start = time.perf_counter()  # tokenizing included, as generate() times it
     ids = tokenizer([prompts[i] for i in order])["input_ids"]
-    rows = engine.generate(ids, max_new_tokens=max_new_tokens, stop_ids=stops, seed=seed, progress=progress)
+    rows = engine.generate(ids, max_new_tokens=max_new_tokens, stop_ids=stops, seed=seed, progress=progress,
+                           repetition_penalty=repetition_penalty)
     seconds = time.perf_counter() - start
     texts, counts = [""] * len(prompts), [0] * len(prompts)
     for i, row in zip(order, rows):

@@ -78,14 +78,15 @@ def hold_out(examples, dev: DevSet) -> list:
 
 
 def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: str = "alma", batch_size: int = 16,
-              max_new_tokens: int = 64) -> dict:
+              max_new_tokens: int = 64, repetition_penalty: float = 1.0) -> dict:
     """Greedy translations of the dev set scored per direction; ``score`` is the mean over directions."""
     from studylib.core import generation, metrics, prompts
     from studylib.core.languages import parse_direction
 
     # one generate call over every direction (batched by length across directions), scored per direction
     gens = generation.generate(model, tokenizer, prompts.build_prompts(dev.examples, style, tokenizer=tokenizer),
-                               batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False)
+                               batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False,
+                               repetition_penalty=repetition_penalty)
     by_dir: dict = {}
     for ex, hyp in zip(dev.examples, gens.texts):
         by_dir.setdefault(ex.direction, ([], []))
@@ -97,14 +98,16 @@ def dev_score(model, tokenizer, dev: DevSet, *, metric: str = "chrf++", style: s
 
 
 def early_stopping(dev: DevSet, tokenizer, *, every: int, patience: int | None, style: str = "alma",
-                   batch_size: int = 16, max_new_tokens: int = 256, metric: str = "chrf++"):
+                   batch_size: int = 16, max_new_tokens: int = 256, metric: str = "chrf++",
+                   repetition_penalty: float = 1.0):
     """Early stopping of a fine-tuning run on ``metric`` over ``dev`` (mean over directions), decoded as every
     evaluation decodes (greedy, ``max_new_tokens``): a :class:`studylib.core.training.DevSelection`."""
     from studylib.core import training
 
     def score(model) -> float:
         return dev_score(model, tokenizer, dev, metric=metric, style=style, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens)["score"]
+                         max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)["score"]
 
     return training.DevSelection(score, every=every, patience=patience,
-                                 what={"metric": metric, "max_new_tokens": max_new_tokens, "dev": dev.describe()})
+                                 what={"metric": metric, "max_new_tokens": max_new_tokens,
+                                       "repetition_penalty": repetition_penalty, "dev": dev.describe()})

@@ -193,6 +193,7 @@ class EvalParams(NotebookParams):
     shots: int = 0
     batch_size: int = 8
     max_new_tokens: int = 32
+    repetition_penalty: float = 1.0  # on tokens already in the prompt or output (1.0: none), the same in both engines
     metrics: list = field(default_factory=lambda: ["bleu", "chrf", "chrf++"])
     comet_checkpoint: str | None = None
     speed_new_tokens: int = 8
@@ -203,7 +204,7 @@ class EvalParams(NotebookParams):
     results_dir: str | None = None
 
     def __post_init__(self):
-        from studylib.core.engines import ENGINES
+        from studylib.core.engines import ENGINES, check_repetition_penalty
         from studylib.core.models import ModelSpec
 
         _check(self.profile in PROFILES, f"profile must be one of {PROFILES}, got {self.profile!r}")
@@ -224,6 +225,10 @@ class EvalParams(NotebookParams):
         _check(self.prompt_style != "alma-fewshot" or self.shots > 0, "prompt_style 'alma-fewshot' needs shots >= 1")
         _positive_int("batch_size", self.batch_size)
         _positive_int("max_new_tokens", self.max_new_tokens)
+        try:
+            check_repetition_penalty(self.repetition_penalty)
+        except ValueError as err:
+            raise ParamsError(str(err)) from None
         _positive_int("speed_new_tokens", self.speed_new_tokens)
         _check(isinstance(self.metrics, list) and self.metrics and all(m in ALLOWED_METRICS for m in self.metrics),
                f"metrics must be a non-empty list from {ALLOWED_METRICS}, got {self.metrics!r}")
@@ -292,6 +297,7 @@ class CompressParams(EvalParams):
 NOTEBOOKS = {
     "00_baseline": "baseline:BaselineParams",
     "01_teacher": "teacher:TeacherParams",
+    "02_decoding": "decoding:DecodingParams",
     "10_bnb_int8": "quantization:BnbInt8Params",
     "11_bnb_nf4": "quantization:BnbNF4Params",
     "12_gptq": "quantization:GPTQParams",

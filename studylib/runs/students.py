@@ -178,7 +178,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in examples]
     stopping = None if dev is None else devset.early_stopping(
         dev, tokenizer, every=cfg.dev_every, patience=cfg.dev_patience, style=cfg.prompt_style,
-        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty)
     result = training.finetune(model, tokenizer, pairs, epochs=cfg.epochs, max_steps=cfg.max_steps,
                                learning_rate=cfg.learning_rate,
                                batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, max_length=cfg.max_length,

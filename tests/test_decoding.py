@@ -1,0 +1,59 @@
+"""02_decoding (studylib.runs.decoding): candidate decodings compared on dev, checked before any model loads."""
+
+import json
+
+import pytest
+
+from studylib.runs.decoding import DecodingParams, check_teacher_dev, compare
+from studylib.runs.params import ParamsError
+
+
+@pytest.mark.parametrize("candidates, message", [
+    ([], "candidates must be a non-empty list"),
+    ([{"temperature": 0.7}], "candidates must be a non-empty list of mappings of repetition_penalty, max_new_tokens"),
+    ([{"repetition_penalty": 0.8}], "repetition_penalty must be a number >= 1.0"),
+    ([{"max_new_tokens": 0}], "max_new_tokens must be a positive integer"),
+    ([{"repetition_penalty": 1.0}, {"repetition_penalty": 1.0, "max_new_tokens": 32}], "candidates must differ"),
+])
+def test_bad_candidates_are_one_line(candidates, message):
+    with pytest.raises(ParamsError, match=message) as err:
+        DecodingParams.build({"candidates": candidates}, "p.yaml")
+    assert str(err.value).startswith("p.yaml: ") and "\n" not in str(err.value)
+
+
+def _teacher(tmp_path, per_direction, seed=0):
+    path = tmp_path / "runs" / "01_teacher" / "t.json"
+    path.parent.mkdir(parents=True)
+    dev = {"per_direction": {"de-en": per_direction, "en-de": per_direction}, "seed": seed}
+    path.write_text(json.dumps({"training": {"dev_selection": {"best_score": 1.0, "dev": dev}}}))
+
+
+def test_the_teachers_held_out_dev_pairs_must_be_the_ones_decoded(tmp_path):
+    _teacher(tmp_path, 100)
+    cfg = DecodingParams(dev_per_direction=100, teacher_record="01_teacher/t.json", results_dir=str(tmp_path))
+    assert check_teacher_dev(cfg)["best_score"] == 1.0
+    other = DecodingParams(dev_per_direction=50, teacher_record="01_teacher/t.json", results_dir=str(tmp_path))
+    with pytest.raises(ParamsError, match="the teacher held out \\[100\\] dev pairs a direction"):
+        check_teacher_dev(other)
+    missing = DecodingParams(teacher_record="01_teacher/none.json", results_dir=str(tmp_path))
+    with pytest.raises(ParamsError, match="no such record"):
+        check_teacher_dev(missing)
+    assert check_teacher_dev(DecodingParams()) is None
+
+
+def test_compare_scores_every_candidate_on_dev_and_keeps_the_best(tiny, data_root):
+    from studylib.methods import devset
+
+    model, tok = tiny
+    cfg = DecodingParams(directions=["de-en", "en-de"], dev_per_direction=2, data_dir=str(data_root),
+                         candidates=[{"repetition_penalty": 1.0}, {"repetition_penalty": 1.5, "max_new_tokens": 8}])
+    dev = devset.dev_examples(cfg.directions, 2, root=data_root)
+    dev_sets = {d: [ex for ex in dev.examples if ex.direction == d] for d in cfg.directions}
+    got = compare(model, tok, cfg, dev_sets, progress=False)
+    first, second = got["candidates"]
+    assert first["knobs"] == {"repetition_penalty": 1.0, "max_new_tokens": cfg.max_new_tokens}
+    assert second["knobs"] == {"repetition_penalty": 1.5, "max_new_tokens": 8}
+    assert set(first["per_direction"]) == {"de-en", "en-de"} and "runaway_rate" in first["mean"]
+    best = max(range(2), key=lambda i: (got["candidates"][i]["mean"]["chrf++"],
+                                        -got["candidates"][i]["mean"]["runaway_rate"]))
+    assert got["chosen"] == best and got["engine"]["engine"] == "hf"
