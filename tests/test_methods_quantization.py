@@ -14,7 +14,7 @@ import torch
 from studylib.methods import MethodError, available, build
 from studylib.runs.params import ParamsError
 
-QUANT = {"bnb-int8", "bnb-nf4", "gptq", "smoothquant", "smoothquant-nf4"}
+QUANT = {"bnb-int8", "bnb-nf4", "gptq", "smoothquant", "smoothquant-nf4", "fp8", "awq"}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (real GPU kernels); CPU machine")
 
 
@@ -73,7 +73,11 @@ def test_registry_has_the_quantization_methods():
     ("bnb-nf4", {"compute_dtype": "int8"}, "compute_dtype must be one of"),
     ("bnb-int8", {"threshold": -1}, "threshold must be a number >= 0"),
     ("bnb-int8", {"bits": 8}, "bnb-int8 has no parameter bits"),
-    ("awq", {}, "unknown method 'awq'"),
+    ("awq", {"bits": 3}, "bits must be 4 or 8"),
+    ("awq", {"group_size": 100}, "group_size must be 32, 64 or 128"),
+    ("awq", {"symmetric": "yes"}, "symmetric must be true or false"),
+    ("fp8", {"bits": 8}, "fp8 has no parameter bits"),
+    ("nvfp4", {}, "unknown method 'nvfp4'"),
 ])
 def test_bad_parameters_fail_at_construction_with_one_clear_message(name, params, message):
     with pytest.raises(MethodError) as err:
@@ -103,6 +107,28 @@ def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
     path.write_text("notebook: 16_calibration_size\nparameters: {run_name: r}\nsweep: {calib_per_direction: [8, 0]}\n")
     with pytest.raises(ParamsError, match="calib_per_direction"):
         read_spec(path)
+
+
+# ----------------------------------------------------------------------------------- llm-compressor: FP8, AWQ
+
+@pytest.mark.parametrize("name, params, fmt", [("fp8", {}, "compressed-tensors-fp8"),
+                                               ("awq", {"group_size": 32}, "compressed-tensors-w4a16")])
+def test_llmcompressor_formats_keep_the_checkpoint_vllm_serves_and_hf_decodes_it(name, params, fmt, calib):
+    from studylib.core import engines
+
+    model, tok = fresh_tiny()
+    before = logits(model, tok, ["Translate this from German to English:\nGerman: Guten Morgen\nEnglish:"])
+    method = build(name, **params)
+    out = method.apply(model, tok, calib if method.needs_calibration else None)
+    kept = engines.served_checkpoint(out)
+    assert kept["format"] == fmt and Path(kept["path"], "config.json").is_file()
+    config = json.loads(Path(kept["path"], "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors" and config["ignore"] == ["lm_head"]
+    info = method.describe()
+    assert info["kernel"] and info["vllm_export"]["format"] == config["format"]
+    after = logits(out, tok, ["Translate this from German to English:\nGerman: Guten Morgen\nEnglish:"])
+    assert not torch.equal(before, after) and torch.allclose(before, after, atol=0.5 * before.abs().max().item())
+    assert engines.route("vllm", None, out) == ("vllm", None, kept)
 
 
 # ----------------------------------------------------------------------------------- bitsandbytes

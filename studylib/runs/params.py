@@ -306,6 +306,8 @@ NOTEBOOKS = {
     "15_gptq_bits": "quantization:GPTQBitsParams",
     "16_calibration_size": "quantization:CalibrationSizeParams",
     "17_gguf_grid": "quantization:GGUFGridParams",
+    "18_fp8": "quantization:FP8Params",
+    "19_awq": "quantization:AWQParams",
     "20_wanda": "pruning:WandaParams",
     "21_wanda_2of4": "pruning:Wanda24Params",
     "22_sparsegpt": "pruning:SparseGPTParams",

@@ -145,6 +145,38 @@ class CalibrationSizeParams(CompressParams):
         _require_method(self.recipe, ("gptq", "smoothquant", "smoothquant-nf4"), "16_calibration_size")
 
 
+@dataclass
+class FP8Params(CompressParams):
+    """18_fp8: FP8 W8A8 (llm-compressor's FP8_DYNAMIC), served by vLLM from its compressed-tensors checkpoint."""
+
+    NOTEBOOK: ClassVar[str] = "18_fp8"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 4.0
+
+    recipe: list = field(default_factory=lambda: [{"method": "fp8"}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("fp8",), "18_fp8")
+
+
+@dataclass
+class AWQParams(CompressParams):
+    """19_awq: AWQ W4A16 (llm-compressor's AWQModifier) on calibration texts, served by vLLM's Marlin kernel."""
+
+    NOTEBOOK: ClassVar[str] = "19_awq"
+    FAMILY: ClassVar[str] = "quantization"
+    GPU: ClassVar[str] = "exclusive"  # times compression and decoding
+    H200_MINUTES: ClassVar[float] = 6.0
+
+    recipe: list = field(default_factory=lambda: [{"method": "awq", "bits": 4, "group_size": 32}])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_method(self.recipe, ("awq",), "19_awq")
+
+
 # --------------------------------------------------------------------------------------------- checks
 
 def _fail(msg):
