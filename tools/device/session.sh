@@ -18,11 +18,13 @@
 #                                        shared cache before the workflow starts (no race between jobs); --gpu shows
 #                                        it only that GPU (CUDA_VISIBLE_DEVICES)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
-#   session.sh jobs NAME JOB...          like start, but runs the given jobs one after another, each
+#   session.sh jobs NAME [--no-vllm] JOB...
+#                                        like start, but runs the given jobs one after another, each
 #                                        `python3 -m studylib.workflow run` (what a Snakemake rule runs): JOB is
 #                                        NOTEBOOK:PARAMS_FILE[:SETTING_JSON], e.g. 41_engines:params/41_engines_teacher-lora.yaml
 #                                        or '40_efficiency_7b:params/40_efficiency_7b_llama2-7b.yaml:{"variant":"vllm-fp8"}';
-#                                        /tmp/vllm-site, where installed, comes first on PYTHONPATH
+#                                        /tmp/vllm-site, where installed, comes first on PYTHONPATH (--no-vllm: left
+#                                        out, for llm-compressor's jobs: it needs compressed-tensors 0.19, vLLM 0.17)
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
 # Set STUDYLIB_GIT_SHA in the calling command (the checkout's commit) so records name it.
@@ -108,6 +110,7 @@ SCRIPT
   ;;
 jobs)
   name=${1:?name}; shift
+  vsite=/tmp/vllm-site:; [ "${1:-}" = "--no-vllm" ] && { vsite=""; shift; }
   S=.; [ -d .carry/snap/studylib ] && S=.carry/snap
   W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" \
     && cp -r $S/studylib $S/notebooks $S/params $S/pyproject.toml results "$W"/ || exit 1
@@ -115,7 +118,7 @@ jobs)
   for job in "$@"; do printf '%s\n' "$job" >> /tmp/$name.jobs; done
   cat > /tmp/$name.sh <<SCRIPT
 cd $W
-export PYTHONPATH=/tmp/vllm-site:/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
+export PYTHONPATH=${vsite}/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUDYLIB_DATA=/tmp/data \
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
   TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
