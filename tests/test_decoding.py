@@ -57,3 +57,11 @@ def test_compare_scores_every_candidate_on_dev_and_keeps_the_best(tiny, data_roo
     best = max(range(2), key=lambda i: (got["candidates"][i]["mean"]["chrf++"],
                                         -got["candidates"][i]["mean"]["runaway_rate"]))
     assert got["chosen"] == best and got["engine"]["engine"] == "hf"
+
+
+def test_the_record_says_it_read_the_dev_split_and_no_test_set():
+    from studylib.core import what
+
+    cfg = DecodingParams()
+    stated = what.describe(cfg.FAMILY, cfg.as_dict(), method=cfg.METHOD)
+    assert stated["method"] == "decoding" and stated["testset"] == "alma-dev" and stated["testsets"] is None

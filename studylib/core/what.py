@@ -147,4 +147,6 @@ def describe(family: str, params: dict, compression: dict | None = None, sweep: 
     out["sweep"] = sweep
     out["testset"] = testset(params)
     out["testsets"] = testsets(params)
+    if method == "decoding":  # 02_decoding reads the dev split alone, never a test set
+        out["testset"], out["testsets"] = "alma-dev", None
     return out
