@@ -46,9 +46,11 @@ def recipe_methods(cfg) -> list[str]:
 def serve_with_vllm(model, cfg, **kwargs):
     """A vLLM engine serving ``model``, started with the run's seed: from the checkpoint its method kept
     (:func:`studylib.core.engines.keep_checkpoint`, e.g. GPTQ's), else as it is in memory, saved as a plain checkpoint
-    in its dtype into a temporary folder (kept while the engine lives; ``engine.served_dir``)."""
+    in its dtype into a temporary folder (kept while the engine lives; ``engine.served_dir``). The engine takes
+    ``cfg.vllm_memory`` of the GPU's memory unless ``gpu_memory_utilization`` is given."""
     import tempfile
 
+    kwargs.setdefault("gpu_memory_utilization", getattr(cfg, "vllm_memory", 0.4))
     kept = engines.served_checkpoint(model)
     if kept is not None and kept.get("path"):
         engine = engines.VLLMEngine(kept["path"], dtype=cfg.dtype, seed=cfg.seed, **kwargs)
@@ -80,7 +82,7 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     name, why, _ = engines.route(*engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg)), model)
     own = name == "vllm" and engine is None
     if own:
-        engine = serve_with_vllm(model, cfg, gpu_memory_utilization=getattr(cfg, "vllm_memory", 0.4))
+        engine = serve_with_vllm(model, cfg)
     result.engine = {**(engine.info() if name == "vllm" else engines.hf_info()), "asked": getattr(cfg, "engine", "hf"),
                      "why": why, "pooled": pooled,
                      "language_id": failures.lid_name() or "not installed: no off-target rate"}

@@ -41,7 +41,8 @@ def _oneshot(model, recipe, dataset=None, max_length: int = 512) -> None:
                 max_seq_length=max_length)
 
 
-def _dataset(tokenizer, calibration, max_length: int):
+def calibration_dataset(tokenizer, calibration, max_length: int):
+    """The calibration texts as the tokenized ``datasets.Dataset`` llm-compressor's ``oneshot`` takes."""
     import datasets
 
     enc = tokenizer(list(calibration), truncation=True, max_length=max_length)
@@ -141,7 +142,7 @@ class AWQ(Method):
                    "group_size": p["group_size"]}
         modifier = AWQModifier(ignore=["lm_head"], duo_scaling=p["duo_scaling"],
                                config_groups={"group_0": {"targets": ["Linear"], "weights": weights}})
-        dataset = _dataset(tokenizer, calibration, p["max_length"])
+        dataset = calibration_dataset(tokenizer, calibration, p["max_length"])
         _oneshot(model, [modifier], dataset, p["max_length"])
         model, export = _keep_compressed(model, tokenizer, f"compressed-tensors-w{p['bits']}a16")
         self.info.update(implementation=f"{_version()} AWQModifier + W{p['bits']}A16 "

@@ -26,6 +26,7 @@ import logging
 
 from studylib.methods import pruning
 from . import Method, MethodError, register
+from .llmc import calibration_dataset
 from .wanda import _check_common
 
 log = logging.getLogger(__name__)
@@ -175,14 +176,12 @@ class SparseGPT(Method):
                          calibration_tokens_per_layer=tokens, damping_raised=damped)
 
     def _apply_llmcompressor(self, model, tokenizer, calibration, sparsity, n, m):
-        import datasets
         from llmcompressor import oneshot
         from llmcompressor.modifiers.pruning import SparseGPTModifier
         from loguru import logger
 
         max_length = self.params["max_length"]
-        enc = tokenizer(list(calibration), truncation=True, max_length=max_length)
-        ds = datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        ds = calibration_dataset(tokenizer, calibration, max_length)
         structure = f"{m - n}:{m}" if n else "0:0"  # llm-compressor's N:M counts the *pruned* weights
         modifier = SparseGPTModifier(sparsity=sparsity, mask_structure=structure,
                                      block_size=self.params["block_size"], dampening_frac=self.params["damp"],

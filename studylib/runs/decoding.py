@@ -93,7 +93,7 @@ def compare(model, tokenizer, cfg: DecodingParams, dev_sets: dict, *, progress: 
 
     engine, engine_info, out = None, None, []
     if cfg.engine == "vllm":
-        engine = evaluation.serve_with_vllm(model, cfg, gpu_memory_utilization=cfg.vllm_memory)
+        engine = evaluation.serve_with_vllm(model, cfg)
     try:
         for candidate in cfg.candidates:
             run_cfg = dataclasses.replace(cfg, **candidate)
