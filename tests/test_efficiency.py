@@ -34,6 +34,19 @@ def test_decode_speed_reports_median_after_warmup(tiny):
     assert r["new_tokens"] == 5 and r["batch_size"] == 2
     assert abs(r["tokens_per_s"] - 2 * 5 / r["seconds_median"]) < 1e-6
     assert abs(r["time_per_token_ms"] - 1000 * r["seconds_median"] / 5) < 1e-9
+    assert r["gpu_processes"] is None  # no GPU here: nothing to say whether one was shared
+
+
+def test_gpu_processes_counts_what_nvidia_smi_lists(monkeypatch):
+    import subprocess
+
+    from studylib.core import records
+
+    monkeypatch.setattr(records.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(records.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "101\n202\n", ""))
+    assert records.gpu_processes() == 2 and records.host_load()["gpu_processes"] == 2
+    monkeypatch.setattr(records.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 9, "", "no driver"))
+    assert records.gpu_processes() is None
 
 
 def test_efficiency_report_on_cpu_has_no_gpu_peak(tiny):

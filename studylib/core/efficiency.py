@@ -15,6 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from studylib.core.records import gpu_processes
+
 
 def _logical_numel(p) -> int:
     """Elements of the weight a parameter stands for: bitsandbytes' 4-bit parameters pack two per byte."""
@@ -218,7 +220,7 @@ def decode_speed(model, tokenizer, prompt: str, *, batch_size: int = 1, new_toke
         top_p=None,
         top_k=None,
     )
-    times = []
+    times, sharing = [], gpu_processes()
     with torch.inference_mode():
         model.generate(**enc, **kwargs)  # warm-up, not timed
         for _ in range(repeats):
@@ -234,6 +236,7 @@ def decode_speed(model, tokenizer, prompt: str, *, batch_size: int = 1, new_toke
         "seconds_median": seconds,
         "time_per_token_ms": 1000 * seconds / new_tokens,
         "tokens_per_s": batch_size * new_tokens / seconds,
+        "gpu_processes": sharing,  # on the GPUs when timing began (this one included); > 1: shared, not comparable
     }
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
@@ -85,15 +86,29 @@ def _git_sha() -> str | None:
     return (sha + ("-dirty" if dirty else "")) or None
 
 
+def gpu_processes() -> int | None:
+    """How many processes compute on this machine's GPUs now (this one included), from ``nvidia-smi``; None without
+    one. A timing taken while another job shares the GPU is not comparable with one taken alone."""
+    tool = shutil.which("nvidia-smi")
+    if not tool:
+        return None
+    try:
+        out = subprocess.run([tool, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return len([line for line in out.stdout.splitlines() if line.strip()]) if out.returncode == 0 else None
+
+
 def host_load() -> dict:
     """The host's CPUs and their load when the record is made: launch-bound timings (small batches) slow down when
-    other jobs (on other GPUs of the machine, say) keep the CPUs busy."""
+    other jobs (on other GPUs of the machine, say) keep the CPUs busy; and the processes then on the GPUs."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # not on every platform
         load = None
     return {"cpus": os.cpu_count(), "load_average_1_5_15_min": load,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpu_processes": gpu_processes()}
 
 
 def environment() -> dict:

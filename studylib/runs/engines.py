@@ -107,6 +107,7 @@ def pass_entry(name: str, ev, start_seconds: float | None, pooled: bool) -> dict
     return {"engine": name, "info": ev.engine, "pooled": pooled, "seconds": ev.seconds, "start_seconds": start_seconds,
             "segments": segments, "new_tokens": ev.new_tokens,
             "segments_per_s": segments / ev.seconds if ev.seconds else None,
+            "gpu_processes": records.gpu_processes(),  # after the pass (this one included); > 1: the GPU was shared
             "metrics": ev.metrics, "averages": records.direction_averages(ev.metrics)}
 
 
