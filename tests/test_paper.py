@@ -54,6 +54,7 @@ def test_pending_figures_become_notes_and_an_embedded_paper_is_self_contained(tm
     assert "No compressed or distilled run has been recorded yet" in filled
     assert "The benchmark has not been measured yet" in filled and "Not measured yet" in filled  # no placeholder numbers
     assert "Efficiency at the 7B scale: not drawn yet" in filled
+    assert filled.count("No sweep has been chosen on dev yet") == 1 and 'id="table-selection"' not in filled
     embedded = paper.build(results, "full", figures=tmp_path / "figures", out=tmp_path / "embedded", reference=REF,
                            embed=True)
     assert "data:image/png;base64," in embedded.read_text()

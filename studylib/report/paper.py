@@ -3,7 +3,7 @@
 The template's prose holds no result numbers. Every number enters through a placeholder:
 
 ``{{ table:NAME | caption }}``  the Markdown table ``<tables>/NAME.md`` (:mod:`studylib.report.tables`), numbered, with
-                                the caption.
+                                the caption; an empty one is left out (its text says why).
 ``{{ figure:NAME }}``           the figure ``<figures>/NAME.png`` with its caption from ``<figures>/figures.json``;
                                 a figure not drawn yet becomes a note saying why.
 ``{{ value:PATH }}``            a value from ``<tables>/setup.json`` (dotted path; lists are joined), or one of
@@ -139,9 +139,12 @@ def fill(kind: str, arg: str, caption: str | None, ctx: Context, vals: dict) -> 
         path = ctx.tables / f"{arg}.md"
         if not path.is_file():
             raise PaperError(f"table {arg!r} not found: {path} (run `python -m studylib.report`)")
+        body = path.read_text(encoding="utf-8")
+        if not body.strip():  # nothing to show yet (the text around it says so): no table, no number
+            return ""
         ctx.counters["table"] += 1
         head = f"**Table {ctx.counters['table']}.** {caption}" if caption else f"**Table {ctx.counters['table']}.**"
-        return f'\n<div class="table" id="table-{arg}">\n\n{head}\n\n{path.read_text(encoding="utf-8")}\n</div>\n'
+        return f'\n<div class="table" id="table-{arg}">\n\n{head}\n\n{body}\n</div>\n'
     if kind == "figure":
         fig = _figure(ctx, arg)
         if fig is None:

@@ -87,9 +87,10 @@ def _steps(row: dict) -> str:
 
 
 def selection_table(data: list[dict]) -> str:
-    """Markdown: per sweep and setting, the dev score, the step kept and the test chrF++; the chosen one marked."""
+    """Markdown: per sweep and setting, the dev score, the step kept and the test chrF++; the chosen one marked.
+    Empty when no sweep has been chosen: the paper then leaves the table out (the text says why)."""
     if not data:
-        return NONE + "\n"
+        return ""
     header = ["Notebook", "Sweep", "Setting", "Dev chrF++", "Step kept", *(f"Test chrF++ {arrow(g)}" for g in GROUPS),
               "Kept"]
     body = []
