@@ -109,6 +109,39 @@ def test_bad_parameters_fail_in_params_before_any_model_loads(tmp_path):
         read_spec(path)
 
 
+@pytest.mark.parametrize("choose, recipe, message", [
+    ({"alpha": [0.5]}, [{"method": "smoothquant"}], "at least two distinct values"),
+    ({"alpha": [0.5, 0.5]}, [{"method": "smoothquant"}], "at least two distinct values"),
+    ({"alpha": [0.3, 0.6], "kernel": ["auto", "int_mm"]}, [{"method": "smoothquant"}], "must be one"),
+    ({"alpha": [0.3, 0.6]}, [{"method": "smoothquant", "alpha": 0.5}], "leave it out of the recipe"),
+    ({"alpha": [0.3, 1.5]}, [{"method": "smoothquant"}], "alpha=1.5: .*alpha"),
+])
+def test_choose_on_dev_is_checked_before_any_model_loads(choose, recipe, message):
+    from studylib.runs.quantization import SmoothQuantParams
+
+    with pytest.raises(ParamsError, match=message):
+        SmoothQuantParams(recipe=recipe, choose_on_dev=choose)
+
+
+def test_smoothquant_alpha_chosen_on_dev_is_applied_and_recorded(data_root):
+    from studylib.runs import compression
+    from studylib.runs.quantization import SmoothQuantParams, check_record
+
+    cfg = SmoothQuantParams(recipe=[{"method": "smoothquant"}], choose_on_dev={"alpha": [0.3, 0.7]},
+                            dev_per_direction=1, directions=["de-en", "en-de"], n_test=2, max_new_tokens=4,
+                            calib_per_direction=1, data_dir=str(data_root), speed_new_tokens=2)
+    job = compression.prepare(cfg)
+    assert job.dev is not None and job.dev.per_direction == {"de-en": 1, "en-de": 1}
+    choice = compression.choose_on_dev(job, progress=False)
+    assert [t["value"] for t in choice["tried"]] == [0.3, 0.7] and choice["chosen"] in (0.3, 0.7)
+    assert job.recipe[0].params["alpha"] == choice["chosen"]
+    model, tokenizer = compression.load(cfg)
+    model = compression.compress(job, model, tokenizer)
+    record = compression.evaluate_and_record(job, model, tokenizer, notebook="13_smoothquant")
+    assert record["compression"]["dev_choice"]["chosen"] == record["compression"]["recipe"][0]["params"]["alpha"]
+    check_record(record, job, "smoothquant")
+
+
 # ----------------------------------------------------------------------------------- llm-compressor: FP8, AWQ
 
 @pytest.mark.parametrize("name, params, fmt", [("fp8", {}, "compressed-tensors-fp8"),

@@ -46,3 +46,19 @@ def test_the_sentence_names_the_kept_setting_and_says_when_the_choice_is_open(tm
     (tmp_path / "selection.json").write_text(json.dumps(selection.choices_data([_rec("a", 5e-5, 40.0, 45.0)])))
     text = selection.text_selection(SimpleNamespace(tables=tmp_path))
     assert "only the setting learning_rate 5e-05" in text and "still open" in text
+
+
+def test_a_parameter_chosen_inside_a_run_lists_every_value_tried(tmp_path):
+    import json
+
+    rec = {"notebook": "13_smoothquant", "run": "sq-dev", "params": {"seed": 0}, "sweep": None,
+           "compression": {"dev_choice": {"param": "alpha", "chosen": 0.6, "metric": "chrf++", "dev": {"n": 1000},
+                                          "tried": [{"value": 0.5, "score": 40.0}, {"value": 0.6, "score": 41.5}]}},
+           "averages": {"xx-en": {"chrf++": 44.0}, "en-xx": {"chrf++": 30.0}}}
+    data = selection.run_choices([rec])
+    assert selection.choices_data([rec]) == [] and len(data) == 1 and data[0]["chosen"] == "alpha 0.6"
+    table = selection.selection_table(data)
+    assert table.count("sq-dev") == 2 and "44.00" in table and "✓" in table
+    (tmp_path / "selection.json").write_text(json.dumps(data))
+    text = selection.text_selection(SimpleNamespace(tables=tmp_path))
+    assert "chose alpha 0.6 on dev" in text and "alpha 0.5 40.00" in text

@@ -1,10 +1,12 @@
 """Choices made on dev: which setting of a sweep the study keeps, read from the dev scores in its records alone.
 
-A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in each record: the curve of dev
+Two kinds of choice are read. A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in each record: the curve of dev
 chrF++, the best score and the step kept, :class:`studylib.core.training.DevSelection`) is a choice among its
 settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the setting with the best dev
-score, averaged over seeds where the sweep has a ``seed`` axis. The test scores are shown beside it and play no part
-in the choice: a setting chosen on test would be tuned on the data that is meant to judge it.
+score, averaged over seeds where the sweep has a ``seed`` axis. And a compression run that chose a parameter of its
+recipe on dev (``compression.dev_choice``, :func:`studylib.runs.compression.choose_on_dev`: SmoothQuant's α) made
+its choice inside the run; its values tried are its rows. The test scores are shown beside the kept setting and play
+no part in the choice: a setting chosen on test would be tuned on the data that is meant to judge it.
 """
 
 from __future__ import annotations
@@ -69,6 +71,32 @@ def choices_data(recs: list[dict]) -> list[dict]:
     return out
 
 
+def _test(record: dict) -> dict:
+    return {g: ((record.get("averages") or {}).get(g) or {}).get(METRIC) for g in GROUPS
+            if isinstance(((record.get("averages") or {}).get(g) or {}).get(METRIC), (int, float))}
+
+
+def run_choices(recs: list[dict]) -> list[dict]:
+    """One entry per record that chose a recipe parameter on dev inside its run, shaped as :func:`choices_data`'s
+    (``within_run`` true): each value tried a row, the test chrF++ on the kept one only (the only one evaluated)."""
+    out = []
+    for rec in recs:
+        choice = (rec.get("compression") or {}).get("dev_choice")
+        if not choice or not choice.get("tried"):
+            continue
+        rows = []
+        for t in choice["tried"]:
+            kept = t["value"] == choice["chosen"]
+            rows.append({"setting": f"{choice['param']} {t['value']}", "runs": [rec["run"]],
+                         "seeds": [(rec.get("params") or {}).get("seed")], "dev": t["score"],
+                         "dev_metric": choice.get("metric", METRIC), "best_steps": [], "planned_steps": [],
+                         "stopped_early": [], "dev_n": (choice.get("dev") or {}).get("n"),
+                         "test": _test(rec) if kept else {}})
+        out.append({"notebook": rec["notebook"], "parent": rec["run"], "within_run": True, "settings": rows,
+                    "chosen": f"{choice['param']} {choice['chosen']}", "chosen_runs": [rec["run"]]})
+    return out
+
+
 def chosen_record(recs: list[dict], notebook: str, parent: str) -> dict | None:
     """The record the study keeps from the sweep ``parent`` of ``notebook`` (its first seed), or None."""
     for entry in choices_data(recs):
@@ -82,6 +110,8 @@ NONE = "No sweep has been chosen on dev yet: no record of a swept run carries a 
 
 
 def _steps(row: dict) -> str:
+    if not row["best_steps"]:
+        return "—"  # chosen inside a run, nothing trained
     return ", ".join(f"{b} of {p}" + (" (stopped)" if s else "")
                      for b, p, s in zip(row["best_steps"], row["planned_steps"], row["stopped_early"]))
 
@@ -112,7 +142,11 @@ def text_selection(ctx) -> str:
         rows = e["settings"]
         kept = next(r for r in rows if r["setting"] == e["chosen"])
         n = f" on {kept['dev_n']} dev pairs" if kept.get("dev_n") else ""
-        if len(rows) == 1:
+        if e.get("within_run"):
+            others = "; ".join(f"{r['setting']} {r['dev']:.2f}" for r in rows if r is not kept)
+            out.append(f"The run `{e['parent']}` ({e['notebook']}) chose {kept['setting']} on dev: chrF++ "
+                       f"{kept['dev']:.2f}{n}, against {others}; test scores played no part.")
+        elif len(rows) == 1:
             out.append(f"Of the sweep `{e['parent']}` ({e['notebook']}), only the setting {kept['setting']} has been "
                        f"run (dev chrF++ {kept['dev']:.2f}{n}); the choice between its settings is still open.")
         else:

@@ -57,7 +57,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     goals = targets.targets_data(recs)
     compared = engines.engines_data(recs)
     spread = seeds.seeds_data(recs, sig)
-    chosen = selection.choices_data(recs)
+    chosen = selection.choices_data(recs) + selection.run_choices(recs)
     pairs = comparisons.read_table(comparisons.table_path(results, profile))
     verdicts = claims.claims_data(recs, sig, pairs, bench, reference)
     texts = {

@@ -4,6 +4,7 @@ A notebook stays thin::
 
     cfg = GPTQParams.load(params_file, setting, profile=profile, results_dir=results_dir)
     job = compression.prepare(cfg)                 # data + calibration + recipe, all checked, no model yet
+    compression.choose_on_dev(job)                 # only with cfg.choose_on_dev: the recipe's parameter, on dev
     model, tokenizer = compression.load(cfg)
     model = compression.compress(job, model, tokenizer)
     record = compression.evaluate_and_record(job, model, tokenizer, notebook="12_gptq")
@@ -13,14 +14,17 @@ A notebook stays thin::
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from studylib.core import calibration, efficiency, evaluation, models, records
-from studylib.methods import apply_recipe, build_recipe
+from studylib.methods import apply_recipe, build_recipe, devset
 
 
 @dataclass
@@ -32,6 +36,8 @@ class CompressionJob:
     described: list = field(default_factory=list)
     compress_seconds: float | None = None
     storage_bytes: int | None = None
+    dev: devset.DevSet | None = None
+    dev_choice: dict | None = None
 
 
 def prepare(cfg) -> CompressionJob:
@@ -42,7 +48,39 @@ def prepare(cfg) -> CompressionJob:
     if any(m.needs_calibration for m in recipe):
         calib = calibration.calibration_set(cfg.calib_per_direction, cfg.calib_directions, style=cfg.prompt_style,
                                             seed=cfg.calib_seed, root=cfg.data_dir)
-    return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib)
+    dev = None
+    if cfg.choose_on_dev:  # disjoint from every test set (asserted); the same pairs a dev-stopped teacher held out
+        dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=cfg.data_dir)
+    return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib, dev=dev)
+
+
+def choose_on_dev(job: CompressionJob, *, progress: bool = True) -> dict | None:
+    """With ``cfg.choose_on_dev`` ({param: [values]}): compress a fresh copy of the model once per value, score the dev
+    set (greedy, the evaluations' token cap and repetition penalty, chrF++ mean over directions) and keep the best
+    value in ``job.recipe`` (ties: the first listed). Test data play no part. Returns what the record keeps."""
+    cfg = job.cfg
+    if not cfg.choose_on_dev:
+        return None
+    (key, values), = cfg.choose_on_dev.items()
+    texts = job.calibration.texts if job.calibration else None
+    import torch
+
+    tried = []
+    for value in tqdm(values, desc=f"{key} on dev", disable=not progress, unit="value"):
+        model, tokenizer = load(cfg)
+        model, _ = apply_recipe(model, tokenizer, build_recipe([{**cfg.recipe[0], key: value}]), texts)
+        scored = devset.dev_score(model, tokenizer, job.dev, style=cfg.prompt_style, batch_size=cfg.batch_size,
+                                  max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty)
+        tried.append({"value": value, "score": scored["score"], "per_direction": scored["per_direction"]})
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    best = max(range(len(tried)), key=lambda i: (tried[i]["score"], -i))
+    job.recipe = build_recipe([{**cfg.recipe[0], key: tried[best]["value"]}])
+    job.dev_choice = {"param": key, "chosen": tried[best]["value"], "metric": "chrf++", "tried": tried,
+                      "dev": job.dev.describe()}
+    return job.dev_choice
 
 
 def load(cfg):
@@ -68,7 +106,8 @@ def compress(job: CompressionJob, model, tokenizer):
 def describe(job: CompressionJob) -> dict:
     """What the recipe did, for the record: each step's description, the compression time, the calibration."""
     return {"recipe": job.described, "seconds": job.compress_seconds,
-            "calibration": job.calibration.describe() if job.calibration else None}
+            "calibration": job.calibration.describe() if job.calibration else None,
+            **({"dev_choice": job.dev_choice} if job.dev_choice else {})}
 
 
 def saved_size(job: CompressionJob, model) -> int | None:

@@ -276,6 +276,8 @@ class CompressParams(EvalParams):
     calib_directions: list | str = "all"
     calib_seed: int = 0
     save_compressed: bool = True
+    choose_on_dev: dict | None = None  # {param: [values]} of the recipe's one step, the best on dev kept
+    dev_per_direction: int = 2  # dev pairs a direction for choose_on_dev
 
     def __post_init__(self):
         super().__post_init__()
@@ -288,6 +290,29 @@ class CompressParams(EvalParams):
                 build_recipe(self.recipe)
             except MethodError as err:
                 raise ParamsError(str(err)) from err
+        _positive_int("dev_per_direction", self.dev_per_direction)
+        if self.choose_on_dev is not None:
+            self._check_choose_on_dev()
+
+    def _check_choose_on_dev(self) -> None:
+        """``choose_on_dev`` names one parameter of the recipe's one step, left out of the step, and at least two
+        distinct values for it, each a valid step (the method's own checks)."""
+        from studylib.methods import MethodError, build_recipe
+
+        c = self.choose_on_dev
+        _check(isinstance(c, dict) and len(c) == 1,
+               f"choose_on_dev must be one {{param: [values]}}, e.g. {{alpha: [0.3, 0.5, 0.7]}}; got {c!r}")
+        (key, values), = c.items()
+        _check(isinstance(values, list) and len(values) >= 2 and len({json.dumps(v) for v in values}) == len(values),
+               f"choose_on_dev {key}: at least two distinct values, got {values!r}")
+        _check(isinstance(self.recipe, list) and len(self.recipe) == 1,
+               "choose_on_dev chooses a parameter of a one-step recipe")
+        _check(key not in self.recipe[0], f"choose_on_dev chooses {key}: leave it out of the recipe's step")
+        for v in values:
+            try:
+                build_recipe([{**self.recipe[0], key: v}])
+            except MethodError as err:
+                raise ParamsError(f"choose_on_dev {key}={v!r}: {err}") from err
 
 
 

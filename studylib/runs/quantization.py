@@ -242,6 +242,14 @@ def check_record(record: dict, job, method: str) -> None:
         leaked = [ex.src for exs in job.test_sets.values() for ex in exs if ex.src.strip() in inside or ex.tgt.strip() in inside]
         if leaked:
             _fail(f"test sentences found in the calibration texts: {leaked[:3]}")
+    if cfg.choose_on_dev:
+        choice = comp.get("dev_choice") or {}
+        (key, values), = cfg.choose_on_dev.items()
+        if [t["value"] for t in choice.get("tried", [])] != values or step["params"].get(key) != choice.get("chosen"):
+            _fail(f"choose_on_dev {key}: the record does not show every value tried on dev and the one applied")
+        dev = {(ex.src, ex.tgt) for ex in job.dev.examples}
+        if any((ex.src, ex.tgt) in dev for exs in job.test_sets.values() for ex in exs):
+            _fail("a dev pair used for choose_on_dev is in a test set")
     if method in ("smoothquant", "smoothquant-nf4") and "smoothing_check" not in step:
         _fail("smoothquant: the smoothing identity check is missing from the record")
     if method == "gptq" and step.get("modules", 0) < 1:
