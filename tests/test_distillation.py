@@ -91,6 +91,33 @@ def test_a_student_stops_early_on_dev_pairs_shared_with_neither_the_tests_nor_it
     assert isinstance(got["dev"]["held_out_of_training"], int)
 
 
+def test_model_b_is_fully_fine_tuned_on_human_pairs_after_pruning_then_qlora(data_root):
+    """Moslem's Model B: prune, full fine-tuning of the pruned student on the human pairs, then NF4 + QLoRA; the
+    record says so in its full_ft block and its what block."""
+    from studylib.runs import students
+    from studylib.runs.students import ModelBParams
+
+    cfg = ModelBParams(directions=["de-en"], train_directions=["de-en"], n_test=2, human_per_direction=4,
+                       ood_test_per_direction=2, max_steps=1, batch_size=8, max_new_tokens=4, speed_batch_sizes=[1],
+                       speed_new_tokens=2, full_ft_epochs=1.0, full_ft_learning_rate=1e-4, full_ft_batch_size=2,
+                       max_length=512, data_dir=str(data_root))
+    record = students.train_student(cfg, notebook="32_model_b", progress=False)
+    full = record["student"]["full_ft"]
+    assert full["pairs"] == 4 == full["examples"] + full["skipped_too_long"] and full["trainable_share"] == 1.0
+    assert full["steps"] == -(-full["examples"] // 2)  # one epoch of batches of 2
+    assert record["what"]["method"].endswith("+full-ft+qlora") and record["what"]["recovery"] == "full+qlora"
+
+
+def test_full_fine_tuning_of_a_student_needs_a_pruned_student():
+    from studylib.runs.params import ParamsError
+    from studylib.runs.students import StudentParams
+
+    with pytest.raises(ParamsError, match="needs a prune_recipe"):
+        StudentParams(full_ft_epochs=1.0)
+    with pytest.raises(ParamsError, match="full_ft_epochs must be in"):
+        StudentParams(full_ft_epochs=-1.0)
+
+
 def test_training_pairs_sharing_a_sentence_with_dev_are_held_out_and_counted(data_root):
     from studylib.core.data import Example
     from studylib.methods import devset

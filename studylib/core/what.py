@@ -10,13 +10,14 @@ steps
     the compression steps the run applied, ``params["prune_recipe"]`` then ``params["recipe"]``; where the record's
     ``compression.recipe`` describes the steps (defaults filled in), those parameters are used.
 method
-    the step names joined with ``+`` (a student adds ``qlora``); a teacher is ``teacher-<full|lora>``; the base is
-    ``base`` (``base-<k>shot`` when prompted few-shot).
+    the step names joined with ``+`` (a student adds ``qlora``, after ``full-ft`` when it was fully fine-tuned); a
+    teacher is ``teacher-<full|lora>``; the base is ``base`` (``base-<k>shot`` when prompted few-shot).
 axes
     ``bits``, ``sparsity``, ``depth``: what the steps' methods declare (:meth:`studylib.methods.Method.axes`; the
     lowest bit width, the highest sparsity, the layers removed summed); ``recovery``: ``params["recovery"]`` of
-    pruning runs, ``qlora`` for students; ``calib_per_direction``: when the run was calibrated; ``ood_total``:
-    out-of-domain training pairs of students; ``kd``: whether a student learned from the teacher's translations.
+    pruning runs, ``qlora`` for students (``full+qlora`` after a full fine-tuning); ``calib_per_direction``: when
+    the run was calibrated; ``ood_total``: out-of-domain training pairs of students; ``kd``: whether a student
+    learned from the teacher's translations.
 variant
     the method with every step's parameters except the axes, e.g. ``gptq(group_size=128)``: the settings of one
     sweep share a variant and differ in their axes.
@@ -122,6 +123,10 @@ def describe(family: str, params: dict, compression: dict | None = None, sweep: 
         out["method"] = out["variant"] = str(params.get("variant") or method or "benchmark")
     else:
         if is_student:
+            if params.get("full_ft_epochs"):  # Model B as Moslem's: the pruned student fully fine-tuned first
+                names.append("full-ft")
+                variants.append(f"full-ft(epochs={_value(params['full_ft_epochs'])},"
+                                f"lr={_value(params.get('full_ft_learning_rate'))})")
             names.append("qlora")
             variants.append(f"qlora(r={params.get('qlora_r')})")
             if params.get("kd_data"):
@@ -137,7 +142,7 @@ def describe(family: str, params: dict, compression: dict | None = None, sweep: 
     if "recovery" in params:
         out["recovery"] = str(params["recovery"] or "none")
     elif is_student:
-        out["recovery"] = "qlora"
+        out["recovery"] = "full+qlora" if params.get("full_ft_epochs") else "qlora"
     if (compression or {}).get("calibration") and isinstance(params.get("calib_per_direction"), int):
         out["calib_per_direction"] = float(params["calib_per_direction"])
     if isinstance(params.get("ood_total"), int) and not isinstance(params.get("ood_total"), bool):

@@ -57,6 +57,10 @@ class StudentParams(EvalParams):
     dev_patience: int | None = None
     teacher_record: str | None = None
     save_dir: str | None = None
+    # Moslem's Model B: the pruned student fully fine-tuned on the human pairs before NF4 + QLoRA (0: no such stage)
+    full_ft_epochs: float = 0.0
+    full_ft_learning_rate: float = 5e-5
+    full_ft_batch_size: int = 4
 
     def __post_init__(self):
         super().__post_init__()
@@ -78,6 +82,15 @@ class StudentParams(EvalParams):
                 build_recipe(self.prune_recipe)
             except MethodError as err:
                 raise ParamsError(str(err)) from err
+        _check(isinstance(self.full_ft_epochs, (int, float)) and 0 <= self.full_ft_epochs <= 20,
+               f"full_ft_epochs must be in [0, 20], got {self.full_ft_epochs!r}")
+        if self.full_ft_epochs:
+            _check(bool(self.prune_recipe), "full_ft_epochs fine-tunes a pruned student: it needs a prune_recipe "
+                                            "(Model A starts from the fine-tuned teacher itself)")
+            _check(isinstance(self.full_ft_learning_rate, float) and 0 < self.full_ft_learning_rate < 1,
+                   f"full_ft_learning_rate must be a float in (0, 1), got {self.full_ft_learning_rate!r}")
+            _positive_int("full_ft_batch_size", self.full_ft_batch_size)
+            _check(self.human_per_direction != 0, "full_ft_epochs trains on the human pairs: human_per_direction is 0")
 
     def uses(self) -> list[str]:
         return (super().uses() + ([self.kd_data] if self.kd_data else [])
@@ -131,17 +144,28 @@ def training_set(cfg, root) -> tuple[list, dict, dict]:
     return examples, counts, ood_test
 
 
-def prune_student(cfg):
-    """Apply ``cfg.prune_recipe`` to the teacher and save the student; returns (checkpoint path, recipe info)."""
+def prune_student(cfg, human: list | None = None, *, progress: bool = True):
+    """Apply ``cfg.prune_recipe`` to the teacher, fully fine-tune it on the ``human`` pairs when
+    ``cfg.full_ft_epochs`` (Moslem's Model B), and save the student; returns (checkpoint path, recipe info, the full
+    fine-tuning's summary or None)."""
     if not cfg.prune_recipe:
-        return cfg.model_id, []
+        return cfg.model_id, [], None
     model, tokenizer = models.load_model(cfg.model_id, "float32", cfg.device)
     model, described = apply_recipe(model, tokenizer, build_recipe(cfg.prune_recipe), None)
+    full_ft = None
+    if cfg.full_ft_epochs:
+        pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in human or []]
+        result = training.finetune(model, tokenizer, pairs, epochs=cfg.full_ft_epochs,
+                                   learning_rate=cfg.full_ft_learning_rate, batch_size=cfg.full_ft_batch_size,
+                                   max_length=cfg.max_length, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
+                                   progress=progress)
+        full_ft = {**result.summary(), "pairs": len(pairs), "epochs": cfg.full_ft_epochs,
+                   "learning_rate": cfg.full_ft_learning_rate}
     path = Path(tempfile.mkdtemp(prefix="studylib-student-"))
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     del model
-    return str(path), described
+    return str(path), described, full_ft
 
 
 def retention(metrics: dict, teacher_record: dict, metric: str = "chrf++") -> dict:
@@ -167,7 +191,8 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     if cfg.teacher_record:
         teacher = json.loads(records.results_dir(cfg.results_dir).joinpath("runs", cfg.teacher_record).read_text())
 
-    student_path, pruned = prune_student(cfg)
+    human = [ex for ex in examples if ex.meta_dict().get("origin") == "human"]
+    student_path, pruned, full_ft = prune_student(cfg, human, progress=progress)
     try:
         model, tokenizer, qinfo = training.load_qlora(
             student_path, r=cfg.qlora_r, alpha=cfg.qlora_alpha, dropout=cfg.qlora_dropout, rslora=cfg.rslora,
@@ -198,7 +223,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     extra = {
         "training": {**result.summary(), "qlora": qinfo},
         "training_data": counts,
-        "student": {"prune_recipe": pruned, "layers": _num_layers(model),
+        "student": {"prune_recipe": pruned, "layers": _num_layers(model), "full_ft": full_ft,
                     "storage_bytes": {"base_nf4": qinfo["base_storage_bytes"], "adapter": adapter_bytes}},
         "ood_metrics": ev_to_dict(ood),
         "ood_averages": records.direction_averages(ood.metrics),
