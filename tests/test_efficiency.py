@@ -109,3 +109,12 @@ def test_peak_memory_is_the_models_footprint_not_the_processes():
     assert alone["peak_memory_bytes"] == crowded["peak_memory_bytes"] == 800
     assert crowded["memory"]["other_allocated_bytes"] == 1000 and crowded["memory"]["process_peak_bytes"] == 1800
     assert efficiency.footprint(None, None, None) == {"peak_memory_bytes": None, "memory": None}
+
+
+def test_fp8_weights_count_their_nonzeros_whatever_the_sign_of_zero():
+    import torch
+
+    w = torch.nn.Parameter(torch.tensor([0.0, -0.0, 1.5, -2.0]).to(torch.float8_e4m3fn), requires_grad=False)
+    model = torch.nn.Module()
+    model.register_parameter("w", w)
+    assert efficiency.count_nonzero_params(model) == 2

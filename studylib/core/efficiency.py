@@ -68,6 +68,8 @@ def count_nonzero_params(model) -> int:
                 import bitsandbytes.functional as bnbf
 
                 total += int(torch.count_nonzero(bnbf.dequantize_4bit(p.data, state)).item())
+            elif p.dtype.itemsize == 1 and p.dtype.is_floating_point:  # FP8: +0 and -0 are the bytes 0x00 and 0x80
+                total += int(torch.count_nonzero(p.data.view(torch.uint8) & 0x7F).item())
             else:
                 total += int(torch.count_nonzero(p).item())
     return total + packed

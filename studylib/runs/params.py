@@ -347,6 +347,7 @@ NOTEBOOKS = {
     "33_ood_size": "students:OODSizeParams",
     "40_efficiency_7b": "studylib.bench.params:BenchmarkParams",
     "41_engines": "engines:EngineParams",
+    "42_speed": "speed:SpeedParams",
 }
 
 
