@@ -26,7 +26,7 @@ from pathlib import Path
 
 from studylib.core import records
 from studylib.report import (benchmark, claims, comparisons, cost, engines, figures, quality, seeds, selection, setup,
-                             students, targets)
+                             speed, students, targets)
 from studylib.report.markdown import join, read_json, write_text
 from studylib.report.significance import DEFAULT_REFERENCE, N_SAMPLES, alpha_of, parse_reference, read_table, table_path
 from studylib.report.summary import load_summary, summary_path
@@ -43,6 +43,7 @@ TEXTS = {
     "compressed": quality.text_compressed,
     "pareto": cost.text_pareto,
     "speed": cost.text_speed,
+    "speed_formats": speed.text_speed_formats,
     "pending_figures": figures.text_pending_figures,
     "teachers_setup": setup.text_teachers_setup,
     "benchmark": benchmark.text_benchmark,

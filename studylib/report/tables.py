@@ -14,6 +14,8 @@
     the evaluation engines side by side on one model (:mod:`~studylib.report.engines`).
 ``seeds.md`` / ``seeds.json``
     runs repeated with other seeds: chrF++ mean ± sd beside one seed's interval (:mod:`~studylib.report.seeds`).
+``speed.md`` / ``speed.json``
+    every 270M format timed in a job of its own beside its reference (:mod:`~studylib.report.speed`).
 ``selection.md`` / ``selection.json``
     the settings of sweeps trained with early stopping on dev, and the one kept (:mod:`~studylib.report.selection`).
 ``comparisons.md`` / ``comparisons.json``
@@ -36,8 +38,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.core import records
-from studylib.report import (benchmark, claims, comparisons, engines, quality, seeds, selection, setup, students,
-                             targets)
+from studylib.report import (benchmark, claims, comparisons, engines, quality, seeds, selection, setup, speed,
+                             students, targets)
 from studylib.report import significance as S
 from studylib.report.markdown import write_json, write_text
 from studylib.report.summary import load_records, load_summary, summary_path
@@ -58,6 +60,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     compared = engines.engines_data(recs)
     spread = seeds.seeds_data(recs, sig)
     chosen = selection.choices_data(recs) + selection.run_choices(recs)
+    timed = speed.speed_data(recs)
     pairs = comparisons.read_table(comparisons.table_path(results, profile))
     verdicts = claims.claims_data(recs, sig, pairs, bench, reference)
     texts = {
@@ -73,12 +76,14 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
         "engines.md": engines.engines_table(compared),
         "seeds.md": seeds.seeds_table(spread),
         "selection.md": selection.selection_table(chosen),
+        "speed.md": speed.speed_table(timed),
         "comparisons.md": comparisons.markdown(pairs),
         "claims.md": claims.claims_table(verdicts, S.alpha_of(sig)),
     }
     written = [write_text(text, out / name) for name, text in texts.items()]
     for name, data in (("benchmark.json", bench), ("students.json", study), ("targets.json", goals),
                        ("engines.json", compared), ("seeds.json", spread), ("selection.json", chosen),
+                       ("speed.json", timed),
                        ("comparisons.json", comparisons.comparisons_data(pairs)), ("claims.json", verdicts),
                        ("setup.json", setup.setup_facts(recs, reference, profile))):
         written.append(write_json(data, out / name))

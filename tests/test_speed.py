@@ -1,0 +1,78 @@
+"""42_speed (studylib.runs.speed): one format timed beside the model it is built from, in one process."""
+
+import pytest
+
+from studylib.runs import speed
+from studylib.runs.params import ParamsError
+from studylib.runs.speed import FORMATS, SpeedParams
+
+
+def test_every_format_is_a_valid_recipe_and_bad_values_fail_before_any_model_loads():
+    for name in FORMATS:
+        assert SpeedParams(variant=name).recipe == FORMATS[name]
+    with pytest.raises(ParamsError, match="variant must be one of"):
+        SpeedParams(variant="int3")
+    with pytest.raises(ParamsError, match="leave recipe out"):
+        SpeedParams(variant="nf4", recipe=[{"method": "bnb-int8"}])
+    with pytest.raises(ParamsError, match="repeats"):
+        SpeedParams(repeats=0)
+
+
+def test_ratios_divide_the_format_by_its_reference():
+    ref = {"decode": {"batch1": {"time_per_token_ms": 4.0}, "batch16": {"time_per_token_ms": 8.0}},
+           "peak_memory_bytes": 100, "storage_bytes": 200, "params": 10}
+    got = {"decode": {"batch1": {"time_per_token_ms": 2.0}, "batch16": {"time_per_token_ms": 10.0}},
+           "peak_memory_bytes": 50, "storage_bytes": None, "params": 10}
+    assert speed.ratios(ref, got) == {"time_per_token_batch1": 0.5, "time_per_token_batch16": 1.25,
+                                      "peak_memory_bytes": 0.5, "params": 1.0}
+
+
+def test_a_format_is_timed_beside_its_reference_and_recorded(data_root):
+    cfg = SpeedParams(variant="wanda-50", data_dir=str(data_root), speed_batch_sizes=[1, 2], speed_new_tokens=2,
+                      repeats=1, calib_per_direction=1)
+    texts = speed.calibration_texts(cfg)
+    assert texts and len(texts) == len(cfg.calib_directions)
+    model, tokenizer = speed.load(cfg)
+    reference = speed.measure(model, tokenizer, cfg)
+    model, described, seconds = speed.build(model, tokenizer, cfg, texts)
+    record = speed.make(cfg, reference, speed.measure(model, tokenizer, cfg, described), described, seconds)
+    speed.check_record(record, cfg)
+    assert record["what"]["family"] == "efficiency" and record["what"]["method"] == "wanda-50"
+    assert record["metrics"] == {} and record["efficiency"]["nonzero_params"] < reference["nonzero_params"]
+    assert record["compression"]["seconds"] > 0 and set(record["speed"]["ratios"]) >= {"time_per_token_batch1",
+                                                                                      "time_per_token_batch2"}
+    assert record["efficiency"]["decode"]["batch1"]["gpu_processes"] is None  # no GPU here
+
+
+def test_the_reference_alone_needs_no_calibration_and_builds_nothing(data_root):
+    cfg = SpeedParams(variant="bf16", data_dir=str(data_root))
+    assert speed.calibration_texts(cfg) is None
+    model, tokenizer = speed.load(cfg)
+    same, described, seconds = speed.build(model, tokenizer, cfg, None)
+    assert same is model and described == [] and seconds == 0.0
+
+
+def _record(variant, ratio, processes=1):
+    ref = {"decode": {"batch1": {"time_per_token_ms": 10.0, "gpu_processes": processes}}}
+    eff = {"decode": {"batch1": {"time_per_token_ms": 10.0 * ratio, "gpu_processes": processes}}}
+    return {"notebook": "42_speed", "run": f"teacher-lora-{variant}", "layout": 99, "efficiency": eff,
+            "environment": {"device": {"name": "NVIDIA H200"}, "date": "2026-12-07T00:00:00+00:00"},
+            "speed": {"variant": variant, "reference": ref, "ratios": {"time_per_token_batch1": ratio,
+                                                                       "storage_bytes": 0.3}}}
+
+
+def test_the_report_sets_each_format_beside_its_own_reference(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from studylib.core import records
+    from studylib.report import speed as report
+
+    monkeypatch.setattr(records, "is_stale", lambda rec: False)
+    rows = report.speed_data([_record("nf4", 1.4), _record("gptq-w4", 0.8, processes=2), {"notebook": "11_bnb_nf4"}])
+    assert [r["variant"] for r in rows] == ["gptq-w4", "nf4"] and rows[0]["shared"] and not rows[1]["shared"]
+    table = report.speed_table(rows)
+    assert "14.00 (1.40×)" in table and "(GPU shared)" in table and report.speed_table([]) == ""
+    (tmp_path / "speed.json").write_text(json.dumps(rows))
+    text = report.text_speed_formats(SimpleNamespace(tables=tmp_path))
+    assert "faster: `gptq-w4` 0.80×" in text and "not faster: `nf4` 1.40×" in text and "shared" in text
