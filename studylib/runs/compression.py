@@ -58,13 +58,13 @@ def choose_on_dev(job: CompressionJob, *, progress: bool = True) -> dict | None:
     """With ``cfg.choose_on_dev`` ({param: [values]}): compress a fresh copy of the model once per value, score the dev
     set (greedy, the evaluations' token cap and repetition penalty, chrF++ mean over directions) and keep the best
     value in ``job.recipe`` (ties: the first listed). Test data play no part. Returns what the record keeps."""
+    import torch
+
     cfg = job.cfg
     if not cfg.choose_on_dev:
         return None
     (key, values), = cfg.choose_on_dev.items()
     texts = job.calibration.texts if job.calibration else None
-    import torch
-
     tried = []
     for value in tqdm(values, desc=f"{key} on dev", disable=not progress, unit="value"):
         model, tokenizer = load(cfg)
