@@ -1,8 +1,8 @@
 """Choices made on dev: which setting of a sweep the study keeps, read from the dev scores in its records alone.
 
-Two kinds of choice are read. A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in each record: the curve of dev
-chrF++, the best score and the step kept, :class:`studylib.core.training.DevSelection`) is a choice among its
-settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the setting with the best dev
+Two kinds of choice are read. A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in
+each record: the curve of dev chrF++, the best score and the step kept, :class:`studylib.core.training.DevSelection`)
+is a choice among its settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the setting with the best dev
 score, averaged over seeds where the sweep has a ``seed`` axis. And a compression run that chose a parameter of its
 recipe on dev (``compression.dev_choice``, :func:`studylib.runs.compression.choose_on_dev`: SmoothQuant's α) made
 its choice inside the run; its values tried are its rows. The test scores are shown beside the kept setting and play
