@@ -79,7 +79,7 @@ def calibration_texts(cfg: SpeedParams) -> list[str] | None:
 def measure(model, tokenizer, cfg: SpeedParams, described: list | None = None) -> dict:
     """Decode speed at each batch size, peak memory, parameters and storage of ``model`` as it is now (storage: the
     checkpoint a last step wrote, as GPTQ's, else the model saved now; None when it cannot be saved)."""
-    storage = (described or [{}])[-1].get("checkpoint_bytes") if described else None
+    storage = described[-1].get("checkpoint_bytes") if described else None
     if storage is None and cfg.save_compressed:
         try:
             storage = efficiency.saved_storage_bytes(model)
