@@ -2,11 +2,12 @@
 
 Two kinds of choice are read. A sweep whose runs trained with early stopping on dev (``training.dev_selection`` in
 each record: the curve of dev chrF++, the best score and the step kept, :class:`studylib.core.training.DevSelection`)
-is a choice among its settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the setting with the best dev
-score, averaged over seeds where the sweep has a ``seed`` axis. And a compression run that chose a parameter of its
-recipe on dev (``compression.dev_choice``, :func:`studylib.runs.compression.choose_on_dev`: SmoothQuant's α) made
-its choice inside the run; its values tried are its rows. The test scores are shown beside the kept setting and play
-no part in the choice: a setting chosen on test would be tuned on the data that is meant to judge it.
+is a choice among its settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the
+setting with the best dev score, averaged over seeds where the sweep has a ``seed`` axis. And a compression run that
+chose a parameter of its recipe on dev (``compression.dev_choice``, :func:`studylib.runs.compression.choose_on_dev`:
+SmoothQuant's α) made its choice inside the run; its values tried are its rows. The test scores are shown beside the
+kept setting and play no part in the choice: a setting chosen on test would be tuned on the data that is meant to
+judge it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def _setting(record: dict) -> dict:
 
 def _label(setting: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in setting.items()) or "—"
+
+
+def _test(record: dict) -> dict:
+    """The record's test chrF++ per direction group, where it has one."""
+    scores = {g: ((record.get("averages") or {}).get(g) or {}).get(METRIC) for g in GROUPS}
+    return {g: v for g, v in scores.items() if isinstance(v, (int, float))}
 
 
 def choices_data(recs: list[dict]) -> list[dict]:
@@ -60,8 +67,7 @@ def choices_data(recs: list[dict]) -> list[dict]:
                    "dev_n": ((devs[0].get("dev") or {}).get("n")),
                    "test": {}}
             for g in GROUPS:
-                scores = [((r.get("averages") or {}).get(g) or {}).get(METRIC) for r in group]
-                scores = [s for s in scores if isinstance(s, (int, float))]
+                scores = [t[g] for t in map(_test, group) if g in t]
                 if scores:
                     row["test"][g] = statistics.fmean(scores)
             rows.append(row)
@@ -71,9 +77,6 @@ def choices_data(recs: list[dict]) -> list[dict]:
     return out
 
 
-def _test(record: dict) -> dict:
-    return {g: ((record.get("averages") or {}).get(g) or {}).get(METRIC) for g in GROUPS
-            if isinstance(((record.get("averages") or {}).get(g) or {}).get(METRIC), (int, float))}
 
 
 def run_choices(recs: list[dict]) -> list[dict]:

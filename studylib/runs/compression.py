@@ -15,11 +15,8 @@ A notebook stays thin::
 from __future__ import annotations
 
 import gc
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -44,14 +41,19 @@ def prepare(cfg) -> CompressionJob:
     """Everything that can fail without a model: the recipe, the test sets, the calibration texts."""
     recipe = build_recipe(cfg.recipe)
     test_sets = evaluation.load_test_sets(cfg)
-    calib = None
-    if any(m.needs_calibration for m in recipe):
-        calib = calibration.calibration_set(cfg.calib_per_direction, cfg.calib_directions, style=cfg.prompt_style,
-                                            seed=cfg.calib_seed, root=cfg.data_dir)
+    calib = calibration_for(cfg, recipe)
     dev = None
     if cfg.choose_on_dev:  # disjoint from every test set (asserted); the same pairs a dev-stopped teacher held out
         dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=cfg.data_dir)
     return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib, dev=dev)
+
+
+def calibration_for(cfg, recipe: list) -> calibration.Calibration | None:
+    """The ALMA train texts ``recipe``'s methods calibrate on (``cfg.calib_*``), None when none needs any."""
+    if not any(m.needs_calibration for m in recipe):
+        return None
+    return calibration.calibration_set(cfg.calib_per_direction, cfg.calib_directions, style=cfg.prompt_style,
+                                       seed=cfg.calib_seed, root=cfg.data_dir)
 
 
 def choose_on_dev(job: CompressionJob, *, progress: bool = True) -> dict | None:
@@ -88,18 +90,23 @@ def load(cfg):
     return models.load_model(cfg.model_id, cfg.dtype, cfg.device)
 
 
-def compress(job: CompressionJob, model, tokenizer):
-    """Apply the recipe; wall time (synchronized) goes into the record as the compression time."""
+def apply_timed(model, tokenizer, recipe: list, texts: list[str] | None):
+    """Apply ``recipe``: (model, what each step did, wall seconds with the GPU synchronized at both ends)."""
     import torch
 
-    texts = job.calibration.texts if job.calibration else None
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    model, job.described = apply_recipe(model, tokenizer, job.recipe, texts)
+    model, described = apply_recipe(model, tokenizer, recipe, texts)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    job.compress_seconds = time.perf_counter() - start
+    return model, described, time.perf_counter() - start
+
+
+def compress(job: CompressionJob, model, tokenizer):
+    """Apply the recipe; wall time (synchronized) goes into the record as the compression time."""
+    texts = job.calibration.texts if job.calibration else None
+    model, job.described, job.compress_seconds = apply_timed(model, tokenizer, job.recipe, texts)
     return model
 
 
@@ -118,19 +125,21 @@ def saved_size(job: CompressionJob, model) -> int | None:
     """
     if not job.cfg.save_compressed:
         return None
-    if job.described and job.described[-1].get("checkpoint_bytes"):
-        job.storage_bytes = int(job.described[-1]["checkpoint_bytes"])
-        return job.storage_bytes
-    tmp = Path(tempfile.mkdtemp(prefix="studylib-compressed-"))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        job.storage_bytes = efficiency.storage_bytes(tmp)
-    except Exception as err:  # noqa: BLE001 -- recorded, not hidden
-        job.described.append({"save_error": f"{type(err).__name__}: {err}"})
-        job.storage_bytes = None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    job.storage_bytes, error = stored_bytes(model, job.described)
+    if error:
+        job.described.append({"save_error": error})
     return job.storage_bytes
+
+
+def stored_bytes(model, described: list) -> tuple[int | None, str | None]:
+    """(bytes of the model as stored, why it could not be saved): the checkpoint a last step wrote (GPTQ's), else the
+    model saved now as safetensors."""
+    if described and described[-1].get("checkpoint_bytes"):
+        return int(described[-1]["checkpoint_bytes"]), None
+    try:
+        return efficiency.saved_storage_bytes(model), None
+    except Exception as err:  # noqa: BLE001 -- recorded by the caller, not hidden
+        return None, f"{type(err).__name__}: {err}"
 
 
 def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str, extra: dict | None = None) -> dict:

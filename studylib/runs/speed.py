@@ -13,12 +13,12 @@ first test source of the first direction, as in every run) is decoded.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from studylib.core import calibration, efficiency, evaluation, models, records
-from studylib.methods import apply_recipe, build_recipe
+from studylib.core import efficiency, evaluation, records
+from studylib.methods import build_recipe
+from studylib.runs import compression
 from studylib.runs.params import CompressParams, _check
 
 # the study's 270M formats, each as the recipe its compression run applies (bf16: the reference alone)
@@ -69,22 +69,14 @@ class SpeedParams(CompressParams):
 
 def calibration_texts(cfg: SpeedParams) -> list[str] | None:
     """The ALMA train texts the format's methods calibrate on (None when none needs any); checked before any model."""
-    recipe = build_recipe(cfg.recipe) if cfg.recipe else []
-    if not any(m.needs_calibration for m in recipe):
-        return None
-    return calibration.calibration_set(cfg.calib_per_direction, cfg.calib_directions, style=cfg.prompt_style,
-                                       seed=cfg.calib_seed, root=cfg.data_dir).texts
+    calib = compression.calibration_for(cfg, build_recipe(cfg.recipe) if cfg.recipe else [])
+    return calib.texts if calib else None
 
 
 def measure(model, tokenizer, cfg: SpeedParams, described: list | None = None) -> dict:
     """Decode speed at each batch size, peak memory, parameters and storage of ``model`` as it is now (storage: the
     checkpoint a last step wrote, as GPTQ's, else the model saved now; None when it cannot be saved)."""
-    storage = described[-1].get("checkpoint_bytes") if described else None
-    if storage is None and cfg.save_compressed:
-        try:
-            storage = efficiency.saved_storage_bytes(model)
-        except Exception:  # noqa: BLE001 -- a format that cannot be saved has no storage figure, not a failed run
-            storage = None
+    storage = compression.stored_bytes(model, described or [])[0] if cfg.save_compressed else None
     return efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
                                         batch_sizes=cfg.speed_batch_sizes, new_tokens=cfg.speed_new_tokens,
                                         repeats=cfg.repeats, storage=storage, measure_storage=False)
@@ -92,17 +84,9 @@ def measure(model, tokenizer, cfg: SpeedParams, described: list | None = None) -
 
 def build(model, tokenizer, cfg: SpeedParams, texts: list[str] | None):
     """The format made from ``model`` by its recipe: (model, what each step did, seconds)."""
-    import torch
-
     if not cfg.recipe:
         return model, [], 0.0
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    model, described = apply_recipe(model, tokenizer, build_recipe(cfg.recipe), texts)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return model, described, time.perf_counter() - start
+    return compression.apply_timed(model, tokenizer, build_recipe(cfg.recipe), texts)
 
 
 def ratios(reference: dict, measured: dict) -> dict:
@@ -143,7 +127,4 @@ def check_record(record: dict, cfg: SpeedParams) -> None:
         raise AssertionError(f"recipe ran {record['compression']['recipe']}, expected {cfg.recipe}")
 
 
-def load(cfg: SpeedParams):
-    """The model the format is built from, in the params' dtype."""
-    return models.load_model(cfg.model_id, cfg.dtype, cfg.device)
-
+load = compression.load  # the model the format is built from, in the params' dtype
