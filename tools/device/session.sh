@@ -27,6 +27,15 @@
 #                                        out, for llm-compressor's jobs: it needs compressed-tensors 0.19, vLLM 0.17)
 #   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
+#   session.sh pack RUN                  a full fine-tuned teacher made here (/tmp/results/artifacts/01_teacher/RUN),
+#                                        its weights cast to bf16 (what every later run loads), as a tar cut into
+#                                        15 MiB parts in /tmp/pack (its sha256 beside them); prints how many
+#   session.sh out K                     the K-th four parts (1: parts 00-03) into $OUT, one call each (at most 8 files of
+#                                        16 MiB, 64 MiB together, come back a call);
+#                                        here, tools/device/artifact.sh joins them into results/artifacts
+#   session.sh artifact DIR              (carry DIR = .carry/aN, made here by tools/device/artifact.sh stage) a part of
+#                                        such a pack -> /tmp/astage; the last one is checked and unpacked into
+#                                        /tmp/results/artifacts/01_teacher (later jobs there use it instead of training)
 # Set STUDYLIB_GIT_SHA in the calling command (the checkout's commit) so records name it.
 set -uo pipefail
 GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
@@ -152,5 +161,41 @@ collect)
   done
   ls -la "$OUT"
   ;;
-*) sed -n 2,16p "$0"; exit 2 ;;
+pack)
+  run=${1:?teacher run name}; src=/tmp/results/artifacts/01_teacher/$run
+  [ -f "$src/merged/config.json" ] || { echo "no teacher at $src/merged" >&2; exit 1; }
+  rm -rf /tmp/pack /tmp/pack-src && mkdir -p /tmp/pack /tmp/pack-src/$run && cp -r "$src/merged" /tmp/pack-src/$run/ || exit 1
+  PYTHONPATH=/tmp/site python3 - /tmp/pack-src/$run/merged <<'PY' || exit 1
+import json, sys, pathlib, torch
+from safetensors.torch import load_file, save_file
+d = pathlib.Path(sys.argv[1])
+for f in sorted(d.glob("*.safetensors")):
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in load_file(f).items()}
+    save_file(tensors, f, metadata={"format": "pt"})
+cfg = json.loads((d / "config.json").read_text())
+for key in ("torch_dtype", "dtype"):
+    if key in cfg: cfg[key] = "bfloat16"
+(d / "config.json").write_text(json.dumps(cfg, indent=2))
+print("cast to bf16:", ", ".join(f.name for f in d.glob("*.safetensors")))
+PY
+  tar -C /tmp/pack-src -cf - "$run" | split -b 15M -d -a 2 - /tmp/pack/part. && rm -rf /tmp/pack-src
+  (cd /tmp/pack && cat part.* | sha256sum | cut -d' ' -f1 > sha256 && echo "$run" > run && ls part.* | wc -l > parts)
+  echo "packed $run: $(cat /tmp/pack/parts) parts, sha256 $(cat /tmp/pack/sha256)"; ls -la /tmp/pack
+  ;;
+out)
+  K=${1:?group number, from 1}; mkdir -p "$OUT" && cp /tmp/pack/sha256 /tmp/pack/parts /tmp/pack/run "$OUT"/ || exit 1
+  for i in 0 1 2 3; do f=/tmp/pack/part.$(printf '%02d' $(( 4 * (K - 1) + i ))); [ -f "$f" ] && cp "$f" "$OUT"/; done
+  ls -la "$OUT"
+  ;;
+artifact)
+  A=${1:?part folder}; [ -f "$A/parts" ] || { echo "no $A/parts: carry a folder made by tools/device/artifact.sh stage" >&2; exit 1; }
+  mkdir -p /tmp/astage && cp "$A"/part.[0-9]* /tmp/astage/ || exit 1
+  have=$(ls /tmp/astage/part.* | wc -l); total=$(cat "$A/parts"); echo "artifact parts here: $have of $total"
+  if [ "$have" = "$total" ]; then
+    echo "$(cat "$A/sha256")  -" > /tmp/astage.sum && cat $(ls /tmp/astage/part.* | sort) | sha256sum -c /tmp/astage.sum || exit 1
+    mkdir -p /tmp/results/artifacts/01_teacher && cat $(ls /tmp/astage/part.* | sort) \
+      | tar -C /tmp/results/artifacts/01_teacher -xf - && rm -rf /tmp/astage && ls /tmp/results/artifacts/01_teacher/*
+  fi
+  ;;
+*) sed -n "2,/^set -uo/p" "$0" | sed "\$d"; exit 2 ;;
 esac
