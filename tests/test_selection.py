@@ -7,7 +7,7 @@ from studylib.report import selection
 
 def _rec(run, lr, dev, test_xx_en, seed=0, parent="full-dev"):
     return {"notebook": "01_teacher", "run": run, "params": {"seed": seed, "learning_rate": lr},
-            "sweep": {"parent": parent, "axes": {"learning_rate": lr, **({"seed": seed} if seed else {})}},
+            "what": {"sweep": {"parent": parent, "axes": {"learning_rate": lr, **({"seed": seed} if seed else {})}}},
             "training": {"dev_selection": {"best_score": dev, "best_step": 900, "planned_steps": 3632,
                                            "stopped_early": True, "metric": "chrf++", "dev": {"n": 1000}}},
             "averages": {"xx-en": {"chrf++": test_xx_en}, "en-xx": {"chrf++": 30.0}}}
@@ -34,7 +34,7 @@ def test_records_without_dev_scores_or_sweeps_are_not_choices(tmp_path):
     plain = _rec("a", 5e-5, 40.0, 45.0)
     plain["training"] = {}
     unswept = _rec("b", 5e-5, 40.0, 45.0)
-    unswept["sweep"] = None
+    unswept["what"]["sweep"] = None
     assert selection.choices_data([plain, unswept]) == []
     assert selection.selection_table([]) == ""  # the paper leaves an empty table out
     assert selection.text_selection(SimpleNamespace(tables=tmp_path)) == selection.NONE
@@ -51,7 +51,7 @@ def test_the_sentence_names_the_kept_setting_and_says_when_the_choice_is_open(tm
 def test_a_parameter_chosen_inside_a_run_lists_every_value_tried(tmp_path):
     import json
 
-    rec = {"notebook": "13_smoothquant", "run": "sq-dev", "params": {"seed": 0}, "sweep": None,
+    rec = {"notebook": "13_smoothquant", "run": "sq-dev", "params": {"seed": 0}, "what": {"sweep": None},
            "compression": {"dev_choice": {"param": "alpha", "chosen": 0.6, "metric": "chrf++", "dev": {"n": 1000},
                                           "tried": [{"value": 0.5, "score": 40.0}, {"value": 0.6, "score": 41.5}]}},
            "averages": {"xx-en": {"chrf++": 44.0}, "en-xx": {"chrf++": 30.0}}}
@@ -62,3 +62,15 @@ def test_a_parameter_chosen_inside_a_run_lists_every_value_tried(tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps(data))
     text = selection.text_selection(SimpleNamespace(tables=tmp_path))
     assert "chose alpha 0.6 on dev" in text and "alpha 0.5 40.00" in text
+
+
+def test_a_committed_teacher_record_of_the_sweep_is_read_as_a_choice():
+    """The records keep the sweep under ``what``: a record the study made is found, not only a hand-built one."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results/runs/01_teacher/gemma3-270m-full-dev-lr0.0001.json"
+    rec = json.loads(path.read_text())
+    data = selection.choices_data([rec])
+    assert [e["parent"] for e in data] == ["gemma3-270m-full-dev"]
+    assert data[0]["settings"][0]["setting"] == "learning_rate 0.0001" and data[0]["chosen_runs"] == [rec["run"]]

@@ -20,13 +20,18 @@ GROUPS = ("xx-en", "en-xx")
 METRIC = "chrf++"
 
 
+def _sweep(record: dict) -> dict:
+    """The record's sweep (``what.sweep``: its parent run and the axes of its setting), {} for an unswept run."""
+    return ((record.get("what") or {}).get("sweep")) or {}
+
+
 def _dev(record: dict) -> dict | None:
     return ((record.get("training") or {}).get("dev_selection")) or None
 
 
 def _setting(record: dict) -> dict:
     """The record's sweep setting without its seed: what the choice is between."""
-    axes = ((record.get("sweep") or {}).get("axes")) or {}
+    axes = _sweep(record).get("axes") or {}
     return {k: v for k, v in axes.items() if k != "seed"}
 
 
@@ -46,7 +51,7 @@ def choices_data(recs: list[dict]) -> list[dict]:
     the setting with the best dev score."""
     sweeps: dict[tuple, list[dict]] = {}
     for rec in recs:
-        parent = (rec.get("sweep") or {}).get("parent")
+        parent = _sweep(rec).get("parent")
         if parent and _dev(rec) and _dev(rec).get("best_score") is not None:
             sweeps.setdefault((rec["notebook"], parent), []).append(rec)
     out = []
