@@ -211,13 +211,15 @@ def verdict(row) -> str:
 
 def difference(ctx, a: tuple[str, str], b: tuple[str, str], group: str, metric: str = "chrf++") -> str | None:
     """'+x.x chrF++ on xx→en (p = ...)' for run a minus run b, from the significance table where one is the
-    reference, else from the summary (then untested)."""
+    reference, else from the summary (then untested); None where the two were scored on different test segments."""
     ref = S.parse_reference(ctx.reference)
     label = METRIC_LABEL[metric]
     for run, other, sign in ((a, b, 1), (b, a, -1)):
         row = _sig_row(ctx, *run, group, metric) if other == ref else None
         if row is not None and row["comparable"]:
             return f"{signed(sign * row['delta'])} {label} on {GROUP_LABEL[group]} ({verdict(row)})"
+        if row is not None:  # scored on other segments (e.g. every segment against a sample): no difference to give
+            return None
     sa, sb = _score(ctx, *a, group, metric), _score(ctx, *b, group, metric)
     if sa is None or sb is None:
         return None
@@ -253,6 +255,13 @@ def text_teacher_vs_base(ctx) -> str:
     return " ".join(sentences)
 
 
+def _compared_on_other_segments(ctx, a: tuple[str, str], b: tuple[str, str], group: str) -> bool:
+    """Whether the significance table holds a or b against the other as the reference, marked not comparable."""
+    ref = S.parse_reference(ctx.reference)
+    rows = [_sig_row(ctx, *run, group) for run, other in ((a, b), (b, a)) if other == ref]
+    return any(r is not None and not r["comparable"] for r in rows)
+
+
 def text_teachers(ctx) -> str:
     teachers = family_runs(ctx, "teacher")
     if len(teachers) < 2:
@@ -261,9 +270,14 @@ def text_teachers(ctx) -> str:
     first = ref if ref in teachers else teachers[0]
     out = []
     for other in teachers:
-        diffs = [d for g in GROUPS if (d := difference(ctx, other, first, g))] if other != first else []
+        if other == first:
+            continue
+        diffs = [d for g in GROUPS if (d := difference(ctx, other, first, g))]
         if diffs:
             out.append(f"The teacher {code(other[1])} differs from {code(first[1])} by {join(diffs)}.")
+        elif any(_compared_on_other_segments(ctx, other, first, g) for g in GROUPS):
+            out.append(f"The teacher {code(other[1])} was scored on other test segments than {code(first[1])}, "
+                       "so the two are not compared here.")
     return " ".join(out)
 
 
