@@ -18,8 +18,9 @@
 #                                        shared cache before the workflow starts (no race between jobs); --gpu shows
 #                                        it only that GPU (CUDA_VISIBLE_DEVICES)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
-#   session.sh jobs NAME [--no-vllm] JOB...
-#                                        like start, but runs the given jobs one after another, each
+#   session.sh jobs NAME [--after OTHER] [--no-vllm] JOB...
+#                                        like start, but runs the given jobs one after another (once OTHER has
+#                                        ended, with --after: e.g. timing jobs queued behind a training job), each
 #                                        `python3 -m studylib.workflow run` (what a Snakemake rule runs): JOB is
 #                                        NOTEBOOK:PARAMS_FILE[:SETTING_JSON], e.g. 41_engines:params/41_engines_teacher-lora.yaml
 #                                        or '40_efficiency_7b:params/40_efficiency_7b_llama2-7b.yaml:{"variant":"vllm-fp8"}';
@@ -118,7 +119,8 @@ SCRIPT
   sleep 3; echo "started $name (after: ${after:-none}, warm: ${warm:-none}, gpu: ${gpu:-all}): $*"
   ;;
 jobs)
-  name=${1:?name}; shift
+  name=${1:?name}; shift; after=""
+  [ "${1:-}" = "--after" ] && { after=${2:?--after needs a name}; shift 2; }
   vsite=/tmp/vllm-site:; [ "${1:-}" = "--no-vllm" ] && { vsite=""; shift; }
   S=.; [ -d .carry/snap/studylib ] && S=.carry/snap
   W=/tmp/work-$name; rm -rf "$W" /tmp/$name.done && mkdir -p "$W" \
@@ -131,6 +133,7 @@ export PYTHONPATH=${vsite}/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERE
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
   TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
+if [ -n "$after" ]; then echo "waiting for $after"; while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
 rc=0
 while IFS= read -r job; do
   nb=\${job%%:*}; rest=\${job#*:}; pf=\${rest%%:*}; setting={}; [ "\$rest" != "\$pf" ] && setting=\${rest#*:}
@@ -142,7 +145,7 @@ done < /tmp/$name.jobs
 exit \$rc
 SCRIPT
   setsid nohup bash -c "bash /tmp/$name.sh; echo \$? > /tmp/$name.done" > /tmp/$name.log 2>&1 < /dev/null &
-  sleep 2; echo "started $name: $# jobs"; cat /tmp/$name.jobs
+  sleep 2; echo "started $name (after: ${after:-none}): $# jobs"; cat /tmp/$name.jobs
   ;;
 wait)
   name=${1:?name}; end=$(( $(date +%s) + ${2:-540} ))
