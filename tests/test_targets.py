@@ -177,3 +177,31 @@ def test_student_seeds_and_storage_share_from_synthetic_students():
     assert abs(rows["model-b-storage-share"]["measured"] - 0.32) < 1e-12
     rows = by_id(T.targets_data(recs[:3]))
     assert rows["student-seeds"]["measured"] == 2
+
+
+def _full_teacher(lr: float, dev: float, noise: float) -> dict:
+    rec = make("01_teacher", f"gemma3-270m-full-dev-lr{lr}", family="teacher", noise=noise, params={"n_test": None},
+               sweep={"parent": "gemma3-270m-full-dev", "axes": {"learning_rate": lr}},
+               extra={"training": {"dev_selection": {"best_score": dev, "best_step": 10, "planned_steps": 10,
+                                                     "stopped_early": False, "metric": "chrf++", "dev": {"n": 20}}}})
+    for i, d in enumerate(rec["metrics"]):
+        rec["metrics"][d]["runaway_rate"] = 0.01 * i
+    return rec
+
+
+def test_teacher_targets_read_the_full_fine_tuned_teacher_kept_on_dev():
+    """The reference teacher of the targets is the full fine-tuned one whose setting has the best dev score (test
+    scores play no part), once its sweep has a full-size record; the LoRA teacher's stay the retention reference."""
+    lora = make("01_teacher", TEACHER, params={"n_test": 200})
+    worse_on_dev = _full_teacher(5e-05, dev=30.0, noise=0.1)  # better on test, worse on dev: not kept
+    kept = _full_teacher(0.0001, dev=32.0, noise=0.4)
+    rows = by_id(T.targets_data([lora, worse_on_dev, kept]))
+    for tid, group in (("teacher-xx-en-chrf++", "xx-en"), ("teacher-en-xx-chrf++", "en-xx")):
+        assert rows[tid]["record"] == f"01_teacher/{kept['run']}.json"
+        assert rows[tid]["measured"] == kept["averages"][group]["chrf++"]
+        assert "the full fine-tuned teacher kept on dev, of 2 settings recorded" in rows[tid]["figure"]
+    assert rows["teacher-runaway-max"]["record"] == f"01_teacher/{kept['run']}.json"
+    assert rows["teacher-runaway-max"]["measured"] == max(m["runaway_rate"] for m in kept["metrics"].values())
+    sampled = _full_teacher(0.0001, dev=32.0, noise=0.4)
+    sampled["params"]["n_test"] = 200  # a sample is not every test segment: the LoRA teacher's records stand
+    assert "full-size" in by_id(T.targets_data([lora, sampled]))["teacher-xx-en-chrf++"]["why"]

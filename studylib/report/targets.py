@@ -141,6 +141,9 @@ TARGETS = (
 # ----------------------------------------------------------------------------------------------- computed targets
 
 TEACHER = S.DEFAULT_REFERENCE
+# the study's reference teacher (issue "Study v2"): full fine-tuning with its schedule chosen on dev, read from this
+# sweep's kept setting (studylib.report.selection) once it has a record; until then the LoRA teacher above
+FULL_TEACHER_SWEEP = ("01_teacher", "gemma3-270m-full-dev")
 
 
 def _found(value, rec, figure) -> dict:
@@ -158,10 +161,26 @@ def _teacher_model(rec: dict) -> bool:
             and not params.get("recipe"))
 
 
+def _kept_full_teacher(recs) -> tuple[dict | None, str]:
+    """The full fine-tuned teacher kept on dev (:data:`FULL_TEACHER_SWEEP`), when it scored every test segment."""
+    from studylib.report import selection
+
+    rec = selection.chosen_record(recs, *FULL_TEACHER_SWEEP)
+    if rec is None or (rec.get("params") or {}).get("n_test") is not None or not any(_scores(rec)):
+        return None, ""
+    settings = next(e for e in selection.choices_data(recs) if (e["notebook"], e["parent"]) == FULL_TEACHER_SWEEP)
+    n = len(settings["settings"])
+    return rec, f"the full fine-tuned teacher kept on dev, of {n} setting{'s' if n > 1 else ''} recorded"
+
+
 def _teacher_full(by_key, recs) -> tuple[dict | None, str]:
-    """The record that scored the reference teacher on every test segment: its own record when that one is full
-    size, else the first record that decoded the teacher's saved model unchanged on every segment (the engines
-    study's vLLM run); (None, why) when there is none."""
+    """The record that scored the reference teacher on every test segment: the full fine-tuned teacher kept on dev
+    where its sweep has a full-size record; else the LoRA teacher's own record when that one is full size, else the
+    first record that decoded its saved model unchanged on every segment (the engines study's vLLM run); (None, why)
+    when there is none."""
+    kept, how = _kept_full_teacher(recs)
+    if kept is not None:
+        return kept, how
     rec = by_key.get(TEACHER)
     if rec is None:
         return None, "no record of the reference teacher"
@@ -199,10 +218,12 @@ def _teacher_runaway(by_key, recs) -> dict:
         found = [(_scores(rec)[0].get(d) or {}).get("runaway_rate") for d in DIRECTIONS]
         return [r for r in found if isinstance(r, (int, float))]
 
-    own = by_key.get(TEACHER)
+    own, how = _kept_full_teacher(recs)
+    if own is None:
+        own, how = by_key.get(TEACHER), "its own record"
     if own is None:
         return _missing("no record of the reference teacher")
-    rec, how = (own, "its own record") if rates(own) else _teacher_full(by_key, recs)
+    rec, how = (own, how) if rates(own) else _teacher_full(by_key, recs)
     found = rates(rec) if rec is not None else []
     if not found:
         return _missing("no record of the reference teacher carries failure rates")
