@@ -17,7 +17,7 @@ from studylib.runs.params import ParamsError, read_spec
 REPO = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPO / "params" / "40_efficiency_7b_llama2-7b.yaml"
 OLD_RECORD = REPO / "results" / "runs" / "40_efficiency_7b" / "llama2-7b.json"
-FAST = dict(warmup=0, repeats=2, prompt_tokens=4, new_tokens=6, large_batch=2, prefill_tokens=8, bandwidth_mib=1,
+FAST = dict(warmup=0, repeats=3, prompt_tokens=4, new_tokens=16, large_batch=2, prefill_tokens=8, bandwidth_mib=1,
             wanda_calib_samples=2, wanda_calib_tokens=8)
 
 
