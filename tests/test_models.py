@@ -21,6 +21,30 @@ def test_model_kind(tmp_path):
         models.checkpoint_path(str(tmp_path))
 
 
+def test_another_runs_artifact_is_found_where_that_run_wrote_it(monkeypatch, tmp_path):
+    """A params-style 'results/artifacts/...' id is read under the results root ($STUDYLIB_RESULTS: the GPU machine's
+    /tmp/results), where the run that made it wrote it; one that is not there yet says another run makes it."""
+    made = tmp_path / "artifacts" / "01_teacher" / "full-x"
+    made.mkdir(parents=True)
+    (made / "config.json").write_text("{}")
+    monkeypatch.setenv("STUDYLIB_RESULTS", str(tmp_path))
+    assert models.model_kind("results/artifacts/01_teacher/full-x") == "local"
+    assert models.checkpoint_path("results/artifacts/01_teacher/full-x") == str(made)
+    with pytest.raises(models.ModelNotAvailable, match="not there: another run makes it"):
+        models.ModelSpec("results/artifacts/01_teacher/not-made-yet")
+
+
+def test_params_naming_an_artifact_not_made_yet_load_and_fail_only_when_the_model_loads(tmp_path, monkeypatch):
+    """The workflow plans a run whose teacher another run makes (a clean clone has no full teacher: git ignores it)."""
+    from studylib.runs.params import EvalParams, ParamsError
+
+    monkeypatch.setenv("STUDYLIB_RESULTS", str(tmp_path))
+    cfg = EvalParams(model_id="results/artifacts/01_teacher/not-made-yet")
+    assert cfg.uses() == ["results/artifacts/01_teacher/not-made-yet"]
+    with pytest.raises(ParamsError, match="neither a local checkpoint"):
+        EvalParams(model_id="no/such/thing/here")
+
+
 def test_hub_id_without_hub_fails_at_once_naming_the_offline_default(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

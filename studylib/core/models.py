@@ -58,11 +58,25 @@ class ModelSpec:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         kind = model_kind(self.model_id)
+        if kind == "unknown" and self.model_id.startswith("results/"):
+            raise ModelNotAvailable(
+                f"model {self.model_id!r} is not there: another run makes it (`make reproduce DRY=1` says which; a "
+                f"full fine-tuned teacher made on the GPU machine comes back with tools/device/artifact.sh)"
+            )
         if kind == "unknown":
             raise ModelNotAvailable(
                 f"model {self.model_id!r} is neither a local checkpoint directory nor a hub id (owner/name); "
                 f"the offline default is {OFFLINE_DEFAULT!r}"
             )
+
+
+def local_path(model_id: str) -> Path:
+    """``model_id`` as a local path. Another run's artifact, named as params name it (``results/artifacts/...``), is
+    found under the results root (``$STUDYLIB_RESULTS``) first, where that run wrote it, else in the repository
+    (:func:`studylib.core.records.in_results`)."""
+    from studylib.core.records import in_results
+
+    return in_results(Path(model_id).expanduser())
 
 
 def model_kind(model_id: str) -> str:
@@ -71,7 +85,7 @@ def model_kind(model_id: str) -> str:
         return "default"
     if model_id == TINY_MODEL:
         return "tiny"
-    path = Path(model_id).expanduser()
+    path = local_path(model_id)
     if path.is_dir():
         return "adapter" if (path / "adapter_config.json").exists() and not (path / "config.json").exists() else "local"
     if _HUB_ID.match(model_id):
@@ -106,14 +120,14 @@ def checkpoint_path(model_id: str) -> str:
     if kind == "tiny":
         return str(build_tiny_model())
     if kind == "local":
-        path = Path(model_id).expanduser()
+        path = local_path(model_id)
         if not (path / "config.json").exists():
             raise ModelNotAvailable(f"{path} has no config.json: not a Hugging Face checkpoint directory")
         return str(path)
     if kind == "hub":
         return _hub_snapshot(model_id)
     if kind == "adapter":
-        return str(merge_adapter(model_id))
+        return str(merge_adapter(str(local_path(model_id))))
     raise ModelNotAvailable(
         f"model {model_id!r} is neither a local directory nor a hub id; the offline default is {OFFLINE_DEFAULT!r}"
     )

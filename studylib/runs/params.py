@@ -205,7 +205,7 @@ class EvalParams(NotebookParams):
 
     def __post_init__(self):
         from studylib.core.engines import ENGINES, check_repetition_penalty
-        from studylib.core.models import ModelSpec
+        from studylib.core.models import ModelNotAvailable, ModelSpec
 
         _check(self.profile in PROFILES, f"profile must be one of {PROFILES}, got {self.profile!r}")
         _check(isinstance(self.run_name, str) and self.run_name and "/" not in self.run_name
@@ -244,11 +244,18 @@ class EvalParams(NotebookParams):
                f"speed_batch_sizes must be a non-empty list of positive integers, got {self.speed_batch_sizes!r}")
         try:
             ModelSpec(self.model_id, self.dtype, self.device)
+        except ModelNotAvailable as err:
+            if not self.model_from_a_run():  # another run's artifact is made before this run, or it fails loading
+                raise ParamsError(str(err)) from err
         except (ValueError, RuntimeError) as err:
             raise ParamsError(str(err)) from err
 
+    def model_from_a_run(self) -> bool:
+        """Whether the model is another run's artifact, named as params name it (``results/artifacts/...``)."""
+        return str(self.model_id).startswith("results/")
+
     def uses(self) -> list[str]:
-        return [self.model_id] if str(self.model_id).startswith("results/") else []
+        return [self.model_id] if self.model_from_a_run() else []
 
     def preflight(self) -> None:
         from studylib.core import data, models
