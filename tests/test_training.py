@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from studylib.core import data, leakage, prompts, training
+from studylib.core import data, leakage, models, prompts, training
 
 PAIRS = [(f"Translate this from German to English:\nGerman: Satz {i}\nEnglish:", f" Sentence {i}\n") for i in range(12)]
 
@@ -64,10 +64,10 @@ def test_fractional_epochs_and_errors(tiny):
         training.finetune(model, tok, [], progress=False)
 
 
-def test_max_steps_trains_that_many_steps_whatever_the_datas_size(tiny):
+def test_max_steps_trains_that_many_steps_whatever_the_datas_size():
     """The out-of-domain sweep at a fixed number of steps: 12 pairs and 4 pairs, batch 4, both train 7 steps (the
     small set passes over its data 7 times, the large one 7/3 times)."""
-    model, tok = tiny
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")  # its own: training changes it in place
     big = training.finetune(model, tok, PAIRS, max_steps=7, learning_rate=1e-4, batch_size=4, progress=False)
     small = training.finetune(model, tok, PAIRS[:4], max_steps=7, learning_rate=1e-4, batch_size=4, progress=False)
     assert big.steps == small.steps == 7
@@ -139,8 +139,8 @@ def test_early_stopping_keeps_the_best_dev_score_and_stops_when_patience_runs_ou
     assert not all(torch.equal(p, seen[3][n]) for n, p in model.named_parameters())
 
 
-def test_the_last_planned_step_is_always_scored_and_ties_keep_the_first(tiny):
-    model, tok = tiny
+def test_the_last_planned_step_is_always_scored_and_ties_keep_the_first():
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")  # its own: training changes it in place
     dev = training.DevSelection(lambda m: 1.0, every=4, patience=2)
     result = training.finetune(model, tok, PAIRS, epochs=3, learning_rate=1e-4, batch_size=4, progress=False,
                                dev=dev)
