@@ -122,7 +122,9 @@ def checkpoint_path(model_id: str) -> str:
     if kind == "local":
         path = local_path(model_id)
         if not (path / "config.json").exists():
-            raise ModelNotAvailable(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+            hint = (f" (a training run's folder: its checkpoint is {path / 'merged'})"
+                    if (path / "merged" / "config.json").exists() else "")
+            raise ModelNotAvailable(f"{path} has no config.json: not a Hugging Face checkpoint directory{hint}")
         return str(path)
     if kind == "hub":
         return _hub_snapshot(model_id)
