@@ -43,7 +43,6 @@ class EngineParams(CompressParams):
     rerun: bool = True
     repeat: bool = False
     vllm_memory: float = 0.3
-    vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs (to see whether they make outputs vary)
 
     def __post_init__(self):
         super().__post_init__()
@@ -52,7 +51,6 @@ class EngineParams(CompressParams):
                f"engines must be a list of distinct engines from {E.ENGINES}, got {self.engines!r}")
         _check(isinstance(self.rerun, bool), f"rerun must be true or false, got {self.rerun!r}")
         _check(isinstance(self.repeat, bool), f"repeat must be true or false, got {self.repeat!r}")
-        _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
         _check("vllm" not in self.engines or self.dtype in ("bfloat16", "float16"),
                f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
         if "vllm" in self.engines:

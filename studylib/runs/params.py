@@ -201,6 +201,7 @@ class EvalParams(NotebookParams):
     keep_outputs: bool = True
     engine: str = "hf"
     vllm_memory: float = 0.4  # the share of GPU memory a vLLM engine takes (weights, activations, KV cache)
+    vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: starts in seconds, decodes slower
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -237,6 +238,7 @@ class EvalParams(NotebookParams):
                f"engine 'vllm' decodes in bfloat16 or float16, got dtype {self.dtype!r}")
         _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
+        _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
         _check("comet" not in self.metrics or self.comet_checkpoint,
                "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
         _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
