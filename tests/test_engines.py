@@ -372,6 +372,7 @@ def test_load_test_sets_refuses_vllm_on_the_cpu_before_loading_anything(monkeypa
     ("vllm_memory", 1.0, "vllm_memory must be a float in"),
     ("vllm_memory", 1.5, "vllm_memory must be a float in"),
     ("vllm_memory", 1, "vllm_memory must be a float in"),
+    ("vllm_eager", "no", "vllm_eager must be true or false"),
     ("rerun", "yes", "rerun must be true or false"),
     ("repeat", 1, "repeat must be true or false"),
 ])
@@ -522,3 +523,23 @@ def test_engines_refuse_a_recipe_vllm_does_not_serve_before_any_model_loads():
     assert EngineParams(engines=["hf"], recipe=[{"method": "bnb-int8"}], **FAST).recipe  # hf alone: any recipe
     with pytest.raises(ParamsError, match="unknown method 'no-such-method'"):
         EngineParams(recipe=[{"method": "no-such-method"}], **FAST)
+
+
+def test_serve_with_vllm_takes_eager_and_memory_from_any_runs_params(monkeypatch, tmp_path):
+    """``vllm_eager`` and ``vllm_memory`` are evaluation parameters of every run, passed to the engine it starts."""
+    from studylib.core import engines as core_engines
+    from studylib.runs.params import EvalParams
+
+    seen = {}
+
+    class Model:
+        def save_pretrained(self, d, **kw):
+            seen["saved"] = d
+
+    monkeypatch.setattr(core_engines, "served_checkpoint", lambda m: None)
+    monkeypatch.setattr(core_engines, "VLLMEngine", lambda path, **kw: seen.update(kw) or type("E", (), {})())
+    cfg = EvalParams(dtype="bfloat16", vllm_eager=True, vllm_memory=0.2)
+    evaluation.serve_with_vllm(Model(), cfg)
+    assert seen["enforce_eager"] is True and seen["gpu_memory_utilization"] == 0.2
+    evaluation.serve_with_vllm(Model(), EvalParams(dtype="bfloat16"))
+    assert seen["enforce_eager"] is False

@@ -21,6 +21,14 @@ def test_model_kind(tmp_path):
         models.checkpoint_path(str(tmp_path))
 
 
+def test_a_training_runs_folder_named_as_a_model_says_where_its_checkpoint_is(tmp_path):
+    """A fine-tuning run writes ``<dir>/merged``; naming ``<dir>`` fails at once and names the checkpoint."""
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    with pytest.raises(models.ModelNotAvailable, match=r"a training run's folder: its checkpoint is .*merged"):
+        models.checkpoint_path(str(tmp_path))
+
+
 def test_another_runs_artifact_is_found_where_that_run_wrote_it(monkeypatch, tmp_path):
     """A params-style 'results/artifacts/...' id is read under the results root ($STUDYLIB_RESULTS: the GPU machine's
     /tmp/results), where the run that made it wrote it; one that is not there yet says another run makes it."""
