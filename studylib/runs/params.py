@@ -201,7 +201,7 @@ class EvalParams(NotebookParams):
     keep_outputs: bool = True
     engine: str = "hf"
     vllm_memory: float = 0.4  # the share of GPU memory a vLLM engine takes (weights, activations, KV cache)
-    vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: starts in seconds, decodes slower
+    vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: no compiling at start, a slower decode
     results_dir: str | None = None
 
     def __post_init__(self):
