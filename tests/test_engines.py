@@ -530,12 +530,15 @@ def test_serve_with_vllm_takes_eager_and_memory_from_any_runs_params(monkeypatch
     from studylib.core import engines as core_engines
     from studylib.runs.params import EvalParams
 
+    import tempfile
+
     seen = {}
 
     class Model:
         def save_pretrained(self, d, **kw):
-            seen["saved"] = d
+            pass
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the plain checkpoint's folder
     monkeypatch.setattr(core_engines, "served_checkpoint", lambda m: None)
     monkeypatch.setattr(core_engines, "VLLMEngine", lambda path, **kw: seen.update(kw) or type("E", (), {})())
     cfg = EvalParams(dtype="bfloat16", vllm_eager=True, vllm_memory=0.2)

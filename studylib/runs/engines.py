@@ -119,7 +119,7 @@ def run(model, tokenizer, cfg, test_sets: dict, progress: bool = True) -> tuple[
         if name == "vllm":
             t0 = time.perf_counter()
             engine = evaluation.serve_with_vllm(model, cfg, gpu_memory_utilization=cfg.vllm_memory,
-                                                max_model_len=2048, enforce_eager=cfg.vllm_eager)
+                                                max_model_len=2048)
             start_s = time.perf_counter() - t0
         run_cfg = _with_engine(cfg, name)
         try:
