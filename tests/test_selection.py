@@ -74,3 +74,37 @@ def test_a_committed_teacher_record_of_the_sweep_is_read_as_a_choice():
     data = selection.choices_data([rec])
     assert [e["parent"] for e in data] == ["gemma3-270m-full-dev"]
     assert data[0]["settings"][0]["setting"] == "learning_rate 0.0001" and data[0]["chosen_runs"] == [rec["run"]]
+
+
+def _decoding_rec(teacher: str) -> dict:
+    knobs = [{"repetition_penalty": p, "max_new_tokens": 256} for p in (1.0, 1.1)]
+    return {"notebook": "02_decoding", "run": "dec", "params": {"seed": 0, "teacher_record": teacher},
+            "what": {"sweep": None}, "averages": {},
+            "decoding": {"chosen": knobs[1], "metric": "chrf++", "dev": {"n": 1000},
+                         "candidates": [{"knobs": k, "mean": {"chrf++": s, "runaway_rate": r}}
+                                        for k, s, r in zip(knobs, (31.5, 32.0), (0.07, 0.05))]}}
+
+
+def test_a_decoding_choice_lists_its_candidates_by_the_knob_that_differs(tmp_path):
+    import json
+
+    data = selection.decoding_choices([_decoding_rec("01_teacher/a-lr0.0002.json")])
+    assert len(data) == 1 and data[0]["chosen"] == "repetition_penalty 1.1"
+    assert [r["setting"] for r in data[0]["settings"]] == ["repetition_penalty 1.0", "repetition_penalty 1.1"]
+    table = selection.selection_table(data)
+    assert table.count("| dec |") == 2 and "32.00" in table and "✓" in table
+    assert "max_new_tokens" not in table  # the same in every candidate: not what the choice is between
+    (tmp_path / "selection.json").write_text(json.dumps(data))
+    text = selection.text_selection(SimpleNamespace(tables=tmp_path))
+    assert "chose repetition_penalty 1.1 on dev" in text and "repetition_penalty 1.0 31.50" in text
+
+
+def test_a_decoding_choice_says_whether_its_teacher_is_the_one_kept(tmp_path):
+    import json
+
+    sweep = selection.choices_data([_rec("a-lr0.0001", 1e-4, 32.4, 39.0), _rec("a-lr0.0002", 2e-4, 31.8, 37.0)])
+    for teacher, said in (("a-lr0.0002", "a teacher not kept on dev: learning_rate 0.0001 was"),
+                          ("a-lr0.0001", "the teacher kept on dev")):
+        data = sweep + selection.decoding_choices([_decoding_rec(f"01_teacher/{teacher}.json")])
+        (tmp_path / "selection.json").write_text(json.dumps(data))
+        assert said in selection.text_selection(SimpleNamespace(tables=tmp_path))

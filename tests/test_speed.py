@@ -52,9 +52,9 @@ def test_the_reference_alone_needs_no_calibration_and_builds_nothing(data_root):
     assert same is model and described == [] and seconds == 0.0
 
 
-def _record(variant, ratio, processes=1):
-    ref = {"decode": {"batch1": {"time_per_token_ms": 10.0, "gpu_processes": processes}}}
-    eff = {"decode": {"batch1": {"time_per_token_ms": 10.0 * ratio, "gpu_processes": processes}}}
+def _record(variant, ratio, processes=1, ref_ms=10.0):
+    ref = {"decode": {"batch1": {"time_per_token_ms": ref_ms, "gpu_processes": processes}}}
+    eff = {"decode": {"batch1": {"time_per_token_ms": ref_ms * ratio, "gpu_processes": processes}}}
     return {"notebook": "42_speed", "run": f"teacher-lora-{variant}", "layout": 99, "efficiency": eff,
             "environment": {"device": {"name": "NVIDIA H200"}, "date": "2026-12-07T00:00:00+00:00"},
             "speed": {"variant": variant, "reference": ref, "ratios": {"time_per_token_batch1": ratio,
@@ -72,7 +72,24 @@ def test_the_report_sets_each_format_beside_its_own_reference(tmp_path, monkeypa
     rows = report.speed_data([_record("nf4", 1.4), _record("gptq-w4", 0.8, processes=2), {"notebook": "11_bnb_nf4"}])
     assert [r["variant"] for r in rows] == ["gptq-w4", "nf4"] and rows[0]["shared"] and not rows[1]["shared"]
     table = report.speed_table(rows)
-    assert "14.00 (1.40×)" in table and "(GPU shared)" in table and report.speed_table([]) == ""
+    assert "14.00 / 10.00 (1.40×)" in table and "(GPU shared)" in table and report.speed_table([]) == ""
     (tmp_path / "speed.json").write_text(json.dumps(rows))
     text = report.text_speed_formats(SimpleNamespace(tables=tmp_path))
     assert "faster: `gptq-w4` 0.80×" in text and "not faster: `nf4` 1.40×" in text and "shared" in text
+
+
+def test_the_sentence_says_how_far_the_reference_moved_between_jobs(tmp_path, monkeypatch):
+    """The same bf16 model timed in several jobs reads differently: the text says by how much, from the records."""
+    import json
+    from types import SimpleNamespace
+
+    from studylib.core import records
+    from studylib.report import speed as report
+
+    monkeypatch.setattr(records, "is_stale", lambda rec: False)
+    rows = report.speed_data([_record("nf4", 1.4, ref_ms=19.0), _record("int8", 4.3, ref_ms=23.5)])
+    (tmp_path / "speed.json").write_text(json.dumps(rows))
+    text = report.text_speed_formats(SimpleNamespace(tables=tmp_path))
+    assert "read 19.00 to 23.50 ms a token in these 2 jobs" in text
+    (tmp_path / "speed.json").write_text(json.dumps(rows[:1]))
+    assert "read " not in report.text_speed_formats(SimpleNamespace(tables=tmp_path))

@@ -5,7 +5,9 @@ each record: the curve of dev chrF++, the best score and the step kept, :class:`
 is a choice among its settings, e.g. the full fine-tuned teacher's learning rates or Model A's. The study keeps the
 setting with the best dev score, averaged over seeds where the sweep has a ``seed`` axis. And a compression run that
 chose a parameter of its recipe on dev (``compression.dev_choice``, :func:`studylib.runs.compression.choose_on_dev`:
-SmoothQuant's α) made its choice inside the run; its values tried are its rows. The test scores are shown beside the
+SmoothQuant's α) made its choice inside the run; its values tried are its rows; so did a decoding run
+(``decoding`` in a 02_decoding record: each candidate decoding's dev scores, the one kept), whose rows are its
+candidates, labelled by the knobs that differ between them. The test scores are shown beside the
 kept setting and play no part in the choice: a setting chosen on test would be tuned on the data that is meant to
 judge it.
 """
@@ -105,6 +107,33 @@ def run_choices(recs: list[dict]) -> list[dict]:
     return out
 
 
+def decoding_choices(recs: list[dict]) -> list[dict]:
+    """One entry per decoding run (``decoding`` in the record, :func:`studylib.runs.decoding.compare`), shaped as
+    :func:`run_choices`'s: each candidate decoding a row, labelled by the knobs that differ between candidates, with
+    its dev chrF++ and runaway rate; no test score (a decoding run translates no test segment). ``teacher`` names
+    the record of the model it decoded."""
+    out = []
+    for rec in recs:
+        choice = rec.get("decoding") or {}
+        candidates = choice.get("candidates") or []
+        if not candidates or not choice.get("chosen"):
+            continue
+        varied = [k for k in candidates[0]["knobs"] if len({repr(c["knobs"].get(k)) for c in candidates}) > 1]
+
+        def label(knobs: dict) -> str:
+            return _label({k: knobs.get(k) for k in varied})
+
+        rows = [{"setting": label(c["knobs"]), "runs": [rec["run"]], "seeds": [(rec.get("params") or {}).get("seed")],
+                 "dev": c["mean"][METRIC], "dev_metric": choice.get("metric", METRIC),
+                 "runaway": c["mean"].get("runaway_rate"), "best_steps": [], "planned_steps": [],
+                 "stopped_early": [], "dev_n": (choice.get("dev") or {}).get("n"), "test": {}}
+                for c in candidates]
+        out.append({"notebook": rec["notebook"], "parent": rec["run"], "within_run": True, "settings": rows,
+                    "chosen": label(choice["chosen"]), "chosen_runs": [rec["run"]],
+                    "teacher": (rec.get("params") or {}).get("teacher_record")})
+    return out
+
+
 def chosen_record(recs: list[dict], notebook: str, parent: str) -> dict | None:
     """The record the study keeps from the sweep ``parent`` of ``notebook`` (its first seed), or None."""
     for entry in choices_data(recs):
@@ -140,6 +169,22 @@ def selection_table(data: list[dict]) -> str:
     return md_table(header, body, "lllrlrrc")
 
 
+def _decoded(entry: dict, data: list[dict]) -> str:
+    """For a decoding choice: the teacher it decoded, and whether that teacher is the setting its sweep keeps on dev
+    (a decoding chosen for a teacher the study does not keep says nothing yet of the kept one's)."""
+    teacher = entry.get("teacher")
+    if not teacher:
+        return ""
+    run = teacher.split("/", 1)[-1].removesuffix(".json")
+    sweeps = (e for e in data if not e.get("within_run"))
+    sweep = next((e for e in sweeps if any(run in s["runs"] for s in e["settings"])), None)
+    if sweep is None:
+        return f", decoding {teacher}"
+    kept = run in sweep["chosen_runs"]
+    return f", decoding {teacher}, " + ("the teacher kept on dev" if kept else
+                                         f"a teacher not kept on dev: {sweep['chosen']} was")
+
+
 def text_selection(ctx) -> str:
     """The choices made on dev in a sentence each, from ``<tables>/selection.json``."""
     data = read_json(ctx.tables / "selection.json") or []
@@ -152,8 +197,8 @@ def text_selection(ctx) -> str:
         n = f" on {kept['dev_n']} dev pairs" if kept.get("dev_n") else ""
         if e.get("within_run"):
             others = "; ".join(f"{r['setting']} {r['dev']:.2f}" for r in rows if r is not kept)
-            out.append(f"The run `{e['parent']}` ({e['notebook']}) chose {kept['setting']} on dev: chrF++ "
-                       f"{kept['dev']:.2f}{n}, against {others}; test scores played no part.")
+            out.append(f"The run `{e['parent']}` ({e['notebook']}{_decoded(e, data)}) chose {kept['setting']} on dev: "
+                       f"chrF++ {kept['dev']:.2f}{n}, against {others}; test scores played no part.")
         elif len(rows) == 1:
             out.append(f"Of the sweep `{e['parent']}` ({e['notebook']}), only the setting {kept['setting']} has been "
                        f"run (dev chrF++ {kept['dev']:.2f}{n}); the choice between its settings is still open.")

@@ -44,14 +44,15 @@ def speed_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     sizes = sorted({k for r in rows for k in r["batches"]}, key=natural)
-    header = ["Format", *(f"{k.replace('batch', 'batch ')} ms (× ref)" for k in sizes), "Peak memory × ref",
+    header = ["Format", *(f"{k.replace('batch', 'batch ')} ms: format / ref (×)" for k in sizes), "Peak memory × ref",
               "Storage × ref", "GPU", "Date"]
     body = []
     for r in rows:
         cells = []
         for k in sizes:
             b = r["batches"].get(k) or {}
-            cells.append(f"{fmt(b.get('ms'), 2)} ({fmt(b.get('ratio'), 2)}×)" if b.get("ms") is not None else "—")
+            cells.append(f"{fmt(b.get('ms'), 2)} / {fmt(b.get('reference_ms'), 2)} ({fmt(b.get('ratio'), 2)}×)"
+                         if b.get("ms") is not None else "—")
         body.append([code(r["variant"]) + (" (GPU shared)" if r["shared"] else "") + (" §" if r["stale"] else ""),
                      *cells, fmt(r["peak_memory_ratio"], 2), fmt(r["storage_ratio"], 2), r["device"] or "—",
                      r["date"]])
@@ -70,7 +71,10 @@ def text_speed_formats(ctx) -> str:
     faster = [f"{code(v)} {x:.2f}×" for v, x in sorted(timed, key=lambda t: t[1]) if x < 1]
     slower = [f"{code(v)} {x:.2f}×" for v, x in sorted(timed, key=lambda t: t[1]) if x >= 1]
     shared = [r["variant"] for r in rows if r["shared"]]
+    refs = [r["batches"][first]["reference_ms"] for r in rows if (r["batches"].get(first) or {}).get("reference_ms")]
     parts = ([f"faster: {join(faster)}"] if faster else []) + ([f"not faster: {join(slower)}"] if slower else [])
     return (f"Timed each in a job of its own beside the model it was built from "
             f"({first.replace('batch', 'batch size ')}, time per token over the reference's): " + "; ".join(parts) + "."
-            + (f" The GPU was shared while timing {join(map(code, shared))}." if shared else ""))
+            + (f" The GPU was shared while timing {join(map(code, shared))}." if shared else "")
+            + (f" The reference itself read {min(refs):.2f} to {max(refs):.2f} ms a token in these {len(refs)} jobs: "
+               "times are compared only within a job, as ratios." if len(refs) > 1 else ""))

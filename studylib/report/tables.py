@@ -17,7 +17,8 @@
 ``speed.md`` / ``speed.json``
     every 270M format timed in a job of its own beside its reference (:mod:`~studylib.report.speed`).
 ``selection.md`` / ``selection.json``
-    the settings of sweeps trained with early stopping on dev, and the one kept (:mod:`~studylib.report.selection`).
+    the settings of sweeps trained with early stopping on dev, the values a run tried on dev (SmoothQuant's α, a
+    teacher's decoding), and the one kept (:mod:`~studylib.report.selection`).
 ``comparisons.md`` / ``comparisons.json``
     pairs of methods tested against each other, from the comparisons CSV (:mod:`~studylib.report.comparisons`).
 ``targets.md`` / ``targets.json``
@@ -59,7 +60,7 @@ def write(results: str | Path | None = None, profile: str | None = "full", refer
     goals = targets.targets_data(recs)
     compared = engines.engines_data(recs)
     spread = seeds.seeds_data(recs, sig)
-    chosen = selection.choices_data(recs) + selection.run_choices(recs)
+    chosen = selection.choices_data(recs) + selection.run_choices(recs) + selection.decoding_choices(recs)
     timed = speed.speed_data(recs)
     pairs = comparisons.read_table(comparisons.table_path(results, profile))
     verdicts = claims.claims_data(recs, sig, pairs, bench, reference)
