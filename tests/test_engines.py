@@ -373,6 +373,7 @@ def test_load_test_sets_refuses_vllm_on_the_cpu_before_loading_anything(monkeypa
     ("vllm_memory", 1.5, "vllm_memory must be a float in"),
     ("vllm_memory", 1, "vllm_memory must be a float in"),
     ("vllm_eager", "no", "vllm_eager must be true or false"),
+    ("vllm_autotune", "off", "vllm_autotune must be true or false"),
     ("rerun", "yes", "rerun must be true or false"),
     ("repeat", 1, "repeat must be true or false"),
 ])
@@ -526,7 +527,8 @@ def test_engines_refuse_a_recipe_vllm_does_not_serve_before_any_model_loads():
 
 
 def test_serve_with_vllm_takes_eager_and_memory_from_any_runs_params(monkeypatch, tmp_path):
-    """``vllm_eager`` and ``vllm_memory`` are evaluation parameters of every run, passed to the engine it starts."""
+    """``vllm_eager``, ``vllm_autotune`` and ``vllm_memory`` are evaluation parameters of every run, passed to the
+    engine it starts."""
     from studylib.core import engines as core_engines
     from studylib.runs.params import EvalParams
 
@@ -541,8 +543,16 @@ def test_serve_with_vllm_takes_eager_and_memory_from_any_runs_params(monkeypatch
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the plain checkpoint's folder
     monkeypatch.setattr(core_engines, "served_checkpoint", lambda m: None)
     monkeypatch.setattr(core_engines, "VLLMEngine", lambda path, **kw: seen.update(kw) or type("E", (), {})())
-    cfg = EvalParams(dtype="bfloat16", vllm_eager=True, vllm_memory=0.2)
+    cfg = EvalParams(dtype="bfloat16", vllm_eager=True, vllm_memory=0.2, vllm_autotune=False)
     evaluation.serve_with_vllm(Model(), cfg)
     assert seen["enforce_eager"] is True and seen["gpu_memory_utilization"] == 0.2
+    assert seen["flashinfer_autotune"] is False
     evaluation.serve_with_vllm(Model(), EvalParams(dtype="bfloat16"))
-    assert seen["enforce_eager"] is False
+    assert seen["enforce_eager"] is False and seen["flashinfer_autotune"] is True
+
+
+def test_vllm_is_asked_to_skip_flashinfer_autotuning_only_when_told():
+    """vLLM's own default (autotune at start) is left alone unless a run turns it off; the record's engine kwargs
+    then say so (``enable_flashinfer_autotune``)."""
+    assert "enable_flashinfer_autotune" not in E.llm_kwargs("m")
+    assert E.llm_kwargs("m", flashinfer_autotune=False)["enable_flashinfer_autotune"] is False

@@ -180,12 +180,14 @@ def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | N
                max_model_len: int = 2048, gpu_memory_utilization: float = 0.4, max_num_seqs: int = 256,
                load_format: str = "auto", capture_sizes: list[int] | None = None,
                enforce_eager: bool = False, chunked_prefill: bool = True,
-               max_num_batched_tokens: int = WHOLE_PROMPT_TOKENS, flash_attn_version: int | None = None) -> dict:
+               max_num_batched_tokens: int = WHOLE_PROMPT_TOKENS, flash_attn_version: int | None = None,
+               flashinfer_autotune: bool = True) -> dict:
     """vLLM ``LLM(...)`` arguments for a local checkpoint (never a hub id: nothing is downloaded). Prefix caching is
     off: a cached prefix would be computed in another batch than the rest of its prompt. Without ``chunked_prefill``
     each prompt is prefilled in one step, and a step holds up to ``max_num_batched_tokens`` tokens (at least
     ``max_model_len``, so that every prompt fits one). ``flash_attn_version`` (2 or 3) pins the FlashAttention
-    version; None leaves vLLM's choice (3 on Hopper)."""
+    version; None leaves vLLM's choice (3 on Hopper). ``flashinfer_autotune`` false skips FlashInfer's kernel
+    autotuning at start (its default kernels then run, whatever a tuning would have timed fastest)."""
     if dtype not in ("bfloat16", "float16", "auto"):
         raise ValueError(f"vLLM serves bfloat16 or float16 activations, got dtype {dtype!r}")
     if not 0 < gpu_memory_utilization < 1:
@@ -201,6 +203,8 @@ def llm_kwargs(model_dir: str, *, dtype: str = "bfloat16", quantization: str | N
     if not chunked_prefill:
         kw["enable_chunked_prefill"] = False
         kw["max_num_batched_tokens"] = max(int(max_num_batched_tokens), int(max_model_len))
+    if not flashinfer_autotune:
+        kw["enable_flashinfer_autotune"] = False
     if quantization:
         kw["quantization"] = quantization
     if capture_sizes:

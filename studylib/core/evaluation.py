@@ -48,11 +48,12 @@ def serve_with_vllm(model, cfg, **kwargs):
     (:func:`studylib.core.engines.keep_checkpoint`, e.g. GPTQ's), else as it is in memory, saved as a plain checkpoint
     in its dtype into a temporary folder (kept while the engine lives; ``engine.served_dir``). The engine takes
     ``cfg.vllm_memory`` of the GPU's memory unless ``gpu_memory_utilization`` is given, compiled and with CUDA graphs
-    unless ``cfg.vllm_eager``."""
+    unless ``cfg.vllm_eager``, with FlashInfer's autotuning at start unless ``cfg.vllm_autotune`` is false."""
     import tempfile
 
     kwargs.setdefault("gpu_memory_utilization", getattr(cfg, "vllm_memory", 0.4))
     kwargs.setdefault("enforce_eager", getattr(cfg, "vllm_eager", False))
+    kwargs.setdefault("flashinfer_autotune", getattr(cfg, "vllm_autotune", True))
     kept = engines.served_checkpoint(model)
     if kept is not None and kept.get("path"):
         engine = engines.VLLMEngine(kept["path"], dtype=cfg.dtype, seed=cfg.seed, **kwargs)

@@ -202,6 +202,7 @@ class EvalParams(NotebookParams):
     engine: str = "hf"
     vllm_memory: float = 0.4  # the share of GPU memory a vLLM engine takes (weights, activations, KV cache)
     vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: no compiling at start, a slower decode
+    vllm_autotune: bool = True  # FlashInfer's kernel autotuning at vLLM's start (40-60 s on a fresh machine)
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -239,6 +240,7 @@ class EvalParams(NotebookParams):
         _check(isinstance(self.vllm_memory, float) and 0 < self.vllm_memory < 1,
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
+        _check(isinstance(self.vllm_autotune, bool), f"vllm_autotune must be true or false, got {self.vllm_autotune!r}")
         _check("comet" not in self.metrics or self.comet_checkpoint,
                "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
         _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
