@@ -5,7 +5,7 @@ import json
 import pytest
 
 from studylib.runs.decoding import DecodingParams, check_teacher_dev, compare
-from studylib.runs.params import ParamsError
+from studylib.runs.params import ParamsError, read_spec
 
 
 @pytest.mark.parametrize("candidates, message", [
@@ -65,3 +65,48 @@ def test_the_record_says_it_read_the_dev_split_and_no_test_set():
     cfg = DecodingParams()
     stated = what.describe(cfg.FAMILY, cfg.as_dict(), method=cfg.METHOD)
     assert stated["method"] == "decoding" and stated["testset"] == "alma-dev" and stated["testsets"] is None
+
+
+def _decoding_record(tmp_path, chosen):
+    path = tmp_path / "runs" / "02_decoding" / "d.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"decoding": {"chosen": chosen}}))
+
+
+def _params_file(tmp_path, **values):
+    import yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"notebook": "30_kd_data", "parameters": {"run_name": "kd", **values}}))
+    return path
+
+
+def test_a_run_naming_a_decoding_record_decodes_as_that_run_chose_on_dev(tmp_path):
+    from studylib.runs.distillation import KDParams
+
+    _decoding_record(tmp_path, {"repetition_penalty": 1.1, "max_new_tokens": 200})
+    f = _params_file(tmp_path, decoding_record="02_decoding/d.json")
+    cfg = KDParams.load(f, results_dir=str(tmp_path))
+    assert (cfg.repetition_penalty, cfg.max_new_tokens) == (1.1, 200)
+    assert "results/runs/02_decoding/d.json" in cfg.uses()  # the workflow runs the choice first
+    planned = KDParams.from_spec(read_spec(f), results_dir=str(tmp_path))
+    assert planned.repetition_penalty == 1.0  # the plan reads no record: it may not be made yet
+
+
+def test_a_decoding_record_missing_or_set_beside_its_knobs_is_one_line(tmp_path):
+    from studylib.runs.distillation import KDParams
+
+    f = _params_file(tmp_path, decoding_record="02_decoding/d.json")
+    with pytest.raises(ParamsError, match="decoding_record 02_decoding/d.json: no such record .*run its 02_decoding"):
+        KDParams.load(f, results_dir=str(tmp_path))
+    _decoding_record(tmp_path, {"temperature": 0.7})
+    with pytest.raises(ParamsError, match="no decoding chosen on dev in it"):
+        KDParams.load(f, results_dir=str(tmp_path))
+    both = _params_file(tmp_path, decoding_record="02_decoding/d.json", repetition_penalty=1.2)
+    with pytest.raises(ParamsError, match="set decoding_record or repetition_penalty, not both") as err:
+        KDParams.load(both, results_dir=str(tmp_path))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParamsError, match="decoding_record must look like '02_decoding/<run>.json'"):
+        KDParams.build({"decoding_record": "01_teacher/t.json"}, "p.yaml")
+    with pytest.raises(ParamsError, match="a decoding run chooses its decoding"):
+        DecodingParams.build({"decoding_record": "02_decoding/d.json"}, "p.yaml")

@@ -4,8 +4,8 @@ Each candidate decodes the same ALMA dev pairs (disjoint from every test set, as
 early stopping held out of its training when ``dev_per_direction`` and ``test_seed`` are its own) with the engine the
 evaluations use, and is scored as a test set is: chrF++ per direction and the failure rates
 (:mod:`studylib.core.failures`). The candidate with the best chrF++ (mean over the directions) is chosen; a tie goes to
-the lower runaway rate. No test segment is read: the chosen values are then set in the params of the runs that
-evaluate, and the record says which.
+the lower runaway rate. No test segment is read: a run that evaluates or translates takes the chosen values by naming
+this run's record as its ``decoding_record`` (read when it starts), and its record says which.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from studylib.core import records
-from studylib.runs.params import EvalParams, ParamsError, _check, _positive_int
+from studylib.runs.params import DECODING_KNOBS, EvalParams, ParamsError, _check, _positive_int
 
-KNOBS = ("repetition_penalty", "max_new_tokens")  # what a candidate may set
+KNOBS = DECODING_KNOBS  # what a candidate may set
 
 
 @dataclass
@@ -52,6 +52,7 @@ class DecodingParams(EvalParams):
             _positive_int("max_new_tokens", c.get("max_new_tokens", 1))
         _check(len({json.dumps(self.setting_of(c), sort_keys=True) for c in self.candidates}) == len(self.candidates),
                f"candidates must differ from each other, got {self.candidates!r}")
+        _check(self.decoding_record is None, "a decoding run chooses its decoding: leave decoding_record out")
         _check(self.teacher_record is None or (str(self.teacher_record).startswith("01_teacher/")
                                                and str(self.teacher_record).endswith(".json")),
                f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")

@@ -18,28 +18,57 @@ from typing import ClassVar
 
 from studylib.core import data, kd_filter, leakage, prompts
 from studylib.runs.params import EvalParams, ParamsError, _check, _positive_int, normalize_directions
-from studylib.core.generation import generate
+from studylib.core.generation import generate, generate_vllm
 
 
 def teacher_translations(teacher, tokenizer, sources: list[data.Example], *, style: str = "alma",
-                         batch_size: int = 64, max_new_tokens: int = 256, progress: bool = True) -> list[data.Example]:
+                         batch_size: int = 64, max_new_tokens: int = 256, progress: bool = True,
+                         repetition_penalty: float = 1.0, engine=None, seed: int = 0) -> list[data.Example]:
     """The teacher's greedy translation of each example's source, as new examples (origin 'kd'), each with its
     decoded token count (meta ``new_tokens``: the runaway filter compares it with the cap).
 
-    Examples may mix directions; each direction is prompted as itself. Every output is returned, empty ones too:
-    :func:`studylib.core.kd_filter.filter_pairs` drops and counts them.
+    Examples may mix directions; each direction is prompted as itself. With ``engine`` (a started
+    :class:`studylib.core.engines.VLLMEngine`) every direction is decoded in one pool through it, else by HF
+    ``generate`` a direction at a time; both with the same prompts, cap, stop and ``repetition_penalty``. Every output
+    is returned, empty ones too: :func:`studylib.core.kd_filter.filter_pairs` drops and counts them.
     """
-    out = []
     by_direction: dict[str, list[data.Example]] = {}
     for ex in sources:
         by_direction.setdefault(ex.direction, []).append(ex)
+    if engine is not None:
+        pool = [ex for exs in by_direction.values() for ex in exs]
+        texts = [p for exs in by_direction.values() for p in prompts.build_prompts(exs, style, tokenizer=tokenizer)]
+        gens = generate_vllm(engine, tokenizer, texts, max_new_tokens=max_new_tokens, seed=seed, progress=progress,
+                             repetition_penalty=repetition_penalty)
+        return [data.Example(ex.src, hyp, ex.direction, (("origin", "kd"), ("new_tokens", n)))
+                for ex, hyp, n in zip(pool, gens.texts, gens.new_tokens)]
+    out = []
     for direction, exs in by_direction.items():
         gens = generate(teacher, tokenizer, prompts.build_prompts(exs, style, tokenizer=tokenizer),
                         batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-                        desc=f"KD {direction}")
+                        desc=f"KD {direction}", repetition_penalty=repetition_penalty)
         out += [data.Example(ex.src, hyp, direction, (("origin", "kd"), ("new_tokens", n)))
                 for ex, hyp, n in zip(exs, gens.texts, gens.new_tokens)]
     return out
+
+
+def kd_translations(teacher, tokenizer, sources: list[data.Example], cfg, *, progress: bool = True):
+    """:func:`teacher_translations` as the run's params say (``engine``, ``repetition_penalty``, cap, seed): a vLLM
+    engine is started for the teacher and closed after. Returns (translations, the engine's description for the
+    record)."""
+    from studylib.core import engines, evaluation
+
+    engine = evaluation.serve_with_vllm(teacher, cfg) if cfg.engine == "vllm" else None
+    try:
+        translated = teacher_translations(teacher, tokenizer, sources, style=cfg.prompt_style,
+                                          batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                          progress=progress, repetition_penalty=cfg.repetition_penalty,
+                                          engine=engine, seed=cfg.seed)
+        info = engine.info() if engine is not None else engines.hf_info()
+    finally:
+        if engine is not None:
+            engine.close()
+    return translated, {**info, "asked": cfg.engine, "why": None, "pooled": engine is not None}
 
 
 def _key(ex: data.Example) -> tuple:

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from studylib.core import data, languages
+from studylib.core import data, languages, records
 from studylib.core.records import PROFILES
 
 PROMPT_STYLES = ("alma", "alma-fewshot", "tower")
 TEST_SOURCES = ("alma", "wmt24")
+DECODING_KNOBS = ("repetition_penalty", "max_new_tokens")  # what a decoding chosen on dev sets (02_decoding)
 ALLOWED_METRICS = ("bleu", "chrf", "chrf++", "comet")
 
 
@@ -129,8 +130,11 @@ class NotebookParams:
         if params_file is None:
             parameters = {"profile": profile} if profile else {}
             parent = cls.__dataclass_fields__["run_name"].default
-            return cls._setting(parameters, dict(setting or {}), parent, cls.NOTEBOOK or cls.__name__, results_dir)
-        return cls.from_spec(read_spec(params_file), setting, profile=profile, results_dir=results_dir)
+            cfg = cls._setting(parameters, dict(setting or {}), parent, cls.NOTEBOOK or cls.__name__, results_dir)
+        else:
+            cfg = cls.from_spec(read_spec(params_file), setting, profile=profile, results_dir=results_dir)
+        cfg.resolve()
+        return cfg
 
     @classmethod
     def from_spec(cls, spec: "Spec", setting: dict | None = None, *, profile: str | None = None,
@@ -147,6 +151,10 @@ class NotebookParams:
         if setting:
             parameters = apply_setting(cls, parameters, setting, where)
             parameters["run_name"] = setting_name(parent, setting)
+        both = [k for k in DECODING_KNOBS if k in parameters] if parameters.get("decoding_record") else []
+        if both:
+            raise ParamsError(f"{where}: set decoding_record or {', '.join(both)}, not both: the record's dev choice "
+                              f"sets {', '.join(DECODING_KNOBS)}")
         if results_dir is not None:
             parameters["results_dir"] = str(results_dir)
         cfg = cls.build(parameters, where)
@@ -161,6 +169,10 @@ class NotebookParams:
     def preflight(self) -> None:
         """What a run needs beyond its values (a data folder, a model that can be had), checked before it starts:
         a ParamsError of one line."""
+
+    def resolve(self) -> None:
+        """Values read from another run's record when the run starts (:meth:`load`; the workflow's plan, made before
+        that run may have run, leaves them as the file sets them): a ParamsError of one line when it cannot."""
 
     def uses(self) -> list[str]:
         """Files of other runs this run reads, as params name them (``results/...``): the workflow's edges."""
@@ -203,6 +215,7 @@ class EvalParams(NotebookParams):
     vllm_memory: float = 0.4  # the share of GPU memory a vLLM engine takes (weights, activations, KV cache)
     vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: no compiling at start, a slower decode
     vllm_autotune: bool = True  # FlashInfer's kernel autotuning at vLLM's start (40-60 s on a fresh machine)
+    decoding_record: str | None = None  # "02_decoding/<run>.json": decode with the knobs that run chose on dev
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -241,6 +254,9 @@ class EvalParams(NotebookParams):
                f"vllm_memory must be a float in (0, 1), got {self.vllm_memory!r}")
         _check(isinstance(self.vllm_eager, bool), f"vllm_eager must be true or false, got {self.vllm_eager!r}")
         _check(isinstance(self.vllm_autotune, bool), f"vllm_autotune must be true or false, got {self.vllm_autotune!r}")
+        _check(self.decoding_record is None or (str(self.decoding_record).startswith("02_decoding/")
+                                                and str(self.decoding_record).endswith(".json")),
+               f"decoding_record must look like '02_decoding/<run>.json', got {self.decoding_record!r}")
         _check("comet" not in self.metrics or self.comet_checkpoint,
                "metric 'comet' needs comet_checkpoint: a local COMET checkpoint path (no hub here)")
         _check(isinstance(self.speed_batch_sizes, list) and self.speed_batch_sizes
@@ -259,7 +275,31 @@ class EvalParams(NotebookParams):
         return str(self.model_id).startswith("results/")
 
     def uses(self) -> list[str]:
-        return [self.model_id] if self.model_from_a_run() else []
+        return (([self.model_id] if self.model_from_a_run() else [])
+                + ([f"results/runs/{self.decoding_record}"] if self.decoding_record else []))
+
+    def resolve(self) -> None:
+        """With ``decoding_record``: the decoding knobs (:data:`DECODING_KNOBS`) that 02_decoding run chose on dev
+        replace this run's, so every run decodes as the dev choice says and none sets it by hand."""
+        super().resolve()
+        if not self.decoding_record:
+            return
+        path = records.results_dir(self.results_dir) / "runs" / self.decoding_record
+        if not path.is_file():
+            raise ParamsError(f"decoding_record {self.decoding_record}: no such record under {path.parent.parent}: "
+                              f"run its 02_decoding params first")
+        chosen = (json.loads(path.read_text(encoding="utf-8")).get("decoding") or {}).get("chosen")
+        if not isinstance(chosen, dict) or set(chosen) - set(DECODING_KNOBS):
+            raise ParamsError(f"decoding_record {self.decoding_record}: no decoding chosen on dev in it")
+        for knob, value in chosen.items():
+            setattr(self, knob, value)
+        from studylib.core.engines import check_repetition_penalty
+
+        try:
+            check_repetition_penalty(self.repetition_penalty)
+        except ValueError as err:
+            raise ParamsError(f"decoding_record {self.decoding_record}: {err}") from None
+        _positive_int("max_new_tokens", self.max_new_tokens)
 
     def preflight(self) -> None:
         from studylib.core import data, models
