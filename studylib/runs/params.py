@@ -289,7 +289,7 @@ class EvalParams(NotebookParams):
             raise ParamsError(f"decoding_record {self.decoding_record}: no such record under {path.parent.parent}: "
                               f"run its 02_decoding params first")
         chosen = (json.loads(path.read_text(encoding="utf-8")).get("decoding") or {}).get("chosen")
-        if not isinstance(chosen, dict) or set(chosen) - set(DECODING_KNOBS):
+        if not isinstance(chosen, dict) or not chosen or set(chosen) - set(DECODING_KNOBS):
             raise ParamsError(f"decoding_record {self.decoding_record}: no decoding chosen on dev in it")
         for knob, value in chosen.items():
             setattr(self, knob, value)
