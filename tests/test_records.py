@@ -69,6 +69,35 @@ def test_outputs_are_stored_beside_the_record_and_read_back_whole(tmp_path):
             for run in ("a", "b")] == [["Hi", "World"], ["Hey", "Earth"]]
 
 
+def test_a_missing_test_selection_is_made_again_from_the_data_folder(tmp_path, monkeypatch, data_root):
+    """The sources and references are the test data: never committed, made again from the data by the record's
+    params when a reader lacks them, and checked to be the segments the record was scored on."""
+    import pytest
+
+    from studylib.core import data
+
+    monkeypatch.setenv("STUDYLIB_DATA", str(data_root))
+    params = {"run_name": "a", "test_source": "alma", "n_test": 3, "test_seed": 0}
+    made = {d: data.load_split("alma", d, "test", n=3, seed=0, root=data_root) for d in ("de-en", "en-is")}
+    outputs = {d: {"src": [e.src for e in exs], "ref": [e.tgt for e in exs], "hyp": ["x"] * len(exs)}
+               for d, exs in made.items()}
+    rec = records.make_record(notebook="12_gptq", run="a", params=params, profile="full",
+                              metrics={d: {"chrf++": 1.0} for d in made}, outputs=outputs)
+    path = records.write_record(rec, tmp_path)
+    for f in (tmp_path / "testsets").iterdir():
+        f.unlink()  # as in a fresh clone
+    assert records.read_record(path)["outputs"] == outputs
+    assert len(list((tmp_path / "testsets").iterdir())) == 1
+    side = json.loads(path.read_text())
+    side["params"]["test_seed"] = 1  # another selection than the one scored
+    path.write_text(json.dumps(side))
+    for f in (tmp_path / "testsets").iterdir():
+        f.unlink()
+    with pytest.raises(data.DataError, match="are not the segments the record was scored on") as err:
+        records.read_record(path)
+    assert "\n" not in str(err.value)
+
+
 def test_environment_says_how_busy_the_host_was(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
     host = records.environment()["host"]

@@ -238,8 +238,29 @@ def _testset_key(outputs: dict) -> str:
 
 
 def testset_path(results_root: Path, key: str) -> Path:
-    """Sources and references shared by every record of one test selection: ``<results>/testsets/<key>.json.gz``."""
+    """Sources and references shared by every record of one test selection: ``<results>/testsets/<key>.json.gz``.
+    They are the test data themselves, so they are never committed (``.gitignore``): a reader that lacks one makes it
+    again from the data folder (:func:`rebuild_testset`)."""
     return results_root / "testsets" / f"{key}.json.gz"
+
+
+def rebuild_testset(results_root: Path, key: str, params: dict, directions: list[str]) -> Path:
+    """The test selection a record was scored on, made again from the data folder (``$STUDYLIB_DATA``) by its
+    params (``test_source``, ``n_test``, ``test_seed``) and written where :func:`testset_path` says; checked against
+    ``key``, the hash of the sources and references the run saw. A DataError of one line when the data are not here
+    or give another selection."""
+    from studylib.core import data
+
+    root = data.resolve_data_dir(None)  # this machine's data; the record's own data_dir named the machine that ran it
+    source, n, seed = params.get("test_source", "alma"), params.get("n_test"), params.get("test_seed", 0)
+    shared = {}
+    for d in directions:
+        examples = data.load_split(source, d, "test", n=n, seed=seed, root=root)
+        shared[d] = {"src": [ex.src for ex in examples], "ref": [ex.tgt for ex in examples]}
+    if _testset_key(shared) != key:
+        raise data.DataError(f"test selection {key}: {source} test sets from {root} (n_test {n}, test_seed {seed}) "
+                             f"are not the segments the record was scored on")
+    return write_json_atomic(shared, testset_path(results_root, key), compressed=True)
 
 
 def write_record(record: dict, results: str | Path | None = None) -> Path:
@@ -270,12 +291,17 @@ def _read_gzip_json(path: Path):
 
 def read_record(path: str | Path) -> dict:
     """A record as written, with its outputs (``{direction: {"src", "ref", "hyp"}}``, from the files beside it)
-    under ``outputs`` when it has any. ``path`` is ``<results>/runs/<notebook>/<run>.json``."""
+    under ``outputs`` when it has any. ``path`` is ``<results>/runs/<notebook>/<run>.json``. A test selection not
+    here yet is made again from the data folder (:func:`rebuild_testset`)."""
     path = Path(path)
     rec = json.loads(path.read_text(encoding="utf-8"))
     if rec.get("outputs_file"):
         side = _read_gzip_json(path.parent / rec["outputs_file"])
-        shared = _read_gzip_json(testset_path(path.parent.parent.parent, side["testset"]))
+        root = path.parent.parent.parent
+        shared_path = testset_path(root, side["testset"])
+        if not shared_path.is_file():
+            rebuild_testset(root, side["testset"], rec.get("params") or {}, list(side["hyp"]))
+        shared = _read_gzip_json(shared_path)
         rec["outputs"] = {d: {"src": shared[d]["src"], "ref": shared[d]["ref"], "hyp": hyp}
                           for d, hyp in side["hyp"].items()}
     return rec
