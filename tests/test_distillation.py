@@ -4,6 +4,7 @@ import pytest
 
 from studylib.core import data, leakage
 from studylib.runs import distillation
+from standins import HFAsVLLM
 
 
 def _ex(src, tgt, d="de-en"):
@@ -27,39 +28,18 @@ def test_teacher_translations_keep_sources_and_direction(tiny):
     assert all(0 <= e.get("new_tokens") <= 5 for e in kd)  # the decoded count, for the runaway filter
 
 
-class _OnePromptAtATime:
-    """Stands in for a vLLM engine: each prompt's ids decoded alone and greedily by the tiny model, stop id kept."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer, self.calls = model, tokenizer, []
-
-    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True, repetition_penalty=1.0):
-        import torch
-
-        self.calls.append({"prompts": len(prompt_ids), "repetition_penalty": repetition_penalty, "seed": seed})
-        rows = []
-        for ids in prompt_ids:
-            x = torch.tensor([ids])
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
-                                          max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids),
-                                          pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
-                                          top_k=None, repetition_penalty=repetition_penalty)
-            rows.append(out[0, x.shape[1]:].tolist())
-        return rows
-
-
 def test_an_engine_decodes_every_direction_in_one_pool_as_hf_does(tiny):
     """Through an engine the KD pairs are the HF path's (same prompts, cap, stop), a direction after another, and the
     decoding knobs reach it."""
     model, tok = tiny
     sources = [_ex("Guten Morgen", "Good morning"), _ex("Hello", "Hallo", "en-de"), _ex("Danke", "Thanks")]
-    engine = _OnePromptAtATime(model, tok)
+    engine = HFAsVLLM(model, tok)
     got = distillation.teacher_translations(model, tok, sources, max_new_tokens=6, progress=False, engine=engine,
                                             repetition_penalty=1.3, seed=4)
     hf = distillation.teacher_translations(model, tok, sources, max_new_tokens=6, progress=False,
                                            repetition_penalty=1.3)
-    assert engine.calls == [{"prompts": 3, "repetition_penalty": 1.3, "seed": 4}]  # one pool, the knobs passed on
+    calls = [(len(c["ids"]), c["repetition_penalty"], c["seed"]) for c in engine.calls]
+    assert calls == [(3, 1.3, 4)]  # one pool, the knobs passed on
     key = sorted((e.src, e.direction, e.tgt, e.get("new_tokens")) for e in got)
     assert key == sorted((e.src, e.direction, e.tgt, e.get("new_tokens")) for e in hf)
     assert {(e.src, e.direction) for e in got} == {(s.src, s.direction) for s in sources}

@@ -14,38 +14,10 @@ from studylib.core.generation import generate, generate_vllm, stop_token_ids
 from studylib.runs import engines as RE
 from studylib.runs.engines import EngineParams
 from studylib.runs.params import EvalParams, ParamsError
+from standins import HFAsVLLM
 
 PROMPTS = [f"Translate this from German to English:\nGerman: Satz {i} {'lang ' * i}\nEnglish:" for i in range(7)]
 FAST = dict(directions=["de-en", "en-de"], n_test=2, batch_size=4, max_new_tokens=8, device="cpu")
-
-
-class HFAsVLLM:
-    """Stands in for :class:`studylib.core.engines.VLLMEngine`: each prompt's ids decoded alone (no padding) by the
-    tiny model, greedy, stopped by the first stop id and keeping it -- what vLLM hands back."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-        self.calls, self.closed = [], False
-
-    def generate(self, prompt_ids, *, max_new_tokens, stop_ids, seed=0, progress=True, repetition_penalty=1.0):
-        self.calls.append({"ids": [list(i) for i in prompt_ids], "max_new_tokens": max_new_tokens,
-                           "stop_ids": list(stop_ids), "seed": seed, "repetition_penalty": repetition_penalty})
-        rows = []
-        for ids in prompt_ids:
-            x = torch.tensor([ids])
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
-                                          num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids),
-                                          pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
-                                          top_k=None, repetition_penalty=repetition_penalty)
-            rows.append(out[0, x.shape[1]:].tolist())
-        return rows
-
-    def info(self):
-        return {"engine": "vllm", "version": "stand-in", "batch_invariant": True}
-
-    def close(self):
-        self.closed = True
 
 
 class FixedRows:
