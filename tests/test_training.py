@@ -154,3 +154,49 @@ def test_the_last_planned_step_is_always_scored_and_ties_keep_the_first():
             training.DevSelection(lambda m: 0.0, every=bad)
     with pytest.raises(ValueError, match="patience"):
         training.DevSelection(lambda m: 0.0, every=1, patience=0)
+
+
+def _trained(seed=0):
+    model, tok = models.load_model("tiny-gemma3", "float32", "cpu")
+    return training.finetune(model, tok, PAIRS, epochs=1, learning_rate=3e-3, batch_size=4, seed=seed,
+                             progress=False, log_every=1)
+
+
+def test_training_again_makes_the_same_weights_and_the_digest_says_so():
+    first, again, other = _trained(0), _trained(0), _trained(1)
+    digest = training.weights_digest(first.model)
+    assert digest == training.weights_digest(again.model) and first.losses == again.losses
+    assert digest != training.weights_digest(other.model)
+    with torch.no_grad():
+        next(first.model.parameters()).view(-1)[0] += 1e-6
+    assert training.weights_digest(first.model) != digest
+
+
+def test_a_teacher_made_again_keeps_its_committed_record_and_nothing_else_does(tmp_path):
+    import json
+
+    from studylib.core import records
+    from studylib.runs import teacher
+    from studylib.runs.teacher import TeacherParams
+
+    cfg = TeacherParams(results_dir=str(tmp_path))
+    trained = {"steps": 3, "final_loss": 1.25, "loss_log": [[1, 2.5], [3, 1.25]], "seconds": 9.0,
+               "dev_selection": {"best_step": 3, "curve": [[3, 30.1]]}}
+    assert teacher.remade(cfg, trained, "d1") is None  # no record yet
+    rec = {"notebook": "01_teacher", "run": cfg.run_name, "layout": records.LAYOUT, "params": cfg.as_dict(),
+           "training": {**trained, "seconds": 12.0, "dev_selection": {"best_step": 3, "curve": [[3, 30.4]]}}}
+    path = records.record_path("01_teacher", cfg.run_name, tmp_path)
+    path.parent.mkdir(parents=True)
+
+    def kept(record, training_now=trained, digest="d1"):
+        path.write_text(json.dumps(record, default=str))
+        return teacher.remade(cfg, training_now, digest)
+
+    assert kept(rec)["run"] == cfg.run_name  # same trajectory, same step kept: dev scores and times may move
+    assert kept(rec, {**trained, "loss_log": [[1, 2.5], [3, 1.2500001]]}) is None
+    assert kept(rec, {**trained, "dev_selection": {"best_step": 1}}) is None
+    assert kept({**rec, "params": {**rec["params"], "learning_rate": 5.0}}) is None
+    assert kept({**rec, "layout": records.LAYOUT - 1}) is None
+    assert kept({**rec, "weights_sha256": "d1"}) is not None  # the digest decides where the record has one
+    assert kept({**rec, "weights_sha256": "d0"}) is None
+    assert kept({**rec, "training": {}}) is None  # nothing to compare: evaluate again

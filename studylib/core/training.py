@@ -261,6 +261,21 @@ class _DevTracker:
                 "patience": self.dev.patience, "seconds": self.seconds, **self.dev.what}
 
 
+def weights_digest(model) -> str:
+    """sha256 over the model's state (each tensor's name, dtype, shape and bytes, in name order): equal digests, equal
+    weights. A teacher trained again is checked against its record by it."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_teacher(model, tokenizer, save_dir, base_model_id: str | None = None) -> Path:
     """Save a fine-tuned model atomically: ``<dir>/merged`` (a plain checkpoint) and, for LoRA, ``<dir>/adapter``.
 

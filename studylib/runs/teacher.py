@@ -1,7 +1,14 @@
-"""01_teacher: the reference teacher, fine-tuned from the base on ALMA's human-written train split."""
+"""01_teacher: the reference teacher, fine-tuned from the base on ALMA's human-written train split.
+
+Git keeps a teacher's record, not its weights (a full fine-tuned 270M is 0.5 GB), so a session whose jobs read the
+teacher trains it again. Training is deterministic on one kind of GPU: the 1e-4 teacher trained again in a later
+session logged the same loss at every step and gave the same 17,471 test hypotheses. :func:`remade` tells when a
+training has made the committed record's teacher again; the run then keeps that record instead of evaluating anew.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -62,3 +69,33 @@ class TeacherParams(EvalParams):
 
     def makes(self) -> list[str]:
         return [self.save_dir or f"results/artifacts/01_teacher/{self.run_name}"]
+
+
+TRAJECTORY = ("steps", "final_loss", "loss_log")  # the training's own account, compared to the last digit
+
+
+def remade(cfg: TeacherParams, training: dict, digest: str) -> dict | None:
+    """The committed record of this run when this training has made its teacher again, else None.
+
+    It has when the record is of the current layout, every parameter both name agrees, and the weights are the same:
+    by their digest where the record holds one (``weights_sha256``), else by the training's trajectory (steps, the
+    loss at every logged step, the final loss) and the dev step kept, each equal to the last digit. Then the record
+    stands (its evaluation, made from these weights, is not made again); otherwise the run evaluates and records.
+    """
+    path = records.record_path(cfg.NOTEBOOK, cfg.run_name, cfg.results_dir)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if records.is_stale(rec):
+        return None
+    saved, now = records.comparable_params(rec.get("params") or {}), records.comparable_params(cfg.as_dict())
+    if any(saved[k] != now[k] for k in saved.keys() & now.keys()):
+        return None
+    if rec.get("weights_sha256"):
+        return rec if rec["weights_sha256"] == digest else None
+    old, new = rec.get("training") or {}, json.loads(json.dumps(training, default=str))
+    if any(old.get(k) is None or old.get(k) != new.get(k) for k in TRAJECTORY):
+        return None
+    kept = [(t.get("dev_selection") or {}).get("best_step") for t in (old, new)]
+    return rec if kept[0] == kept[1] else None
