@@ -26,7 +26,8 @@
 #                                        or '40_efficiency_7b:params/40_efficiency_7b_llama2-7b.yaml:{"variant":"vllm-fp8"}';
 #                                        /tmp/vllm-site, where installed, comes first on PYTHONPATH (--no-vllm: left
 #                                        out, for llm-compressor's jobs: it needs compressed-tensors 0.19, vLLM 0.17)
-#   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail)
+#   session.sh wait NAME [SECONDS]       follow NAME until it ends or SECONDS pass (prints the job lines and the tail;
+#                                        every new record so far into $OUT/records.tgz, as collect does)
 #   session.sh collect NAME...           new records (records.tgz), logs and executed notebooks (NAME.tgz) into $OUT
 #   session.sh pack RUN                  a full fine-tuned teacher made here (/tmp/results/artifacts/01_teacher/RUN),
 #                                        its weights cast to bf16 (what every later run loads), as a tar cut into
@@ -152,12 +153,16 @@ wait)
   while [ ! -f /tmp/$name.done ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
   grep -aE '^  (run|held) |^\[bench|^(workflow|warm|error|job )|runs: |Finished job|steps \(|Traceback|Error' /tmp/$name.log | tail -n 40
   tail -c 1200 /tmp/$name.log | tr '\r' '\n' | tail -n 6
-  ls /tmp/results/runs/*/ 2>/dev/null | tail -n 40 | tr '\n' ' '; echo
   if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi
+  # every record made so far comes back with each call (a machine can be taken back mid-call: the next may not come)
+  if [ -n "${OUT:-}" ] && [ -f /tmp/results/.kit-stamp ]; then
+    mkdir -p "$OUT" && (cd /tmp/results && { find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null || true; } \
+      | tar -czf "$OUT/records.tgz" -T -) && echo "new records: $(tar -tzf "$OUT/records.tgz" | grep -c '^runs/.*\.json$')"
+  fi
   ;;
 collect)
   mkdir -p "$OUT"
-  (cd /tmp/results && find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
+  (cd /tmp/results && { find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null || true; } | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
   for name in "$@"; do
     W=/tmp/work-$name; cp /tmp/$name.log "$OUT/$name.log"
     tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed .snakemake/log 2>/dev/null)
