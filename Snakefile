@@ -5,6 +5,7 @@
 #   snakemake                              # one machine (profiles/default, applied by itself; make reproduce)
 #   snakemake --profile profiles/slurm     # a SLURM cluster, one GPU per job
 #   config: profile=full|smoke  results=DIR  params="a.yaml b.yaml"  allow_cpu=1  gpu=0|1  notebooks=DIR
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,13 @@ for job in TODO:  # a record that exists but must be made again gets a flag newe
     if job.record.exists():
         Path(FLAGS, job.notebook).mkdir(parents=True, exist_ok=True)
         Path(FLAGS, job.key + ".flag").write_text(job.why + "\n")
+        if job.for_files:  # Snakemake deletes the record before the job: a copy, which the job puts back first
+            shutil.copyfile(job.record, Path(FLAGS, job.key + ".kept.json"))
+
+
+def kept(wildcards):
+    job = JOBS[f"{wildcards.notebook}/{wildcards.run}"]
+    return f"{FLAGS}/{job.key}.kept.json" if job.for_files else ""
 
 
 def job_inputs(wildcards):
@@ -55,10 +63,12 @@ rule run:
         file=lambda wc: JOBS[f"{wc.notebook}/{wc.run}"].spec.path,
         setting=lambda wc: JOBS[f"{wc.notebook}/{wc.run}"].papermill_setting(),
         executed=lambda wc: f"build/executed/{PROFILE}/{wc.notebook}/{wc.run}.ipynb",
+        kept=kept,
     resources:
         gpu_share=lambda wc: study.GPU_SHARE[JOBS[f"{wc.notebook}/{wc.run}"].gpu()],
         runtime=lambda wc: int(3 * JOBS[f"{wc.notebook}/{wc.run}"].minutes()) + 10,
     shell:
         f"{sys.executable} -m studylib.workflow run {{wildcards.notebook}} {{params.file}} '{{params.setting}}' "
-        f"--profile {PROFILE} --results {RESULTS} --out {{params.executed}} --notebooks {NOTEBOOKS} 2>&1 | tee {{log}}"
+        f"--profile {PROFILE} --results {RESULTS} --out {{params.executed}} --notebooks {NOTEBOOKS} "
+        f"--kept '{{params.kept}}' 2>&1 | tee {{log}}"
 

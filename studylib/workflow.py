@@ -37,6 +37,7 @@ class Job:
     upstream: list = field(default_factory=list)
     run: bool = False
     why: str = "done: its record matches"
+    for_files: bool = False  # runs only to make again the files a later job needs (its record matches)
 
     @property
     def notebook(self) -> str:
@@ -138,6 +139,7 @@ def plan(params_files, profile: str = "full", results="results") -> list[Job]:
                     missing = [p for p in up.files(up.cfg.makes()) if not p.exists()]
                     if not up.run and missing:
                         up.run, up.why, changed = True, f"{missing[0]} is missing and {job.key} needs it", True
+                        up.for_files = True
                 continue
             ran = [up for up in job.upstream if up.run and not up.why.endswith("needs it")]
             if ran:
@@ -199,6 +201,22 @@ def execute(notebook: str, params_file: str, setting: dict, profile: str, result
                                     "results_dir": str(results)})
 
 
+def restore(kept: str | None, results) -> Path | None:
+    """Put back the record of a job that runs only to make its files again (``for_files``), from the copy the
+    Snakefile kept of it (Snakemake deletes a job's output before running it): the notebook then sees the record it
+    may keep (01_teacher keeps it when its training makes the same weights). Nothing when there is no copy or the
+    record is there; the path restored otherwise."""
+    if not kept or not Path(kept).is_file():
+        return None
+    rec = json.loads(Path(kept).read_text(encoding="utf-8"))
+    path = records.record_path(rec["notebook"], rec["run"], results)
+    if path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kept, path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studylib.workflow", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -214,6 +232,7 @@ def main(argv=None) -> int:
     r.add_argument("--results", required=True)
     r.add_argument("--out", required=True, help="the executed notebook's path")
     r.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
+    r.add_argument("--kept", default="", help="a copy of the job's record to put back first (a run for its files)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "plan":
@@ -222,6 +241,7 @@ def main(argv=None) -> int:
             jobs = plan(files, args.profile, results)
             print(describe(jobs, held_back(jobs, args.profile, has_gpu(), allow_cpu=False)))
             return 0
+        restore(args.kept, args.results)
         execute(args.notebook, args.params_file, json.loads(args.setting), args.profile, args.results, args.out,
                 args.notebooks)
     except ParamsError as err:

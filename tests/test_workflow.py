@@ -93,7 +93,24 @@ def test_files_a_done_run_made_are_remade_only_when_a_run_needs_them(tmp_path):
     jobs = {j.key: j for j in workflow.plan(files, "full", results)}
     assert jobs["31_model_a/teacher-nf4-qlora"].why.startswith("params differ: qlora_r")
     assert jobs["30_kd_data/teacher-lora-2k"].run and "needs it" in jobs["30_kd_data/teacher-lora-2k"].why
+    assert jobs["30_kd_data/teacher-lora-2k"].for_files and not jobs["31_model_a/teacher-nf4-qlora"].for_files
     assert not jobs["32_model_b/middle8-nf4-qlora"].run
+
+
+def test_a_run_for_its_files_gets_its_record_back_before_the_notebook_starts(tmp_path, monkeypatch):
+    """Snakemake deletes a job's record before running it; a job that runs only for its files (the full teacher's
+    weights, which git does not keep) has the Snakefile's copy put back, so its notebook can keep it."""
+    record = records.record_path("01_teacher", "t", tmp_path / "results")
+    kept = tmp_path / "t.kept.json"
+    kept.write_text(json.dumps({"notebook": "01_teacher", "run": "t", "params": {}}))
+    seen = []
+    monkeypatch.setattr(workflow, "execute", lambda *a, **k: seen.append(record.exists()))
+    argv = ["run", "01_teacher", "p.yaml", "{}", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "o")]
+    assert workflow.main(argv) == 0 and seen == [False]  # no copy named: nothing put back
+    assert workflow.main(argv + ["--kept", str(kept)]) == 0 and seen[-1] is True
+    assert json.loads(record.read_text())["run"] == "t"
+    record.write_text("{}")
+    assert workflow.restore(str(kept), tmp_path / "results") is None and record.read_text() == "{}"  # never over one
 
 
 @pytest.mark.parametrize("text, message", [
