@@ -83,7 +83,6 @@ def test_files_a_done_run_made_are_remade_only_when_a_run_needs_them(tmp_path):
     must run has 30 remake its pairs, and 30 running for that reruns no other done student."""
     results = tmp_path / "results"
     shutil.copytree(REPO / "results" / "runs", results / "runs")
-    shutil.copytree(REPO / "results" / "testsets", results / "testsets")
     files = [str(REPO / "params" / n) for n in ("30_kd_data_teacher-lora-2k.yaml", "32_model_b_middle8-nf4-qlora.yaml")]
     files += _copy_params(tmp_path, "31_model_a_teacher-nf4-qlora.yaml", edit=lambda t: t.replace("qlora_r: 64", "qlora_r: 32"))
     kd_pairs = results / "artifacts" / "30_kd_data" / "teacher-lora-2k.jsonl.gz"
