@@ -1,9 +1,9 @@
 """01_teacher: the reference teacher, fine-tuned from the base on ALMA's human-written train split.
 
 Git keeps a teacher's record, not its weights (a full fine-tuned 270M is 0.5 GB), so a session whose jobs read the
-teacher trains it again. Training is deterministic on one kind of GPU: the 1e-4 teacher trained again in a later
-session logged the same loss at every step and gave the same 17,471 test hypotheses. :func:`remade` tells when a
-training has made the committed record's teacher again; the run then keeps that record instead of evaluating anew.
+teacher trains it again. With the same seed, data and code on one kind of GPU the training repeats itself (the loss
+at every logged step, hence the weights and the test hypotheses): :func:`remade` tells when a training has made the
+committed record's teacher again, and the run then keeps that record instead of evaluating anew.
 """
 
 from __future__ import annotations
