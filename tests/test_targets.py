@@ -205,3 +205,22 @@ def test_teacher_targets_read_the_full_fine_tuned_teacher_kept_on_dev():
     sampled = _full_teacher(0.0001, dev=32.0, noise=0.4)
     sampled["params"]["n_test"] = 200  # a sample is not every test segment: the LoRA teacher's records stand
     assert "full-size" in by_id(T.targets_data([lora, sampled]))["teacher-xx-en-chrf++"]["why"]
+
+
+def test_retention_is_against_the_teacher_the_record_was_made_from():
+    """A method run on the full fine-tuned teacher is set against that teacher; one on the LoRA teacher against the
+    LoRA teacher (their segments differ: 200 against every one), and the full teacher's record is read first."""
+    lora = make("01_teacher", TEACHER, n=10, params={"n_test": 10})
+    kept = _full_teacher(0.0001, dev=32.0, noise=0.2)
+    full_model = f"results/artifacts/01_teacher/{kept['run']}/merged"
+    on_lora = make("11_bnb_nf4", "teacher-lora-nf4", noise=0.4, n=10,
+                   params={"model_id": "results/artifacts/01_teacher/gemma3-270m-lora"})
+    on_full = make("11_bnb_nf4", "teacher-full-nf4", noise=0.5, params={"model_id": full_model, "n_test": None})
+    assert T.teacher_of(on_full, {"01_teacher/" + kept["run"]: kept})["run"] == kept["run"]
+    assert T.teacher_of(on_lora, {"01_teacher/" + TEACHER: lora})["run"] == TEACHER
+    alone = by_id(T.targets_data([lora, kept, on_lora]))["nf4-retention"]
+    assert alone["record"] == "11_bnb_nf4/teacher-lora-nf4.json" and alone["measured"] is not None
+    both = by_id(T.targets_data([lora, kept, on_lora, on_full]))["nf4-retention"]
+    ratios = [on_full["metrics"][d]["chrf++"] / kept["metrics"][d]["chrf++"] for d in on_full["metrics"]]
+    assert both["record"] == "11_bnb_nf4/teacher-full-nf4.json"
+    assert abs(both["measured"] - sum(ratios) / len(ratios)) < 1e-12

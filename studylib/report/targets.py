@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 from studylib.bench.schema import NOTEBOOK as BENCH
 from studylib.core import records
@@ -269,16 +270,27 @@ def _scored(rec: dict) -> bool:
     return bool(rec.get("metrics")) and bool(rec.get("averages"))
 
 
+def teacher_of(rec: dict, by_key: dict) -> dict | None:
+    """The record of the teacher ``rec`` was made from: the ``01_teacher`` run whose saved artifact its ``model_id``
+    names (``results/artifacts/01_teacher/<run>[/merged]``), else the reference teacher (:data:`TEACHER`)."""
+    parts = Path(str((rec.get("params") or {}).get("model_id") or "")).parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 2] == ("artifacts", "01_teacher") and f"01_teacher/{parts[i + 2]}" in by_key:
+            return by_key[f"01_teacher/{parts[i + 2]}"]
+    return by_key.get(TEACHER)
+
+
 def _retention_of(label: str, keys=(), method: str | None = None):
     def read(by_key, recs) -> dict:
-        """Retention of the first scored record of ``keys``, else of the first whose method names ``method``."""
-        teacher = by_key.get(TEACHER)
-        if teacher is None:
-            return _missing("no record of the reference teacher")
+        """Retention of the first scored record of ``keys``, else of the first whose method names ``method``, against
+        the teacher it was made from (:func:`teacher_of`)."""
         found = [by_key[k] for k in keys if k in by_key and _scored(by_key[k])]
         found += [r for r in recs if method and method in str((r.get("what") or {}).get("method", "")) and _scored(r)]
         if not found:
             return _missing(f"no {label} record with translation scores")
+        teacher = teacher_of(found[0], by_key)
+        if teacher is None:
+            return _missing("no record of the reference teacher")
         value, note = retention(found[0], teacher)
         return _found(value, found[0], note) if value is not None else _missing(f"{S.key(found[0])}: {note}")
     return read
@@ -337,13 +349,14 @@ COMPUTED = (
      _teacher_runaway),
     ("teacher-xx-en-chrf++", "reference teacher chrF++ xx→en, every test segment", ">=", 43, _teacher_chrf("xx-en")),
     ("teacher-en-xx-chrf++", "reference teacher chrF++ en→xx, every test segment", ">=", 33, _teacher_chrf("en-xx")),
-    ("nf4-retention", "NF4 chrF++ retention", ">=", 0.97, _retention_of("NF4", ["11_bnb_nf4/teacher-lora-nf4"])),
+    ("nf4-retention", "NF4 chrF++ retention", ">=", 0.97,
+     _retention_of("NF4", ["11_bnb_nf4/teacher-full-nf4", "11_bnb_nf4/teacher-lora-nf4"])),
     ("gptq-w4-retention", "GPTQ W4 chrF++ retention", ">=", 0.97,
-     _retention_of("GPTQ W4", ["12_gptq/teacher-lora-gptq-w4g128"])),
+     _retention_of("GPTQ W4", ["12_gptq/teacher-full-gptq-w4g128", "12_gptq/teacher-lora-gptq-w4g128"])),
     ("awq-w4-retention", "AWQ W4 chrF++ retention", ">=", 0.97, _retention_of("AWQ", method="awq")),
     ("fp8-retention", "FP8 chrF++ retention", ">=", 0.99, _retention_of("FP8", method="fp8")),
     ("wanda50-retention", "Wanda 50 % chrF++ retention", ">=", 0.85,
-     _retention_of("Wanda 50 %", ["20_wanda/teacher-lora-wanda50"])),
+     _retention_of("Wanda 50 %", ["20_wanda/teacher-full-wanda50", "20_wanda/teacher-lora-wanda50"])),
     ("wmt24-rank-spearman", "rank correlation of the methods on WMT22 and WMT24 (en→xx)", ">=", 0.9, _rank_spearman),
     ("model-a-retention", "student A (teacher, NF4 + QLoRA) chrF++ retention", ">=", 0.97,
      _retention_of("student A", [MODEL_A])),
