@@ -42,6 +42,10 @@
 set -uo pipefail
 GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
 SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+records_tgz() {  # the records and test selections written since the kit came (.kit-stamp) -> $OUT/records.tgz
+  mkdir -p "$OUT" && (cd /tmp/results && { find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null || true; } \
+    | tar -czf "$OUT/records.tgz" -T -)
+}
 cmd=${1:-}; shift || true
 case "$cmd" in
 kit)
@@ -156,13 +160,11 @@ wait)
   if [ -f /tmp/$name.done ]; then echo "DONE $name rc=$(cat /tmp/$name.done)"; else echo "RUNNING $name"; fi
   # every record made so far comes back with each call (a machine can be taken back mid-call: the next may not come)
   if [ -n "${OUT:-}" ] && [ -f /tmp/results/.kit-stamp ]; then
-    mkdir -p "$OUT" && (cd /tmp/results && { find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null || true; } \
-      | tar -czf "$OUT/records.tgz" -T -) && echo "new records: $(tar -tzf "$OUT/records.tgz" | grep -c '^runs/.*\.json$')"
+    records_tgz && echo "new records: $(tar -tzf "$OUT/records.tgz" | grep -c '^runs/.*\.json$')"
   fi
   ;;
 collect)
-  mkdir -p "$OUT"
-  (cd /tmp/results && { find runs testsets -name '*.json*' -newer .kit-stamp 2>/dev/null || true; } | tar -czf "$OUT/records.tgz" -T -) && tar -tzf "$OUT/records.tgz"
+  records_tgz && tar -tzf "$OUT/records.tgz"
   for name in "$@"; do
     W=/tmp/work-$name; cp /tmp/$name.log "$OUT/$name.log"
     tar -czf "$OUT/$name.tgz" -C "$W" $(cd "$W" && ls -d build/logs build/executed .snakemake/log 2>/dev/null)
