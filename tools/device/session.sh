@@ -9,16 +9,16 @@
 #                                        the vLLM closure -> /tmp/vstage; the last one assembles it (sha256 checked) and
 #                                        installs it into /tmp/vllm-site (its own target: vLLM pins compressed-tensors
 #                                        0.17.0, llm-compressor 0.19.0); start vLLM runs with PYTHONPATH=/tmp/vllm-site:...
-#   session.sh start NAME [--after OTHER] [--warm MODEL_ID] [--gpu ID] -- SNAKEMAKE_ARGS...
+#   session.sh start NAME [--after OTHER[,OTHER...]] [--warm MODEL_ID] [--gpu ID] -- SNAKEMAKE_ARGS...
 #                                        snapshot studylib/notebooks/params/Snakefile/profiles/results into
 #                                        /tmp/work-NAME and run the workflow there in the background (setsid):
 #                                        `python3 -m snakemake --cores all SNAKEMAKE_ARGS`, e.g.
 #                                        `--config profile=full results=/tmp/results params="params/1*.yaml"`;
-#                                        --after waits for OTHER to end first; --warm materializes a model into the
+#                                        --after waits for each OTHER to end first; --warm materializes a model into the
 #                                        shared cache before the workflow starts (no race between jobs); --gpu shows
 #                                        it only that GPU (CUDA_VISIBLE_DEVICES)
 #                                        (carry .carry/snap, made by `tools/device/stage-kit.sh --snap`, to run a commit)
-#   session.sh jobs NAME [--after OTHER] [--no-vllm] JOB...
+#   session.sh jobs NAME [--after OTHER[,OTHER...]] [--no-vllm] JOB...
 #                                        like start, but runs the given jobs one after another (once OTHER has
 #                                        ended, with --after: e.g. timing jobs queued behind a training job), each
 #                                        `python3 -m studylib.workflow run` (what a Snakemake rule runs): JOB is
@@ -112,7 +112,7 @@ export PYTHONPATH=/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERED=1 STUD
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
   TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
 [ -n "$gpu" ] && export CUDA_VISIBLE_DEVICES=$gpu
-if [ -n "$after" ]; then while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
+for a in ${after//,/ }; do echo "waiting for \$a"; while [ ! -f /tmp/\$a.done ]; do sleep 5; done; done
 if [ -n "$warm" ]; then
   while [ ! -f $GGUF ]; do sleep 5; done
   python3 -c "from studylib.core import models; models.load_model('$warm', 'bfloat16', 'cpu'); print('warm: $warm')" || exit 1
@@ -138,7 +138,7 @@ export PYTHONPATH=${vsite}/tmp/site:$W PATH=/tmp/site/bin:\$PATH PYTHONUNBUFFERE
   STUDYLIB_CACHE=/tmp/studylib-cache STUDYLIB_GGUF=$GGUF STUDYLIB_RESULTS=/tmp/results \
   STUDYLIB_GIT_SHA="${STUDYLIB_GIT_SHA:-}" TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch-ext \
   TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=4
-if [ -n "$after" ]; then echo "waiting for $after"; while [ ! -f /tmp/$after.done ]; do sleep 5; done; fi
+for a in ${after//,/ }; do echo "waiting for \$a"; while [ ! -f /tmp/\$a.done ]; do sleep 5; done; done
 rc=0
 while IFS= read -r job; do
   nb=\${job%%:*}; rest=\${job#*:}; pf=\${rest%%:*}; setting={}; [ "\$rest" != "\$pf" ] && setting=\${rest#*:}
