@@ -4,6 +4,7 @@ record -- on the CPU. vLLM itself is never imported: its engine is a stand-in th
 
 import copy
 import sys
+import time
 
 import pytest
 import torch
@@ -94,6 +95,37 @@ def test_batch_invariant_engine_prefills_whole_prompts_with_flash_attention_2(mo
     assert "attention_config" not in made[-1] and "enable_chunked_prefill" not in made[-1]
     E.VLLMEngine("m", flash_attn_version=3)
     assert made[-1]["attention_config"] == {"flash_attn_version": 3}
+
+
+def test_engines_start_one_at_a_time_and_say_how_long_they_waited(tmp_path, monkeypatch):
+    """Two engines starting on one GPU at once confuse vLLM's memory profile: the second waits for the first."""
+    import threading
+    import types
+
+    monkeypatch.setenv("STUDYLIB_VLLM_LOCK", str(tmp_path / "lock"))
+    spans, inside = [], threading.Event()
+
+    def slow_llm(**kw):
+        begin = time.perf_counter()
+        inside.set()
+        time.sleep(0.3)
+        spans.append((begin, time.perf_counter()))
+        return object()
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = slow_llm
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(E, "vllm_version", lambda: E.VLLM_VERSION)
+    engines = []
+    first = threading.Thread(target=lambda: engines.append(E.VLLMEngine("m")))
+    first.start()
+    inside.wait(5)
+    second = E.VLLMEngine("m")
+    first.join()
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert b0 >= a1, "the second engine started while the first was starting"
+    assert second.start_wait_seconds > 0.1 and engines[0].start_wait_seconds < 0.1
+    assert 0.25 < second.start_seconds < 1 and second.info()["start_wait_seconds"] == second.start_wait_seconds
 
 
 # ----------------------------------------------------------------------------------------------- which engine

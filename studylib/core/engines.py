@@ -27,9 +27,12 @@ arguments is plain Python, tested on the CPU.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import importlib.util
 import os
+import tempfile
 import time
 
 ENGINES = ("hf", "vllm")
@@ -221,6 +224,21 @@ def finish(row: list[int], stops, max_new_tokens: int) -> int:
     return min(len(row), max_new_tokens)
 
 
+@contextlib.contextmanager
+def start_lock(path: str | None = None):
+    """Hold this host's vLLM start lock while an engine starts, so that engines start one at a time. vLLM sizes its KV
+    cache from the GPU memory its start-up profile sees taken; an engine starting beside it on the same GPU at the
+    same moment counts as its own use and can leave it none ("No available memory for the cache blocks"). Engines that
+    have started share the GPU as before. ``path`` None: ``$STUDYLIB_VLLM_LOCK``, else a file in the temp folder."""
+    path = path or os.environ.get("STUDYLIB_VLLM_LOCK") or os.path.join(tempfile.gettempdir(), "studylib-vllm-start.lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class VLLMEngine:
     """One vLLM engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: ``llm.apply_model`` reaches the model
     to count its bytes, and closing the engine frees the GPU for the next one)."""
@@ -245,9 +263,12 @@ class VLLMEngine:
         self.kwargs = llm_kwargs(model_dir, chunked_prefill=chunked_prefill, flash_attn_version=flash_attn_version,
                                  **kwargs)
         self.batch_invariant = batch_invariant
-        start = time.perf_counter()
-        self.llm = LLM(**self.kwargs)
-        self.start_seconds = time.perf_counter() - start
+        waited = time.perf_counter()
+        with start_lock():
+            start = time.perf_counter()
+            self.start_wait_seconds = start - waited
+            self.llm = LLM(**self.kwargs)
+            self.start_seconds = time.perf_counter() - start
 
     def generate(self, prompt_ids: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], seed: int = 0,
                  progress: bool = True, repetition_penalty: float = 1.0) -> list[list[int]]:
@@ -268,7 +289,8 @@ class VLLMEngine:
 
     def info(self) -> dict:
         return {"engine": "vllm", "version": vllm_version(), "batch_invariant": self.batch_invariant,
-                "start_seconds": self.start_seconds, "checkpoint": getattr(self, "checkpoint", "plain"),
+                "start_seconds": self.start_seconds, "start_wait_seconds": getattr(self, "start_wait_seconds", 0.0),
+                "checkpoint": getattr(self, "checkpoint", "plain"),
                 "kwargs": {k: v for k, v in self.kwargs.items() if k != "model"}}
 
     def close(self) -> None:
