@@ -224,3 +224,35 @@ def test_retention_is_against_the_teacher_the_record_was_made_from():
     ratios = [on_full["metrics"][d]["chrf++"] / kept["metrics"][d]["chrf++"] for d in on_full["metrics"]]
     assert both["record"] == "11_bnb_nf4/teacher-full-nf4.json"
     assert abs(both["measured"] - sum(ratios) / len(ratios)) < 1e-12
+
+
+def test_retention_and_teacher_targets_compare_like_decodings_only():
+    """The teacher's own evaluation came before its decoding was chosen on dev; a method decoded with the chosen
+    repetition penalty is set against the teacher's 00_baseline run with that choice, and against no other record."""
+    lora = make("01_teacher", TEACHER, n=10, params={"n_test": 10})
+    kept = _full_teacher(0.0001, dev=32.0, noise=0.2)
+    artifact = f"results/artifacts/01_teacher/{kept['run']}/merged"
+    chosen = {"model_id": artifact, "n_test": None, "repetition_penalty": 1.1,
+              "decoding_record": f"02_decoding/{kept['run']}.json"}
+    on_full = make("11_bnb_nf4", "teacher-full-nf4", noise=0.5, params=chosen)
+    absent = by_id(T.targets_data([lora, kept, on_full]))["nf4-retention"]
+    assert absent["measured"] is None and "repetition_penalty 1.1" in absent["why"] and "repetition_penalty 1.0" in absent["why"]
+    on_lora = make("11_bnb_nf4", "teacher-lora-nf4", noise=0.4, n=10,
+                   params={"model_id": "results/artifacts/01_teacher/gemma3-270m-lora"})
+    later = by_id(T.targets_data([lora, kept, on_full, on_lora]))["nf4-retention"]
+    assert later["record"] == "11_bnb_nf4/teacher-lora-nf4.json" and later["measured"] is not None
+    assert "not read: 11_bnb_nf4/teacher-full-nf4: decoded with repetition_penalty 1.1" in later["figure"]
+    again = make("00_baseline", kept["run"], noise=0.25, params=chosen)
+    for d in again["metrics"]:
+        again["metrics"][d]["runaway_rate"] = 0.0
+    by_key = {"01_teacher/" + kept["run"]: kept, "00_baseline/" + kept["run"]: again}
+    assert T.teacher_of(on_full, by_key) is again
+    rows = by_id(T.targets_data([lora, kept, again, on_full]))
+    ratios = [on_full["metrics"][d]["chrf++"] / again["metrics"][d]["chrf++"] for d in on_full["metrics"]]
+    assert abs(rows["nf4-retention"]["measured"] - sum(ratios) / len(ratios)) < 1e-12
+    for tid, group in (("teacher-xx-en-chrf++", "xx-en"), ("teacher-en-xx-chrf++", "en-xx")):
+        assert rows[tid]["record"] == f"00_baseline/{kept['run']}.json"
+        assert rows[tid]["measured"] == again["averages"][group]["chrf++"]
+        assert "decoded with the choice of 02_decoding/" in rows[tid]["figure"]
+    assert rows["teacher-runaway-max"]["record"] == f"00_baseline/{kept['run']}.json"
+    assert rows["teacher-runaway-max"]["measured"] == 0.0

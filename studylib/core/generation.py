@@ -17,6 +17,10 @@ from tqdm.auto import tqdm
 from studylib.core.engines import check_repetition_penalty, finish
 from studylib.core.prompts import cut_output
 
+# what a decoding chosen on dev sets (notebook 02_decoding), and what a record decoded with where it names no penalty
+DECODING_KNOBS = ("repetition_penalty", "max_new_tokens")
+NO_PENALTY = 1.0
+
 _STOP_IDS: dict[int, list[int]] = {}
 
 

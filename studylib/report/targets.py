@@ -24,6 +24,7 @@ from pathlib import Path
 
 from studylib.bench.schema import NOTEBOOK as BENCH
 from studylib.core import records
+from studylib.core.generation import DECODING_KNOBS, NO_PENALTY
 from studylib.core.languages import DIRECTIONS
 from studylib.report import seeds, students
 from studylib.report import significance as S
@@ -162,8 +163,45 @@ def _teacher_model(rec: dict) -> bool:
             and not params.get("recipe"))
 
 
+def decoding_of(rec: dict) -> dict:
+    """The decoding knobs a record decoded its test sets with (:data:`studylib.core.generation.DECODING_KNOBS`; no
+    repetition penalty where a record predates that knob)."""
+    params = rec.get("params") or {}
+    return {k: params.get(k, NO_PENALTY if k == "repetition_penalty" else None) for k in DECODING_KNOBS}
+
+
+def _artifact_run(rec: dict) -> str | None:
+    """The ``01_teacher`` run whose saved model ``rec`` loaded (``results/artifacts/01_teacher/<run>[/merged]``)."""
+    parts = Path(str((rec.get("params") or {}).get("model_id") or "")).parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 2] == ("artifacts", "01_teacher"):
+            return parts[i + 2]
+    return None
+
+
+def teacher_evaluations(teacher: dict, recs) -> list[dict]:
+    """The records that decoded ``teacher``'s model as it is: its own ``01_teacher`` record first, then each
+    ``00_baseline`` run of its saved artifact (e.g. with the decoding its ``02_decoding`` run chose on dev, which
+    the teacher's own evaluation, made before that choice, could not use)."""
+    run = teacher.get("run") if teacher.get("notebook") == "01_teacher" else None
+    again = [r for r in recs if run and r.get("notebook") == "00_baseline" and _artifact_run(r) == run
+             and not (r.get("params") or {}).get("recipe") and _scored(r)]
+    return [teacher] + again
+
+
+def _fixed_decoding(teacher: dict, recs) -> tuple[dict, str]:
+    """``teacher``'s evaluation on every test segment with the decoding chosen on dev (a ``00_baseline`` run of its
+    artifact that read a ``decoding_record``), else its own record; and how it was chosen."""
+    for rec in teacher_evaluations(teacher, recs)[1:]:
+        params = rec.get("params") or {}
+        if params.get("decoding_record") and params.get("n_test") is None:
+            return rec, f"decoded with the choice of {params['decoding_record'].removesuffix('.json')}"
+    return teacher, "its own evaluation, before a decoding was chosen on dev"
+
+
 def _kept_full_teacher(recs) -> tuple[dict | None, str]:
-    """The full fine-tuned teacher kept on dev (:data:`FULL_TEACHER_SWEEP`), when it scored every test segment."""
+    """The full fine-tuned teacher kept on dev (:data:`FULL_TEACHER_SWEEP`), when it scored every test segment: its
+    evaluation with the decoding chosen on dev where one was made (:func:`_fixed_decoding`)."""
     from studylib.report import selection
 
     rec = selection.chosen_record(recs, *FULL_TEACHER_SWEEP)
@@ -171,7 +209,8 @@ def _kept_full_teacher(recs) -> tuple[dict | None, str]:
         return None, ""
     settings = next(e for e in selection.choices_data(recs) if (e["notebook"], e["parent"]) == FULL_TEACHER_SWEEP)
     n = len(settings["settings"])
-    return rec, f"the full fine-tuned teacher kept on dev, of {n} setting{'s' if n > 1 else ''} recorded"
+    rec, decoded = _fixed_decoding(rec, recs)
+    return rec, f"the full fine-tuned teacher kept on dev, of {n} setting{'s' if n > 1 else ''} recorded; {decoded}"
 
 
 def _teacher_full(by_key, recs) -> tuple[dict | None, str]:
@@ -212,6 +251,10 @@ def _engine(rec: dict) -> str:
     return f"{name} {info['version']}" if info.get("version") else name
 
 
+def _knobs(decoding: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in decoding.items())
+
+
 def _teacher_runaway(by_key, recs) -> dict:
     """The largest runaway rate of the reference teacher over its directions (studylib.core.failures): from its own
     record when that carries failure rates, else from the full-size record of its saved model."""
@@ -247,8 +290,12 @@ def _teacher_chrf(group: str):
 
 
 def retention(rec: dict, teacher: dict) -> tuple[float | None, str]:
-    """chrF++ of ``rec`` / the teacher's per direction, mean over the directions both scored; (None, why) when a
-    direction's segments differ or none is scored."""
+    """chrF++ of ``rec`` / the teacher's per direction, mean over the directions both scored; (None, why) when the
+    two decoded differently (a repetition penalty alone moves chrF++ by points), a direction's segments differ or none
+    is scored."""
+    if decoding_of(rec) != decoding_of(teacher):
+        return None, (f"decoded with {_knobs(decoding_of(rec))}, the teacher's record {S.key(teacher)} with "
+                      f"{_knobs(decoding_of(teacher))}: no teacher record decoded like it")
     ratios, sizes = [], set()
     for d in DIRECTIONS:
         a = ((rec.get("metrics") or {}).get(d) or {}).get("chrf++")
@@ -271,28 +318,37 @@ def _scored(rec: dict) -> bool:
 
 
 def teacher_of(rec: dict, by_key: dict) -> dict | None:
-    """The record of the teacher ``rec`` was made from: the ``01_teacher`` run whose saved artifact its ``model_id``
-    names (``results/artifacts/01_teacher/<run>[/merged]``), else the reference teacher (:data:`TEACHER`)."""
-    parts = Path(str((rec.get("params") or {}).get("model_id") or "")).parts
-    for i in range(len(parts) - 2):
-        if parts[i:i + 2] == ("artifacts", "01_teacher") and f"01_teacher/{parts[i + 2]}" in by_key:
-            return by_key[f"01_teacher/{parts[i + 2]}"]
-    return by_key.get(TEACHER)
+    """The record of the teacher ``rec`` was made from, decoded as ``rec`` was where such an evaluation exists
+    (:func:`teacher_evaluations`): the ``01_teacher`` run whose saved artifact its ``model_id`` names
+    (``results/artifacts/01_teacher/<run>[/merged]``), else the reference teacher (:data:`TEACHER`)."""
+    run = _artifact_run(rec)
+    teacher = by_key.get(f"01_teacher/{run}") if run else None
+    if teacher is None:
+        return by_key.get(TEACHER)
+    same = [t for t in teacher_evaluations(teacher, by_key.values()) if decoding_of(t) == decoding_of(rec)]
+    return same[0] if same else teacher
 
 
 def _retention_of(label: str, keys=(), method: str | None = None):
     def read(by_key, recs) -> dict:
         """Retention of the first scored record of ``keys``, else of the first whose method names ``method``, against
-        the teacher it was made from (:func:`teacher_of`)."""
+        the teacher it was made from (:func:`teacher_of`); a record with no like-decoded teacher record is passed
+        over, and the value says so."""
         found = [by_key[k] for k in keys if k in by_key and _scored(by_key[k])]
         found += [r for r in recs if method and method in str((r.get("what") or {}).get("method", "")) and _scored(r)]
         if not found:
             return _missing(f"no {label} record with translation scores")
-        teacher = teacher_of(found[0], by_key)
-        if teacher is None:
-            return _missing("no record of the reference teacher")
-        value, note = retention(found[0], teacher)
-        return _found(value, found[0], note) if value is not None else _missing(f"{S.key(found[0])}: {note}")
+        passed = []  # records set aside, and why: said beside the value read from a later one
+        for rec in found:
+            teacher = teacher_of(rec, by_key)
+            if teacher is None:
+                passed.append(f"{S.key(rec)}: no record of the reference teacher")
+                continue
+            value, note = retention(rec, teacher)
+            if value is not None:
+                return _found(value, rec, note + "".join(f"; not read: {why}" for why in passed))
+            passed.append(f"{S.key(rec)}: {note}")
+        return _missing("; ".join(passed))
     return read
 
 

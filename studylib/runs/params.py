@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from studylib.core import data, languages, records
+from studylib.core.generation import DECODING_KNOBS
 from studylib.core.records import PROFILES
 
 PROMPT_STYLES = ("alma", "alma-fewshot", "tower")
 TEST_SOURCES = ("alma", "wmt24")
-DECODING_KNOBS = ("repetition_penalty", "max_new_tokens")  # what a decoding chosen on dev sets (02_decoding)
 ALLOWED_METRICS = ("bleu", "chrf", "chrf++", "comet")
 
 
