@@ -127,3 +127,26 @@ def test_holm_adjusts_over_the_whole_table_and_an_interval_holding_zero_is_never
     spans = tested[(tested["ci_low"] < 0) & (tested["ci_high"] > 0)]
     assert not spans["significant"].any()
     assert set(tested["test"]) == {significance.TEST}
+
+
+def test_a_run_made_from_another_teacher_is_tested_against_it_decoded_alike():
+    """A method on the full fine-tuned teacher is set against that teacher's evaluation with the same decoding, not
+    the table's reference; decoded otherwise, a pair is not comparable; the Markdown names each row's reference."""
+    lora = make("01_teacher", "teacher-lora", noise=0.3)
+    full = make("01_teacher", "full", noise=0.2)
+    artifact = "results/artifacts/01_teacher/full/merged"
+    chosen = {"model_id": artifact, "repetition_penalty": 1.1, "decoding_record": "02_decoding/full.json"}
+    again = make("00_baseline", "full-chosen", noise=0.2, params=chosen)
+    method = make("11_bnb_nf4", "full-nf4", noise=0.4, params=chosen)
+    on_lora = make("11_bnb_nf4", "lora-nf4", noise=0.4, params={"model_id": "results/artifacts/01_teacher/teacher-lora"})
+    table = significance.significance_table([lora, full, again, method, on_lora], REF, n_samples=50)
+    refs = {run: set(table[table["run"] == run]["reference"]) for run in set(table["run"])}
+    assert refs == {"full": {REF}, "full-chosen": {REF}, "full-nf4": {"00_baseline/full-chosen"}, "lora-nf4": {REF}}
+    assert not _rows(table, "full-chosen", "de-en")["comparable"]  # 1.1 against the reference's 1.0
+    assert "decoded with repetition_penalty 1.1" in _rows(table, "full-chosen", "de-en")["reason"]
+    assert _rows(table, "full-nf4", "de-en")["comparable"] and _rows(table, "lora-nf4", "de-en")["comparable"]
+    text = significance.markdown(table)
+    assert "run − its reference" in text and "| full-nf4 | 00_baseline/full-chosen |" in text
+    without = significance.significance_table([lora, full, method], REF, n_samples=50)
+    row = _rows(without, "full-nf4", "de-en")  # no evaluation decoded like it: its teacher's own, not comparable
+    assert row["reference"] == "01_teacher/full" and not row["comparable"]

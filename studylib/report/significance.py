@@ -1,11 +1,12 @@
 """Is a run's score different from the reference's? Paired bootstrap on the outputs stored in the records.
 
 For every run of a profile (the reference excepted) and every direction it was scored on, the run's hypotheses
-and the reference's are resampled together (Koehn, 2004; :func:`studylib.core.metrics.paired_bootstrap`) -- but only
+and its reference's are resampled together (Koehn, 2004; :func:`studylib.core.metrics.paired_bootstrap`) -- but only
 where the two records hold the *same* source segments and references, in the same order; anything else is
 reported as not comparable, never tested. The direction groups (``xx-en``, ``en-xx``) are tested on the mean of the
 per-direction corpus scores (the records' ``averages``): each resample draws every direction's segments anew, the
-same draws for both systems.
+same draws for both systems. A run's reference is the table's (``--reference``), except for a run made from another
+saved teacher: that teacher, decoded as the run was (:func:`reference_for`).
 
 ``delta = run - reference`` with its 95 % percentile interval; ``p_value`` is two-sided
 (:func:`~studylib.core.metrics.two_sided_p`: the normal approximation from the resampled deltas' standard error) and
@@ -33,6 +34,7 @@ import numpy as np
 from studylib.core import metrics as M
 from studylib.core import records
 from studylib.core.languages import DIRECTIONS, EN_XX, XX_EN, parse_direction
+from studylib.report import teachers
 from studylib.report.markdown import METRIC_LABEL, arrow, md_table, stale_mark, stale_note, truthy, write_text
 from studylib.report.summary import load_records
 
@@ -78,9 +80,13 @@ def _digest(*parts) -> str:
 
 
 def check_aligned(run: dict, reference: dict, direction: str) -> str | None:
-    """None when both records hold outputs of ``direction`` on the same sources and references; else why not."""
+    """None when both records hold outputs of ``direction`` on the same sources and references, decoded with the same
+    knobs (a repetition penalty or token cap moves scores by itself); else why not."""
     a = (run.get("outputs") or {}).get(direction)
     b = (reference.get("outputs") or {}).get(direction)
+    mine, theirs = teachers.decoding_of(run), teachers.decoding_of(reference)
+    if mine != theirs:
+        return f"not comparable: decoded with {teachers.knobs(mine)}, the other with {teachers.knobs(theirs)}"
     if not run.get("outputs"):
         return "no stored outputs"
     if not reference.get("outputs"):
@@ -197,8 +203,18 @@ def significance_table(recs: list[dict], reference: str = DEFAULT_REFERENCE, met
     for rec in recs:
         if key(rec) == ref_key or not rec.get("metrics"):
             continue
-        rows.extend(compare(rec, by_key[ref_key], metrics, n_samples, seed, alpha, cache))
+        rows.extend(compare(rec, reference_for(rec, by_key, ref_key), metrics, n_samples, seed, alpha, cache))
     return pd.DataFrame(adjust(rows, alpha), columns=COLUMNS)
+
+
+def reference_for(rec: dict, by_key: dict, default: str) -> dict:
+    """The record ``rec`` is tested against: for a run made from a saved teacher, that teacher's evaluation decoded as
+    the run was where one exists, else the teacher's own record (:func:`studylib.report.teachers.teacher_of`), so a
+    method on the full fine-tuned teacher is set against that teacher; for a teacher's own evaluations and every run
+    made from no saved teacher, the table's reference ``default``."""
+    if teachers.is_evaluation(rec):
+        return by_key[default]
+    return teachers.teacher_of(rec, by_key, default) or by_key[default]
 
 
 def marks(table) -> dict:
@@ -236,7 +252,7 @@ def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA, stale=frozens
     ``stale``: (notebook, run) of the stale records, marked after their names."""
     if table is None or not len(table):
         return "*No significance tests: the reference run has no record yet, or no other run has scores.*\n"
-    ref = table["reference"].iloc[0]
+    refs = list(dict.fromkeys(table["reference"]))
     n_samples = table["n_samples"].dropna()
     parts = []
     for metric in metrics:
@@ -244,19 +260,24 @@ def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA, stale=frozens
         if not len(sub):
             continue
         columns = [g for g in GROUPS if g in set(sub["direction"])] + [d for d in DIRECTIONS if d in set(sub["direction"])]
-        header = ["Run"] + [arrow(c) for c in columns]
+        # several references (runs made from another teacher are set against it): each row names its own
+        header = ["Run"] + (["Reference"] if len(refs) > 1 else []) + [arrow(c) for c in columns]
         body = []
         for (nb, run), rows in sub.groupby(["notebook", "run"], sort=False):
-            cells = {r["direction"]: _fmt_delta(r) for r in rows.to_dict("records")}
-            body.append([f"{run}{stale_mark((nb, run) in stale)}"] + [cells.get(c, "—") for c in columns])
+            rows = rows.to_dict("records")
+            cells = {r["direction"]: _fmt_delta(r) for r in rows}
+            own = [rows[0]["reference"]] if len(refs) > 1 else []
+            body.append([f"{run}{stale_mark((nb, run) in stale)}"] + own + [cells.get(c, "—") for c in columns])
         label = METRIC_LABEL.get(metric, metric)
-        parts.append(f"**{label}, run − reference ({ref})**\n\n" + md_table(header, body, align="l" + "r" * len(columns)))
+        title = f"run − reference ({refs[0]})" if len(refs) == 1 else "run − its reference"
+        parts.append(f"**{label}, {title}**\n\n"
+                     + md_table(header, body, align="l" * (1 + (len(refs) > 1)) + "r" * len(columns)))
     samples = f"{int(n_samples.iloc[0])} resamples" if len(n_samples) else "resamples"
     tests = int(table["comparable"].map(truthy).sum())
     parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}; "
                  f"two-sided p from the bootstrap standard error, Holm-adjusted over the table's {tests} tests, "
-                 f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, or "
-                 f"outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
+                 f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, they "
+                 f"were decoded with different knobs, or outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
                  f"resampled per direction."
                  + (" " + stale_note(True) if stale & set(zip(table["notebook"], table["run"])) else "")
                  + "\n")

@@ -20,13 +20,11 @@ from __future__ import annotations
 import operator
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 from studylib.bench.schema import NOTEBOOK as BENCH
 from studylib.core import records
-from studylib.core.generation import DECODING_KNOBS, NO_PENALTY
 from studylib.core.languages import DIRECTIONS
-from studylib.report import seeds, students
+from studylib.report import seeds, students, teachers
 from studylib.report import significance as S
 from studylib.report.markdown import code, join, md_table, read_json, stale_mark, stale_note
 
@@ -163,36 +161,10 @@ def _teacher_model(rec: dict) -> bool:
             and not params.get("recipe"))
 
 
-def decoding_of(rec: dict) -> dict:
-    """The decoding knobs a record decoded its test sets with (:data:`studylib.core.generation.DECODING_KNOBS`; no
-    repetition penalty where a record predates that knob)."""
-    params = rec.get("params") or {}
-    return {k: params.get(k, NO_PENALTY if k == "repetition_penalty" else None) for k in DECODING_KNOBS}
-
-
-def _artifact_run(rec: dict) -> str | None:
-    """The ``01_teacher`` run whose saved model ``rec`` loaded (``results/artifacts/01_teacher/<run>[/merged]``)."""
-    parts = Path(str((rec.get("params") or {}).get("model_id") or "")).parts
-    for i in range(len(parts) - 2):
-        if parts[i:i + 2] == ("artifacts", "01_teacher"):
-            return parts[i + 2]
-    return None
-
-
-def teacher_evaluations(teacher: dict, recs) -> list[dict]:
-    """The records that decoded ``teacher``'s model as it is: its own ``01_teacher`` record first, then each
-    ``00_baseline`` run of its saved artifact (e.g. with the decoding its ``02_decoding`` run chose on dev, which
-    the teacher's own evaluation, made before that choice, could not use)."""
-    run = teacher.get("run") if teacher.get("notebook") == "01_teacher" else None
-    again = [r for r in recs if run and r.get("notebook") == "00_baseline" and _artifact_run(r) == run
-             and not (r.get("params") or {}).get("recipe") and _scored(r)]
-    return [teacher] + again
-
-
 def _fixed_decoding(teacher: dict, recs) -> tuple[dict, str]:
     """``teacher``'s evaluation on every test segment with the decoding chosen on dev (a ``00_baseline`` run of its
     artifact that read a ``decoding_record``), else its own record; and how it was chosen."""
-    for rec in teacher_evaluations(teacher, recs)[1:]:
+    for rec in teachers.evaluations(teacher, recs)[1:]:
         params = rec.get("params") or {}
         if params.get("decoding_record") and params.get("n_test") is None:
             return rec, f"decoded with the choice of {params['decoding_record'].removesuffix('.json')}"
@@ -251,10 +223,6 @@ def _engine(rec: dict) -> str:
     return f"{name} {info['version']}" if info.get("version") else name
 
 
-def _knobs(decoding: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in decoding.items())
-
-
 def _teacher_runaway(by_key, recs) -> dict:
     """The largest runaway rate of the reference teacher over its directions (studylib.core.failures): from its own
     record when that carries failure rates, else from the full-size record of its saved model."""
@@ -293,9 +261,10 @@ def retention(rec: dict, teacher: dict) -> tuple[float | None, str]:
     """chrF++ of ``rec`` / the teacher's per direction, mean over the directions both scored; (None, why) when the
     two decoded differently (a repetition penalty alone moves chrF++ by points), a direction's segments differ or none
     is scored."""
-    if decoding_of(rec) != decoding_of(teacher):
-        return None, (f"decoded with {_knobs(decoding_of(rec))}, the teacher's record {S.key(teacher)} with "
-                      f"{_knobs(decoding_of(teacher))}: no teacher record decoded like it")
+    mine, theirs = teachers.decoding_of(rec), teachers.decoding_of(teacher)
+    if mine != theirs:
+        return None, (f"decoded with {teachers.knobs(mine)}, the teacher's record {S.key(teacher)} with "
+                      f"{teachers.knobs(theirs)}: no teacher record decoded like it")
     ratios, sizes = [], set()
     for d in DIRECTIONS:
         a = ((rec.get("metrics") or {}).get(d) or {}).get("chrf++")
@@ -314,19 +283,13 @@ def retention(rec: dict, teacher: dict) -> tuple[float | None, str]:
 
 
 def _scored(rec: dict) -> bool:
-    return bool(rec.get("metrics")) and bool(rec.get("averages"))
+    return teachers.scored(rec)
 
 
 def teacher_of(rec: dict, by_key: dict) -> dict | None:
     """The record of the teacher ``rec`` was made from, decoded as ``rec`` was where such an evaluation exists
-    (:func:`teacher_evaluations`): the ``01_teacher`` run whose saved artifact its ``model_id`` names
-    (``results/artifacts/01_teacher/<run>[/merged]``), else the reference teacher (:data:`TEACHER`)."""
-    run = _artifact_run(rec)
-    teacher = by_key.get(f"01_teacher/{run}") if run else None
-    if teacher is None:
-        return by_key.get(TEACHER)
-    same = [t for t in teacher_evaluations(teacher, by_key.values()) if decoding_of(t) == decoding_of(rec)]
-    return same[0] if same else teacher
+    (:func:`studylib.report.teachers.teacher_of`), else the reference teacher (:data:`TEACHER`)."""
+    return teachers.teacher_of(rec, by_key, TEACHER)
 
 
 def _retention_of(label: str, keys=(), method: str | None = None):
