@@ -32,6 +32,7 @@ class StudentParams(EvalParams):
     FAMILY: ClassVar[str] = "distillation"
     GPU: ClassVar[str] = "exclusive"  # times decoding
     H200_MINUTES: ClassVar[float] = 25.0
+    SMOKE_SWEEP: ClassVar[dict] = {"learning_rate": [2e-4], "seed": [0]}  # a rate and seed axis: one setting on the CPU
 
     prune_recipe: list = field(default_factory=list)
     train_directions: list | str = "all"
