@@ -277,8 +277,8 @@ def markdown(table, metrics=DEFAULT_METRICS, alpha: float = ALPHA, stale=frozens
     parts.append(f"{NOT_SIGNIFICANT}: not significantly different from the reference (paired bootstrap, {samples}; "
                  f"two-sided p from the bootstrap standard error, Holm-adjusted over the table's {tests} tests, "
                  f"p ≥ {alpha:g}). n/c: not comparable (the records' source segments or references differ, they "
-                 f"were decoded with different knobs, or outputs were not stored). Direction groups: the mean of the per-direction corpus scores, "
-                 f"resampled per direction."
+                 f"were decoded with different knobs, or outputs were not stored). Direction groups: the mean of the "
+                 f"per-direction corpus scores, resampled per direction."
                  + (" " + stale_note(True) if stale & set(zip(table["notebook"], table["run"])) else "")
                  + "\n")
     return "\n\n".join(parts)

@@ -15,10 +15,6 @@ from pathlib import Path
 from studylib.core.generation import DECODING_KNOBS, NO_PENALTY
 
 
-def key(rec: dict) -> str:
-    return f"{rec['notebook']}/{rec['run']}"
-
-
 def scored(rec: dict) -> bool:
     return bool(rec.get("metrics")) and bool(rec.get("averages"))
 
