@@ -65,6 +65,33 @@ def test_evaluation_decodes_all_directions_together_and_scores_each_on_its_own(t
     assert ev.new_tokens == sum(m["new_tokens"] for m in ev.metrics.values())
 
 
+def test_other_test_sets_are_decoded_in_the_same_pool_and_scored_apart(tiny, data_root):
+    """also_test (e.g. WMT24, en->xx only): its segments join the pool and come back as their own scores, never
+    mixed into the main test sets'; the hypotheses are those of decoding them alone."""
+    from studylib.core import evaluation
+    from studylib.runs.params import EvalParams, ParamsError
+
+    model, tok = tiny
+    cfg = EvalParams(data_dir=str(data_root), directions=["de-en", "en-de"], n_test=2, batch_size=4, max_new_tokens=6,
+                     also_test=["wmt24"])
+    test_sets, also = evaluation.load_test_sets(cfg), evaluation.load_also_test_sets(cfg)
+    assert list(also) == ["wmt24"] and list(also["wmt24"]) == ["en-de"]  # WMT24 holds en->xx only
+    ev = evaluation.evaluate(model, tok, cfg, test_sets, progress=False, also=also)
+    plain = evaluation.evaluate(model, tok, cfg, test_sets, progress=False)
+    assert ev.metrics == plain.metrics and ev.outputs == plain.outputs
+    alone = generate(model, tok, evaluation.make_prompts(cfg, "en-de", also["wmt24"]["en-de"], tok), batch_size=4,
+                     max_new_tokens=6, progress=False)
+    scores = ev.also["wmt24"]["metrics"]["en-de"]
+    assert scores["n"] == 2 and scores["new_tokens"] == alone.total_new_tokens
+    assert ev.also["wmt24"]["averages"]["en-xx"]["chrf++"] == scores["chrf++"]
+    assert evaluation.also_block(ev) == {"also_tests": ev.also} and evaluation.also_block(plain) == {}
+    for bad, why in ((["alma"], "other than test_source"), (["wmt24", "wmt24"], "also_test"), (["flores"], "also_test")):
+        with pytest.raises(ParamsError, match=why):
+            EvalParams(data_dir=str(data_root), directions=["de-en"], also_test=bad)
+    with pytest.raises(ParamsError, match="none of the run's directions"):
+        EvalParams(data_dir=str(data_root), directions=["de-en"], also_test=["wmt24"])
+
+
 class _RecordingBar:
     """Stands in for tqdm in ``generation``: records the bar's settings and every update."""
 

@@ -256,3 +256,24 @@ def test_retention_and_teacher_targets_compare_like_decodings_only():
         assert "decoded with the choice of 02_decoding/" in rows[tid]["figure"]
     assert rows["teacher-runaway-max"]["record"] == f"00_baseline/{kept['run']}.json"
     assert rows["teacher-runaway-max"]["measured"] == 0.0
+
+
+def test_wmt24_rank_correlation_reads_runs_that_decoded_wmt24_beside_wmt22():
+    """Each run with ``also_tests`` (params also_test: [wmt24]) gives a pair of en→xx chrF++ scores; ranks that agree
+    give 1, reversed ones -1; fewer than three runs give none."""
+    runs = [make("11_bnb_nf4", f"run{i}", noise=0.1 * (i + 1)) for i in range(3)]
+
+    def with_wmt24(scores):
+        for r, s in zip(runs, scores):
+            r["also_tests"] = {"wmt24": {"metrics": {}, "averages": {"en-xx": {"chrf++": s}}}}
+        return by_id(T.targets_data(runs))["wmt24-rank-spearman"]
+
+    wmt22 = [r["averages"]["en-xx"]["chrf++"] for r in runs]
+    order = sorted(range(3), key=lambda i: wmt22[i])
+    agree = [0.0] * 3
+    for rank, i in enumerate(order):
+        agree[i] = 10.0 + rank
+    assert with_wmt24(agree)["measured"] == 1.0
+    assert with_wmt24([20.0 - a for a in agree])["measured"] == -1.0
+    runs.pop()
+    assert "2 methods" in with_wmt24(agree[:2])["why"]

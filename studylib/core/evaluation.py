@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studylib.core import data, engines, failures, metrics, prompts
+from studylib.core import data, engines, failures, metrics, prompts, records
 from studylib.core.generation import generate, generate_vllm
 from studylib.core.languages import parse_direction
 
@@ -16,6 +16,7 @@ class Evaluation:
     seconds: float = 0.0
     new_tokens: int = 0
     engine: dict = field(default_factory=dict)  # which engine decoded, its version, and why if not the one asked for
+    also: dict = field(default_factory=dict)  # test set -> {"metrics", "averages"} of the sets decoded beside (also_test)
 
 
 def load_test_sets(cfg) -> dict:
@@ -28,6 +29,20 @@ def load_test_sets(cfg) -> dict:
     root = data.resolve_data_dir(cfg.data_dir)
     seed = getattr(cfg, "test_seed", 0)
     return {d: data.load_split(cfg.test_source, d, "test", n=cfg.n_test, seed=seed, root=root) for d in cfg.directions}
+
+
+def load_also_test_sets(cfg) -> dict:
+    """The other test sets a run also decodes (``cfg.also_test``), each on the run's directions it holds, subsampled
+    as the main ones: ``{test set: {direction: examples}}``. Called beside :func:`load_test_sets`, before any model
+    loads, so a missing file fails there."""
+    from studylib.core.data import WMT24_DIRECTIONS
+
+    root = data.resolve_data_dir(cfg.data_dir)
+    seed = getattr(cfg, "test_seed", 0)
+    holds = {"wmt24": WMT24_DIRECTIONS}
+    return {source: {d: data.load_split(source, d, "test", n=cfg.n_test, seed=seed, root=root)
+                     for d in cfg.directions if d in holds.get(source, cfg.directions)}
+            for source in getattr(cfg, "also_test", None) or []}
 
 
 def make_prompts(cfg, direction, examples, tokenizer) -> list[str]:
@@ -67,7 +82,7 @@ def serve_with_vllm(model, cfg, **kwargs):
 
 
 def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: bool = True, *, engine=None,
-             pooled: bool = True) -> Evaluation:
+             pooled: bool = True, also: dict | None = None) -> Evaluation:
     """Greedy translations of every direction's test set, scored with ``cfg.metrics``.
 
     ``pooled`` (the default): all directions are decoded together, one pool of prompts (on hf batched by length
@@ -79,8 +94,14 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
     ``cfg.engine`` 'vllm' decodes through vLLM (``engine``: one already started, e.g. to decode twice; else one is
     started for ``model`` and closed after) unless a method of the run's recipe is one vLLM does not serve
     (:func:`studylib.core.engines.choose`); ``Evaluation.engine`` says which engine ran and why.
+
+    ``also`` (:func:`load_also_test_sets`): other test sets decoded in the same pool, scored the same way into
+    ``Evaluation.also`` (their outputs are not kept: the main test sets' are what the paired tests read).
     """
     test_sets = test_sets if test_sets is not None else load_test_sets(cfg)
+    # the other test sets join the pool as directions of their own, "<test set>:<direction>", and are split off after
+    named = {f"{source}:{d}": examples for source, sets in (also or {}).items() for d, examples in sets.items()}
+    test_sets = {**test_sets, **named}
     result = Evaluation()
     name, why, _ = engines.route(*engines.choose(getattr(cfg, "engine", "hf"), recipe_methods(cfg)), model)
     own = name == "vllm" and engine is None
@@ -95,7 +116,7 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
         for pool in pools:
             prompts_, spans = [], {}
             for direction in pool:
-                ps = make_prompts(cfg, direction, test_sets[direction], tokenizer)
+                ps = make_prompts(cfg, direction.rpartition(":")[2], test_sets[direction], tokenizer)
                 spans[direction] = (len(prompts_), len(prompts_) + len(ps))
                 prompts_ += ps
             desc = f"translating ({', '.join(pool) if len(pool) < 3 else f'{len(pool)} directions'})"
@@ -113,7 +134,7 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
         if own:
             engine.close()
     for direction, examples in test_sets.items():
-        _, tgt_lang = parse_direction(direction)
+        _, tgt_lang = parse_direction(direction.rpartition(":")[2])
         hyps = texts[direction]
         srcs = [ex.src for ex in examples]
         refs = [ex.tgt for ex in examples]
@@ -130,7 +151,19 @@ def evaluate(model, tokenizer, cfg, test_sets: dict | None = None, progress: boo
         result.outputs[direction] = {"src": srcs, "ref": refs, "hyp": hyps}
     result.seconds = seconds
     result.new_tokens = int(sum(sum(c) for c in counts.values()))
+    for name in named:
+        source, _, direction = name.partition(":")
+        scores = result.metrics.pop(name)
+        result.outputs.pop(name)
+        result.also.setdefault(source, {"metrics": {}})["metrics"][direction] = scores
+    for block in result.also.values():
+        block["averages"] = records.direction_averages(block["metrics"])
     return result
+
+
+def also_block(ev: Evaluation) -> dict:
+    """The record's ``also_tests`` entry for the other test sets an evaluation decoded ({} when none)."""
+    return {"also_tests": ev.also} if ev.also else {}
 
 
 def speed_prompt(cfg, tokenizer) -> str:

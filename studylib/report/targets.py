@@ -316,25 +316,40 @@ def _retention_of(label: str, keys=(), method: str | None = None):
 
 
 def _rank_spearman(by_key, recs) -> dict:
-    """Spearman's rank correlation of the methods' en→xx chrF++ on WMT22 and on WMT24 (same variant on both)."""
+    """Spearman's rank correlation of the runs' en→xx chrF++ on WMT22 and on WMT24: each run that decoded WMT24 beside
+    its WMT22 test sets (``also_tests``, params ``also_test``), and each variant with a record on each test set."""
+    def en_xx(averages):
+        value = ((averages or {}).get("en-xx") or {}).get("chrf++")
+        return value if isinstance(value, (int, float)) else None
+
+    pairs = {}  # run or variant -> (WMT22 score, WMT24 score, a record that holds them)
+    for r in recs:
+        if (r.get("what") or {}).get("testset") == "wmt22":
+            both = en_xx(r.get("averages")), en_xx((((r.get("also_tests") or {}).get("wmt24")) or {}).get("averages"))
+            if None not in both:
+                pairs[S.key(r)] = (*both, r)
+
     def scores(testset):
         out = {}
         for r in recs:
             what = r.get("what") or {}
-            value = ((r.get("averages") or {}).get("en-xx") or {}).get("chrf++")
-            if what.get("testset") == testset and isinstance(value, (int, float)):
+            value = en_xx(r.get("averages"))
+            if what.get("testset") == testset and value is not None:
                 out.setdefault(what.get("variant") or S.key(r), (value, r))
         return out
-    new, old = scores("wmt24"), scores("wmt22")
-    if not new:
+    old, new = scores("wmt22"), scores("wmt24")
+    for variant in sorted(set(old) & set(new)):
+        if old[variant][1].get("also_tests") is None:  # its WMT22 record did not decode WMT24 itself
+            pairs.setdefault(variant, (old[variant][0], new[variant][0], new[variant][1]))
+    if not pairs:
         return _missing("no WMT24 record")
-    common = sorted(set(new) & set(old))
-    if len(common) < 3:
-        return _missing(f"{len(common)} methods scored on both WMT22 and WMT24 (3 needed)")
+    if len(pairs) < 3:
+        return _missing(f"{len(pairs)} methods scored on both WMT22 and WMT24 (3 needed)")
     import pandas as pd
 
-    rho = pd.Series([old[v][0] for v in common]).corr(pd.Series([new[v][0] for v in common]), method="spearman")
-    return _found(float(rho), new[common[0]][1], f"Spearman over {len(common)} methods, en→xx chrF++")
+    names = sorted(pairs)
+    rho = pd.Series([pairs[n][0] for n in names]).corr(pd.Series([pairs[n][1] for n in names]), method="spearman")
+    return _found(float(rho), pairs[names[0]][2], f"Spearman over {len(names)} methods, en→xx chrF++")
 
 
 def _storage_share(run_key: str):

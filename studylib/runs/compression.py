@@ -35,6 +35,7 @@ class CompressionJob:
     storage_bytes: int | None = None
     dev: devset.DevSet | None = None
     dev_choice: dict | None = None
+    also: dict = field(default_factory=dict)  # the other test sets decoded beside (params also_test)
 
 
 def prepare(cfg) -> CompressionJob:
@@ -45,7 +46,8 @@ def prepare(cfg) -> CompressionJob:
     dev = None
     if cfg.choose_on_dev:  # disjoint from every test set (asserted); the same pairs a dev-stopped teacher held out
         dev = devset.dev_examples(cfg.directions, cfg.dev_per_direction, seed=cfg.test_seed, root=cfg.data_dir)
-    return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib, dev=dev)
+    return CompressionJob(cfg=cfg, recipe=recipe, test_sets=test_sets, calibration=calib, dev=dev,
+                          also=evaluation.load_also_test_sets(cfg))
 
 
 def calibration_for(cfg, recipe: list) -> calibration.Calibration | None:
@@ -146,11 +148,11 @@ def evaluate_and_record(job: CompressionJob, model, tokenizer, *, notebook: str,
     """Translate and score the test sets, measure efficiency, and assemble (not write) the record."""
     cfg = job.cfg
     storage = saved_size(job, model)
-    ev = evaluation.evaluate(model, tokenizer, cfg, job.test_sets)
+    ev = evaluation.evaluate(model, tokenizer, cfg, job.test_sets, also=job.also)
     eff = efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
                                        batch_sizes=cfg.speed_batch_sizes, new_tokens=cfg.speed_new_tokens,
                                        storage=storage, measure_storage=False)
     return records.make_record(notebook=notebook, run=cfg.run_name, params=cfg.as_dict(), profile=cfg.profile,
                                **cfg.identity(), metrics=ev.metrics, efficiency=eff,
                                outputs=ev.outputs if cfg.keep_outputs else None, engine=ev.engine,
-                               extra={"compression": describe(job), **(extra or {})})
+                               extra={"compression": describe(job), **evaluation.also_block(ev), **(extra or {})})

@@ -216,6 +216,9 @@ class EvalParams(NotebookParams):
     vllm_eager: bool = False  # vLLM without torch.compile and CUDA graphs: no compiling at start, a slower decode
     vllm_autotune: bool = True  # FlashInfer's kernel autotuning at vLLM's start (40-60 s on a fresh machine)
     decoding_record: str | None = None  # "02_decoding/<run>.json": decode with the knobs that run chose on dev
+    # other test sets the run also decodes, in the same pool, each on the directions it holds (e.g. [wmt24]: WMT24,
+    # en->xx only), scored into the record's ``also_tests``: a second test set to check the methods' ranking on
+    also_test: list = field(default_factory=list)
     results_dir: str | None = None
 
     def __post_init__(self):
@@ -232,6 +235,12 @@ class EvalParams(NotebookParams):
         _check(self.test_source != "wmt24" or not lacking,
                f"test_source wmt24 holds {', '.join(data.WMT24_DIRECTIONS)} only (en->xx), not {', '.join(lacking)}: "
                f"set directions to those")
+        _check(isinstance(self.also_test, list) and all(t in TEST_SOURCES and t != self.test_source
+                                                        for t in self.also_test)
+               and len(set(self.also_test)) == len(self.also_test),
+               f"also_test must list test sets from {TEST_SOURCES} other than test_source, got {self.also_test!r}")
+        _check("wmt24" not in self.also_test or any(d in data.WMT24_DIRECTIONS for d in self.directions),
+               f"also_test wmt24 holds {', '.join(data.WMT24_DIRECTIONS)} only (en->xx): none of the run's directions")
         _positive_int("n_test", self.n_test, allow_none=True)
         _check(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
         _check(isinstance(self.test_seed, int), f"test_seed must be an integer, got {self.test_seed!r}")

@@ -183,6 +183,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
     """Build, train, evaluate one student; returns its record (not written)."""
     root = data.resolve_data_dir(cfg.data_dir)
     test_sets = evaluation.load_test_sets(cfg)
+    also = evaluation.load_also_test_sets(cfg)
     examples, counts, ood_test = training_set(cfg, root)
     dev = None
     if cfg.dev_per_direction is not None:  # built before any model loads: disjoint from the tests and the training data
@@ -215,7 +216,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         if cfg.save_dir:
             shutil.copytree(tmp, Path(cfg.save_dir) / "adapter", dirs_exist_ok=True)
 
-    ev = evaluation.evaluate(model, tokenizer, cfg, test_sets, progress=progress)
+    ev = evaluation.evaluate(model, tokenizer, cfg, test_sets, progress=progress, also=also)
     ood = evaluation.evaluate(model, tokenizer, cfg, ood_test, progress=progress)
     storage = qinfo["base_storage_bytes"] + adapter_bytes
     eff = efficiency.efficiency_report(model, tokenizer, prompt=evaluation.speed_prompt(cfg, tokenizer),
@@ -228,6 +229,7 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
                     "storage_bytes": {"base_nf4": qinfo["base_storage_bytes"], "adapter": adapter_bytes}},
         "ood_metrics": ev_to_dict(ood),
         "ood_averages": records.direction_averages(ood.metrics),
+        **evaluation.also_block(ev),
     }
     if teacher:
         extra["retention_chrf++"] = retention(ev.metrics, teacher)
