@@ -187,3 +187,20 @@ def test_committed_comparisons_cover_every_declared_pair():
     for claim, a, b in comparisons.PAIRS:
         status = set(table[table["claim"] == claim]["status"])
         assert (status == {"absent"}) == (a not in keys or b not in keys), f"{claim}: {hint}"
+
+
+def test_runs_made_from_another_teacher_are_described_against_it(tmp_path):
+    """A compressed run made from a second saved teacher is tested against that teacher (not the table's reference),
+    and the text says so."""
+    from studylib.core import records
+    from synthetic import make
+
+    results = tmp_path / "results"
+    core(results)  # two teachers: the LoRA one is the reference, the full one a second saved teacher
+    records.write_record(make("10_bnb_int8", "full-int8", family="quantization", noise=0.2,
+                              params={"model_id": "results/artifacts/01_teacher/teacher-full/merged"}), results)
+    _chain(results, tmp_path / "figures", tmp_path / "paper")
+    filled = (tmp_path / "paper" / "paper.md").read_text()
+    assert "against `01_teacher/teacher-full`" in filled and "closest to their references" in filled
+    sig = significance.read_table(results / "significance-full.csv")
+    assert set(sig[sig["run"] == "full-int8"]["reference"]) == {"01_teacher/teacher-full"}

@@ -287,20 +287,26 @@ def text_compressed(ctx) -> str:
         keys = family_runs(ctx, fam)
         if not keys:
             continue
-        best, same = [], []
+        best, same, own = [], [], False
+        default = "/".join(S.parse_reference(ctx.reference))
         for group in GROUPS:
             tested = [(k, r) for k in keys if (r := _sig_row(ctx, *k, group)) is not None and r["comparable"]]
             if not tested:
                 continue
+            own = own or any(r.get("reference", default) != default for _, r in tested)
             k, r = max(tested, key=lambda kr: kr[1]["delta"])
-            best.append(f"{code(k[1])} on {GROUP_LABEL[group]} ({signed(r['delta'])}, {verdict(r)})")
+            against = "" if r.get("reference", default) == default else f" against {code(r['reference'])}"
+            best.append(f"{code(k[1])} on {GROUP_LABEL[group]} ({signed(r['delta'])}{against}, {verdict(r)})")
             same.append(f"{sum(not r['significant'] for _, r in tested)} of {len(tested)} on {GROUP_LABEL[group]}")
         noun = FAMILY_NOUN[fam]
         if not best:
             out.append(f"None of the {len(keys)} {noun} runs can be compared with the reference on the same segments.")
             continue
-        out.append(f"Of the {len(keys)} {noun} runs, the closest to the reference in chrF++ are {join(best)}; "
-                   f"not significantly different from it: {join(same)}.")
+        # runs made from another teacher are tested against it (studylib.report.significance.reference_for)
+        ref, it = ("their references (the teacher each was made from, decoded alike)", "them") if own \
+            else ("the reference", "it")
+        out.append(f"Of the {len(keys)} {noun} runs, the closest to {ref} in chrF++ are {join(best)}; "
+                   f"not significantly different from {it}: {join(same)}.")
     if not out:
         return ("No compressed or distilled run has been recorded yet, so the comparison with the reference "
                 f"({code(S.parse_reference(ctx.reference)[1])}) is still empty.")
