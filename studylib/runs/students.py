@@ -75,7 +75,8 @@ class StudentParams(EvalParams):
         _check(self.compute_dtype in ("bfloat16", "float16", "float32"), f"compute_dtype {self.compute_dtype!r}?")
         check_training(self, lora="qlora_")
         _check(self.teacher_record is None or str(self.teacher_record).endswith(".json"),
-               f"teacher_record must look like '01_teacher/<run>.json', got {self.teacher_record!r}")
+               f"teacher_record must look like '01_teacher/<run>.json' (or a 00_baseline run of the teacher decoded as "
+               f"this run decodes), got {self.teacher_record!r}")
         _check(self.kd_data is None or str(self.kd_data).endswith((".jsonl", ".jsonl.gz")),
                f"kd_data must be a .jsonl(.gz) file from 30_kd_data, got {self.kd_data!r}")
         if self.prune_recipe:
