@@ -35,11 +35,9 @@ def load_also_test_sets(cfg) -> dict:
     """The other test sets a run also decodes (``cfg.also_test``), each on the run's directions it holds, subsampled
     as the main ones: ``{test set: {direction: examples}}``. Called beside :func:`load_test_sets`, before any model
     loads, so a missing file fails there."""
-    from studylib.core.data import WMT24_DIRECTIONS
-
     root = data.resolve_data_dir(cfg.data_dir)
     seed = getattr(cfg, "test_seed", 0)
-    holds = {"wmt24": WMT24_DIRECTIONS}
+    holds = {"wmt24": data.WMT24_DIRECTIONS}
     return {source: {d: data.load_split(source, d, "test", n=cfg.n_test, seed=seed, root=root)
                      for d in cfg.directions if d in holds.get(source, cfg.directions)}
             for source in getattr(cfg, "also_test", None) or []}
