@@ -352,6 +352,27 @@ def test_gptq_quant_log_names_raised_damping_and_fallbacks():
     assert out["modules"] == 4 and out["calibration_tokens"] == 100
 
 
+def test_gptq_quiets_logbar_while_it_runs_and_puts_it_back(tmp_path, monkeypatch):
+    """GPTQModel's logger writes plain text at WARNING inside the method (a notebook's display updates overflowed
+    nbval's reading of a CI cell), and is as it was afterwards."""
+    import logging
+
+    from logbar import LogBar
+    from logbar import logbar as lb
+
+    from studylib.methods.gptq import _quiet_gptqmodel
+
+    monkeypatch.delenv("LOGBAR_DISABLE_NOTEBOOK_DETECTION", raising=False)
+    monkeypatch.setenv("JPY_PARENT_PID", "1")  # what makes LogBar think it draws into a notebook
+    bar = LogBar.shared()
+    before = bar.level
+    assert lb._running_in_notebook_environment()
+    with _quiet_gptqmodel(tmp_path / "logs"):
+        assert not lb._running_in_notebook_environment()
+        assert bar.level == logging.WARNING
+    assert lb._running_in_notebook_environment() and bar.level == before
+
+
 def test_gptq_backend_fallback_wrapper_with_a_mock(monkeypatch):
     """The load wrapper: a backend that raises gives way to auto, and the reason is kept; auto itself is not masked."""
     import gptqmodel

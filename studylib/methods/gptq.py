@@ -28,7 +28,9 @@ silently.
 
 Workarounds for GPTQModel 7.6, all confined to this file: it writes its logs to ``./logs`` (redirected into a
 temporary folder here), draws live progress bars that flood a notebook's output (switched to its quiet mode,
-which it otherwise enables only under pytest), and it rewrites Gemma-3's per-layer-type ``rope_parameters`` into a form that transformers
+which it otherwise enables only under pytest), writes a few INFO lines per quantized module (only its warnings are
+let through while it runs), draws into a notebook through display updates, ten a second while a bar is up (plain
+text lines instead: see :func:`_quiet_gptqmodel`), and it rewrites Gemma-3's per-layer-type ``rope_parameters`` into a form that transformers
 then refuses to save (the original is put back before every save; the rotary embeddings, built from the per-layer
 entries, are not affected).
 """
@@ -36,6 +38,7 @@ entries, are not affected).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import tempfile
@@ -217,18 +220,33 @@ class GPTQ(Method):
 
 @contextmanager
 def _quiet_gptqmodel(log_dir: Path):
-    """GPTQModel's log files into ``log_dir`` (not ./logs), and no live progress bars: in a notebook run they print
-    one line per calibration batch per module (~10^5 lines for 1,280 texts), which papermill copies into the output."""
+    """GPTQModel's log files into ``log_dir`` (not ./logs), no live progress bars and only its warnings on screen.
+
+    Its bars print one line per calibration batch per module (~10^5 lines for 1,280 texts), which papermill copies
+    into the output. Its logger (LogBar) draws into a notebook through display updates, ten a second while a bar
+    is up, and writes a few INFO lines per module. nbval reads a cell's messages only after the cell has ended, and
+    the kernel's output queue drops what overflows it: a long GPTQ cell in CI lost its own end that way and timed
+    out. Here LogBar writes plain text (``LOGBAR_DISABLE_NOTEBOOK_DETECTION``, unless set already) at WARNING; the
+    per-module figures reach the record through the returned log (:func:`summarize_quant_log`)."""
     from gptqmodel.looper import loop_processor
     from gptqmodel.utils import logger as gm_logger
+    from logbar import LogBar
 
-    saved = loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables
+    bar = LogBar.shared()
+    saved = loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables, bar.level
+    plain = "LOGBAR_DISABLE_NOTEBOOK_DETECTION" not in os.environ
     loop_processor._PROJECT_LOG_DIR = log_dir
     gm_logger._suppress_live_renderables = lambda: True
+    bar.setLevel(logging.WARNING)
+    if plain:
+        os.environ["LOGBAR_DISABLE_NOTEBOOK_DETECTION"] = "1"
     try:
         yield
     finally:
-        loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables = saved
+        loop_processor._PROJECT_LOG_DIR, gm_logger._suppress_live_renderables, level = saved
+        bar.setLevel(level)
+        if plain:
+            os.environ.pop("LOGBAR_DISABLE_NOTEBOOK_DETECTION", None)
 
 
 def _to_meta(module) -> None:
