@@ -246,6 +246,24 @@ def test_greedy_layer_pruning_records_its_order(tiny, data_root):
     assert info["dev"]["per_direction"] == {"de-en": 1, "en-is": 1}
 
 
+
+def test_greedy_layer_selection_decodes_with_the_runs_repetition_penalty(tiny, data_root, monkeypatch):
+    """Selection decodes as the run's test does: the penalty reaches every dev scoring; a bad one fails at build."""
+    from studylib.methods import devset
+    from studylib.runs.pruning import LayerPruneParams
+
+    seen = []
+    real = devset.dev_score
+    monkeypatch.setattr(devset, "dev_score", lambda *a, **k: seen.append(k["repetition_penalty"]) or real(*a, **k))
+    method = methods.build("layer-prune-greedy", depth=1, dev_per_direction=1, directions=["de-en"],
+                           max_new_tokens=4, repetition_penalty=1.1, data_dir=str(data_root))
+    method.apply(copy.deepcopy(tiny[0]), tiny[1])
+    assert seen and set(seen) == {1.1}
+    with pytest.raises(methods.MethodError, match="repetition_penalty"):
+        methods.build("layer-prune-greedy", repetition_penalty=0.9)
+    cfg = LayerPruneParams.load(None, {"repetition_penalty": 1.1})
+    assert cfg.layer_method("iterative", 1)["repetition_penalty"] == 1.1
+
 # ------------------------------------------------------------------------------------------------ heads
 
 

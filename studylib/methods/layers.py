@@ -2,8 +2,8 @@
 
 ``layer-prune-greedy`` (iterative layer pruning, as in Moslem et al., WMT 2025 "Iterative Layer Pruning for
 Efficient Translation Inference"): at each of ``depth`` steps, every remaining layer is tried out -- the model
-without it translates a small dev set -- and the layer whose removal costs least chrF++ (or chrF) is removed for
-good. The dev set is ALMA's dev split, ``dev_per_direction`` pairs of each direction, with every pair sharing a
+without it translates a small dev set (greedy, with the run's repetition penalty, as its test is decoded) -- and
+the layer whose removal costs least chrF++ (or chrF) is removed for good. The dev set is ALMA's dev split, ``dev_per_direction`` pairs of each direction, with every pair sharing a
 sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.methods.devset.dev_examples`); the
 score is the mean over directions of the corpus metric. The removal order, the dev score after each step and
 every candidate's score are recorded. Greedy removal is nested: the first ``d`` steps of a depth-``D`` run are a
@@ -82,7 +82,7 @@ def middle_block(n_layers: int, depth: int) -> list[int]:
 
 
 def greedy_order(model, tokenizer, dev, depth: int, *, metric: str, style: str, batch_size: int,
-                 max_new_tokens: int, progress: bool = True) -> dict:
+                 max_new_tokens: int, repetition_penalty: float = 1.0, progress: bool = True) -> dict:
     """The greedy removal order (original layer indices) to ``depth``, with the dev score of every candidate at
     every step. Leaves the model with those layers removed."""
     from tqdm.auto import tqdm
@@ -92,7 +92,8 @@ def greedy_order(model, tokenizer, dev, depth: int, *, metric: str, style: str, 
     if not 0 < depth < n:
         raise ValueError(f"depth must be in 1..{n - 1} for a model of {n} layers, got {depth}")
     score = lambda: devset.dev_score(model, tokenizer, dev, metric=metric, style=style,  # noqa: E731
-                                      batch_size=batch_size, max_new_tokens=max_new_tokens)
+                                      batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                      repetition_penalty=repetition_penalty)
     base = score()
     remaining = list(range(n))
     steps = []
@@ -157,14 +158,21 @@ class LayerPruneGreedy(_LayerPrune):
     name = "layer-prune-greedy"
     paper = "Moslem et al. 2025 (WMT), Iterative Layer Pruning for Efficient Translation Inference"
     defaults = {"depth": 2, "metric": "chrf++", "dev_per_direction": 10, "directions": "all", "seed": 0,
-                "prompt_style": "alma", "batch_size": 16, "max_new_tokens": 64, "data_dir": None}
+                "prompt_style": "alma", "batch_size": 16, "max_new_tokens": 64, "repetition_penalty": 1.0,
+                "data_dir": None}
 
     def check(self):
         super().check()
+        from studylib.core.engines import check_repetition_penalty
+
         p = self.params
         if p["metric"] not in SELECTION_METRICS:
             raise MethodError(f"metric must be one of {SELECTION_METRICS}, got {p['metric']!r}")
         devset.check_dev_selection_params(p, ("dev_per_direction", "batch_size", "max_new_tokens"), MethodError)
+        try:
+            check_repetition_penalty(p["repetition_penalty"])
+        except ValueError as err:
+            raise MethodError(f"layer-prune-greedy: {err}") from None
 
     def apply(self, model, tokenizer, calibration=None):
         p = self.params
@@ -174,7 +182,8 @@ class LayerPruneGreedy(_LayerPrune):
         dev = devset.dev_examples(p["directions"], p["dev_per_direction"], seed=p["seed"], root=p["data_dir"])
         before = sum(x.numel() for x in model.parameters())
         selection = greedy_order(model, tokenizer, dev, p["depth"], metric=p["metric"], style=p["prompt_style"],
-                                 batch_size=p["batch_size"], max_new_tokens=p["max_new_tokens"])
+                                 batch_size=p["batch_size"], max_new_tokens=p["max_new_tokens"],
+                                 repetition_penalty=p["repetition_penalty"])
         self._finish(model, selection["order"], n, before)
         self.info.update(strategy="iterative", selection=selection, dev=dev.describe())
         return model

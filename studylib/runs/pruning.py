@@ -162,7 +162,8 @@ class LayerSelectionParams(RecoveryParams):
         return {"method": "layer-prune-greedy", "depth": depth, "metric": self.selection_metric,
                 "dev_per_direction": self.dev_per_direction, "directions": list(self.dev_directions),
                 "seed": self.seed, "prompt_style": self.prompt_style, "batch_size": self.selection_batch_size,
-                "max_new_tokens": self.selection_max_new_tokens, "data_dir": self.data_dir}
+                "max_new_tokens": self.selection_max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                "data_dir": self.data_dir}
 
 
 @dataclass
