@@ -1,3 +1,4 @@
+import copy
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,60 @@ def test_full_fine_tuning_of_a_student_needs_a_pruned_student():
         StudentParams(full_ft_epochs=1.0)
     with pytest.raises(ParamsError, match="full_ft_epochs must be in"):
         StudentParams(full_ft_epochs=-1.0)
+
+
+def test_a_greedy_prune_step_decodes_its_dev_set_with_the_runs_repetition_penalty():
+    from studylib.runs.students import ModelBParams, prune_steps
+
+    cfg = ModelBParams(repetition_penalty=1.1, prune_recipe=[
+        {"method": "layer-prune-greedy", "depth": 1}, {"method": "layer-prune-middle", "depth": 1}])
+    steps = prune_steps(cfg)
+    assert steps[0]["repetition_penalty"] == 1.1 and "repetition_penalty" not in steps[1]
+    own = ModelBParams(repetition_penalty=1.1, prune_recipe=[{"method": "layer-prune-greedy", "repetition_penalty": 1.0}])
+    assert prune_steps(own)[0]["repetition_penalty"] == 1.0  # a step's own value stands
+    assert cfg.prune_recipe[0] == {"method": "layer-prune-greedy", "depth": 1}  # the params are left as written
+
+
+def test_a_student_reuses_the_layers_a_layer_pruning_run_chose(tmp_path, tiny, monkeypatch):
+    """prune_layers_from: the 25_layer_pruning record's iterative order, read when the run starts, checked to come
+    from the same model, removed by layer-prune-listed; the record's "what" reads the step that ran."""
+    import json
+
+    from studylib import methods
+    from studylib.core import what
+    from studylib.runs.params import ParamsError
+    from studylib.runs.students import ModelBParams, prune_steps
+
+    runs = tmp_path / "runs" / "25_layer_pruning"
+    runs.mkdir(parents=True)
+    step = {"method": "layer-prune-greedy", "params": {"depth": 1}, "removal_order": [1]}
+    (runs / "sel.json").write_text(json.dumps({"params": {"model_id": "tiny-gemma3"},
+                                               "compression": {"recipe": [step]}}))
+    def load(**values):
+        cfg = ModelBParams(**{"prune_recipe": [], "results_dir": str(tmp_path), **values})
+        cfg.resolve()  # as .load does when the run starts
+        return cfg
+
+    cfg = load(prune_layers_from="25_layer_pruning/sel.json")
+    assert cfg.uses()[-1] == "results/runs/25_layer_pruning/sel.json"
+    steps = prune_steps(cfg)
+    assert steps == [{"method": "layer-prune-listed", "layers": [1], "selected_by": "25_layer_pruning/sel"}]
+    model, _ = methods.apply_recipe(copy.deepcopy(tiny[0]), tiny[1], methods.build_recipe(steps), None)
+    assert model.config.num_hidden_layers == tiny[0].config.num_hidden_layers - 1
+    described = [{"method": "layer-prune-listed", "params": steps[0]}]
+    assert what.describe("distillation", {**cfg.as_dict(), "prune_recipe": []},
+                         {"recipe": described})["depth"] == 1
+
+    with pytest.raises(ParamsError, match="not on this run's model"):
+        load(model_id="owner/other", prune_layers_from="25_layer_pruning/sel.json")
+    with pytest.raises(ParamsError, match="no such record"):
+        load(prune_layers_from="25_layer_pruning/none.json")
+    with pytest.raises(ParamsError, match="not both"):
+        ModelBParams(prune_layers_from="25_layer_pruning/sel.json")  # the default prune_recipe is not empty
+    with pytest.raises(ParamsError, match="prune_layers_from must look like"):
+        ModelBParams(prune_recipe=[], prune_layers_from="sel.json")
+    with pytest.raises(methods.MethodError, match="distinct layer indices"):
+        methods.build("layer-prune-listed", layers=[1, 1])
 
 
 def test_training_pairs_sharing_a_sentence_with_dev_are_held_out_and_counted(data_root):

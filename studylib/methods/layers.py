@@ -9,6 +9,9 @@ score is the mean over directions of the corpus metric. The removal order, the d
 every candidate's score are recorded. Greedy removal is nested: the first ``d`` steps of a depth-``D`` run are a
 depth-``d`` run.
 
+``layer-prune-listed``: remove the layers another run chose (its recorded removal order), so that the runs of a
+sweep (students with seeds and learning rates) share one selection instead of each repeating it.
+
 ``layer-prune-middle``: remove the ``depth`` consecutive layers centred in the stack (layers
 ``(L - depth) // 2 .. (L - depth) // 2 + depth - 1``), no data needed -- the baseline for the greedy order.
 
@@ -186,4 +189,37 @@ class LayerPruneGreedy(_LayerPrune):
                                  repetition_penalty=p["repetition_penalty"])
         self._finish(model, selection["order"], n, before)
         self.info.update(strategy="iterative", selection=selection, dev=dev.describe())
+        return model
+
+
+@register
+class LayerPruneListed(_LayerPrune):
+    """The decoder layers at ``layers`` (indices in the model as given) removed: an order chosen elsewhere, e.g. by a
+    ``layer-prune-greedy`` run on the same model, reused without selecting again. ``selected_by`` names where the
+    order comes from (the record), for the record of this run."""
+
+    name = "layer-prune-listed"
+    paper = "a removal order chosen by iterative layer pruning (Moslem et al. 2025) in another run, reused"
+    defaults = {"layers": None, "selected_by": None}
+
+    def axes(self):
+        return {"depth": len(self.params["layers"])}
+
+    def check(self):
+        layers = self.params["layers"]
+        if not isinstance(layers, list) or not layers or len(set(layers)) != len(layers) \
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
+            raise MethodError(f"layers must be a non-empty list of distinct layer indices >= 0, got {layers!r}")
+        if self.params["selected_by"] is not None and not isinstance(self.params["selected_by"], str):
+            raise MethodError(f"selected_by must name where the order comes from, got {self.params['selected_by']!r}")
+
+    def apply(self, model, tokenizer, calibration=None):
+        layers = self.params["layers"]
+        n = len(pruning.decoder_layers(model))
+        if max(layers) >= n or len(layers) >= n:
+            raise MethodError(f"cannot remove layers {layers} from a model of {n} layers")
+        before = sum(p.numel() for p in model.parameters())
+        remove_layers(model, layers)
+        self._finish(model, list(layers), n, before)
+        self.info.update(strategy="listed", selected_by=self.params["selected_by"])
         return model

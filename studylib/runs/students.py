@@ -58,6 +58,9 @@ class StudentParams(EvalParams):
     dev_patience: int | None = None
     teacher_record: str | None = None
     save_dir: str | None = None
+    # "25_layer_pruning/<run>.json": remove the layers that run's iterative selection chose (instead of a prune_recipe;
+    # the same teacher), so that every setting of a sweep starts from one selection
+    prune_layers_from: str | None = None
     # Moslem's Model B: the pruned student fully fine-tuned on the human pairs before NF4 + QLoRA (0: no such stage)
     full_ft_epochs: float = 0.0
     full_ft_learning_rate: float = 5e-5
@@ -84,11 +87,18 @@ class StudentParams(EvalParams):
                 build_recipe(self.prune_recipe)
             except MethodError as err:
                 raise ParamsError(str(err)) from err
+        _check(self.prune_layers_from is None or (str(self.prune_layers_from).startswith("25_layer_pruning/")
+                                                  and str(self.prune_layers_from).endswith(".json")),
+               f"prune_layers_from must look like '25_layer_pruning/<run>.json', got {self.prune_layers_from!r}")
+        _check(not (self.prune_layers_from and self.prune_recipe),
+               "set prune_recipe or prune_layers_from, not both: the layers removed come from one of them")
+        self._prune_layers = None  # the order read from prune_layers_from's record (resolve)
         _check(isinstance(self.full_ft_epochs, (int, float)) and 0 <= self.full_ft_epochs <= 20,
                f"full_ft_epochs must be in [0, 20], got {self.full_ft_epochs!r}")
         if self.full_ft_epochs:
-            _check(bool(self.prune_recipe), "full_ft_epochs fine-tunes a pruned student: it needs a prune_recipe "
-                                            "(Model A starts from the fine-tuned teacher itself)")
+            _check(bool(self.prune_recipe or self.prune_layers_from),
+                   "full_ft_epochs fine-tunes a pruned student: it needs a prune_recipe or prune_layers_from "
+                   "(Model A starts from the fine-tuned teacher itself)")
             _check(isinstance(self.full_ft_learning_rate, float) and 0 < self.full_ft_learning_rate < 1,
                    f"full_ft_learning_rate must be a float in (0, 1), got {self.full_ft_learning_rate!r}")
             _positive_int("full_ft_batch_size", self.full_ft_batch_size)
@@ -96,7 +106,28 @@ class StudentParams(EvalParams):
 
     def uses(self) -> list[str]:
         return (super().uses() + ([self.kd_data] if self.kd_data else [])
-                + ([f"results/runs/{self.teacher_record}"] if self.teacher_record else []))
+                + ([f"results/runs/{self.teacher_record}"] if self.teacher_record else [])
+                + ([f"results/runs/{self.prune_layers_from}"] if self.prune_layers_from else []))
+
+    def resolve(self) -> None:
+        """With ``prune_layers_from``: the removal order that 25_layer_pruning run recorded, checked to have been
+        chosen on this run's model."""
+        super().resolve()
+        if not self.prune_layers_from:
+            return
+        path = records.results_dir(self.results_dir) / "runs" / self.prune_layers_from
+        if not path.is_file():
+            raise ParamsError(f"prune_layers_from {self.prune_layers_from}: no such record under "
+                              f"{path.parent.parent}: run its 25_layer_pruning params first")
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if (rec.get("params") or {}).get("model_id") != self.model_id:
+            raise ParamsError(f"prune_layers_from {self.prune_layers_from}: its layers were chosen on "
+                              f"{(rec.get('params') or {}).get('model_id')!r}, not on this run's model {self.model_id!r}")
+        orders = [step["removal_order"] for step in (rec.get("compression") or {}).get("recipe") or []
+                  if isinstance(step, dict) and step.get("method") == "layer-prune-greedy" and step.get("removal_order")]
+        if len(orders) != 1:
+            raise ParamsError(f"prune_layers_from {self.prune_layers_from}: no iterative removal order in it")
+        self._prune_layers = list(orders[0])
 
 
 @dataclass
@@ -109,7 +140,8 @@ class ModelBParams(StudentParams):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(bool(self.prune_recipe), "Model B is a pruned student: prune_recipe must not be empty")
+        _check(bool(self.prune_recipe or self.prune_layers_from),
+               "Model B is a pruned student: set a prune_recipe or prune_layers_from")
 
 
 @dataclass
@@ -146,14 +178,28 @@ def training_set(cfg, root) -> tuple[list, dict, dict]:
     return examples, counts, ood_test
 
 
+def prune_steps(cfg) -> list[dict]:
+    """The pruning the student runs: the layers ``cfg.prune_layers_from`` chose (read by ``resolve``), else
+    ``cfg.prune_recipe``, where a ``layer-prune-greedy`` step that sets no ``repetition_penalty`` decodes its dev set
+    with the run's (the one its ``decoding_record`` chose), so that selection decodes as the test does."""
+    if cfg.prune_layers_from:
+        if cfg._prune_layers is None:
+            raise ParamsError(f"prune_layers_from {cfg.prune_layers_from}: not read yet (load the params with .load)")
+        return [{"method": "layer-prune-listed", "layers": list(cfg._prune_layers),
+                 "selected_by": cfg.prune_layers_from.removesuffix(".json")}]
+    return [dict(step, repetition_penalty=step.get("repetition_penalty", cfg.repetition_penalty))
+            if step.get("method") == "layer-prune-greedy" else dict(step) for step in cfg.prune_recipe]
+
+
 def prune_student(cfg, human: list | None = None, *, progress: bool = True):
     """Apply ``cfg.prune_recipe`` to the teacher, fully fine-tune it on the ``human`` pairs when
     ``cfg.full_ft_epochs`` (Moslem's Model B), and save the student; returns (checkpoint path, recipe info, the full
     fine-tuning's summary or None)."""
-    if not cfg.prune_recipe:
+    steps = prune_steps(cfg)
+    if not steps:
         return cfg.model_id, [], None
     model, tokenizer = models.load_model(cfg.model_id, "float32", cfg.device)
-    model, described = apply_recipe(model, tokenizer, build_recipe(cfg.prune_recipe), None)
+    model, described = apply_recipe(model, tokenizer, build_recipe(steps), None)
     full_ft = None
     if cfg.full_ft_epochs:
         pairs = [prompts.training_text(ex, cfg.prompt_style, tokenizer=tokenizer) for ex in human or []]
@@ -232,6 +278,8 @@ def train_student(cfg, *, notebook: str, progress: bool = True) -> dict:
         "ood_averages": records.direction_averages(ood.metrics),
         **evaluation.also_block(ev),
     }
+    if cfg.prune_layers_from:  # the record's "what" reads the steps that ran (the params name only their source)
+        extra["compression"] = {"recipe": pruned}
     if teacher:
         extra["retention_chrf++"] = retention(ev.metrics, teacher)
         extra["teacher_record"] = cfg.teacher_record
