@@ -179,6 +179,33 @@ def test_student_seeds_and_storage_share_from_synthetic_students():
     assert rows["student-seeds"]["measured"] == 2
 
 
+def test_student_targets_read_the_setting_its_sweep_keeps_on_dev_over_its_seeds():
+    """Once Model B's sweep on the reference teacher has records, its targets are the mean over the seeds of the
+    learning rate kept on dev (test scores play no part); before, the older single run, saying the sweep has none."""
+    teacher = make("01_teacher", TEACHER, efficiency={"storage_bytes": 1000})
+    older = make("32_model_b", "middle8-nf4-qlora", extra={"student": {"storage_bytes": {"base_nf4": 700, "adapter": 0}}})
+    parent = T.MODEL_B_SWEEP[1]
+
+    def setting(lr, seed, dev, noise, base):
+        return make("32_model_b", f"{parent}-lr{lr}-seed{seed}", noise=noise, params={"seed": seed},
+                    sweep={"parent": parent, "axes": {"learning_rate": lr, "seed": seed}},
+                    extra={"training": {"dev_selection": {"best_score": dev, "best_step": 5, "planned_steps": 10,
+                                                          "stopped_early": True, "metric": "chrf++"}},
+                           "student": {"storage_bytes": {"base_nf4": base, "adapter": 10}}})
+    kept = [setting(5e-05, s, dev=31.0 + s, noise=0.35, base=590) for s in (0, 1)]
+    other = [setting(0.0002, s, dev=29.0, noise=0.1, base=590) for s in (0, 1)]  # better on test, worse on dev
+    before = by_id(T.targets_data([teacher, older]))
+    assert before["model-b-storage-share"]["measured"] == 0.7
+    assert f"{parent} has no record yet" in before["model-b-storage-share"]["figure"]
+    rows = by_id(T.targets_data([teacher, older, *other, *kept]))
+    share = rows["model-b-storage-share"]
+    assert share["measured"] == 0.6 and share["record"] == f"32_model_b/{kept[0]['run']}.json"
+    assert "mean over 2 seeds" in share["figure"] and "learning_rate 5e-05" in share["figure"]
+    expected = [sum(r["metrics"][d]["chrf++"] / teacher["metrics"][d]["chrf++"] for d in r["metrics"]) / len(r["metrics"])
+                for r in kept]
+    assert abs(rows["model-b-retention"]["measured"] - sum(expected) / 2) < 1e-12
+
+
 def _full_teacher(lr: float, dev: float, noise: float) -> dict:
     rec = make("01_teacher", f"gemma3-270m-full-dev-lr{lr}", family="teacher", noise=noise, params={"n_test": None},
                sweep={"parent": "gemma3-270m-full-dev", "axes": {"learning_rate": lr}},

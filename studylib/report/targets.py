@@ -376,7 +376,55 @@ def _student_seeds(by_key, recs) -> dict:
     return _found(float(fewest), rec, f"fewest seeds over {len(counts)} student runs")
 
 
+def _kept_runs(recs, notebook: str, parent: str) -> tuple[list[dict], str]:
+    """The records of the setting the sweep ``parent`` of ``notebook`` keeps on dev, one per seed
+    (:func:`studylib.report.selection.choices_data`), and that setting's label; ([], "") before the sweep has one."""
+    from studylib.report import selection
+
+    for entry in selection.choices_data(recs):
+        if (entry["notebook"], entry["parent"]) == (notebook, parent):
+            runs = set(entry["chosen_runs"])
+            return [r for r in recs if r["notebook"] == notebook and r["run"] in runs], entry["chosen"]
+    return [], ""
+
+
+def _student(label: str, sweep: tuple, older: str, measure: str):
+    """A student target read from the setting its sweep keeps on dev (``sweep``: notebook and parent run), as the mean
+    over that setting's seeds; before that sweep has records, from the ``older`` single run, saying so. ``measure``:
+    ``retention`` (chrF++ against the teacher each record was made from, decoded alike: :func:`teacher_of`) or
+    ``storage`` (stored bytes over the reference teacher's)."""
+    single = _retention_of(label, [older]) if measure == "retention" else _storage_share(older)
+
+    def one(rec, by_key, recs) -> tuple[float | None, str]:
+        if measure == "storage":
+            got = _storage_share(S.key(rec))(by_key, recs)
+            return got["measured"], got.get("why") or ""
+        teacher = teacher_of(rec, by_key)
+        return retention(rec, teacher) if teacher else (None, "no record of the reference teacher")
+
+    def read(by_key, recs) -> dict:
+        kept, setting = _kept_runs(recs, *sweep)
+        if not kept:
+            out = single(by_key, recs)
+            if out.get("measured") is not None:
+                out["figure"] += f"; {sweep[0]}/{sweep[1]} has no record yet"
+            return out
+        values, passed = [], []
+        for rec in kept:
+            value, note = one(rec, by_key, recs)
+            (values.append(value) if value is not None else passed.append(f"{S.key(rec)}: {note}"))
+        if not values:
+            return _missing("; ".join(passed))
+        return _found(statistics.fmean(values), kept[0],
+                      f"mean over {len(values)} seed{'s' if len(values) > 1 else ''} of {sweep[0]}/{sweep[1]} at the "
+                      f"setting kept on dev ({setting})" + "".join(f"; not read: {why}" for why in passed))
+    return read
+
+
 MODEL_A, MODEL_B = "31_model_a/teacher-nf4-qlora", "32_model_b/middle8-nf4-qlora"
+# the students' sweeps on the reference teacher (issue 17): their targets read the setting each keeps on dev
+MODEL_A_SWEEP = ("31_model_a", "teacher-full-nf4-qlora")
+MODEL_B_SWEEP = ("32_model_b", "teacher-full-iterative4-full-nf4-qlora")
 # id, what, operator, goal, how to compute it from the records (issues 16 and 17)
 COMPUTED = (
     ("teacher-runaway-max", "largest runaway rate of the reference teacher over the directions", "<=", 0.02,
@@ -393,10 +441,11 @@ COMPUTED = (
      _retention_of("Wanda 50 %", ["20_wanda/teacher-full-wanda50", "20_wanda/teacher-lora-wanda50"])),
     ("wmt24-rank-spearman", "rank correlation of the methods on WMT22 and WMT24 (en→xx)", ">=", 0.9, _rank_spearman),
     ("model-a-retention", "student A (teacher, NF4 + QLoRA) chrF++ retention", ">=", 0.97,
-     _retention_of("student A", [MODEL_A])),
+     _student("student A", MODEL_A_SWEEP, MODEL_A, "retention")),
     ("model-b-retention", "student B (pruned, NF4 + QLoRA) chrF++ retention", ">=", 0.95,
-     _retention_of("student B", [MODEL_B])),
-    ("model-b-storage-share", "student B storage / the reference teacher's", "<=", 0.5, _storage_share(MODEL_B)),
+     _student("student B", MODEL_B_SWEEP, MODEL_B, "retention")),
+    ("model-b-storage-share", "student B storage / the reference teacher's", "<=", 0.5,
+     _student("student B", MODEL_B_SWEEP, MODEL_B, "storage")),
     ("student-seeds", "fewest seeds of any student run", ">=", 3, _student_seeds),
 )
 
