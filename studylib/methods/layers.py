@@ -3,9 +3,10 @@
 ``layer-prune-greedy`` (iterative layer pruning, as in Moslem et al., WMT 2025 "Iterative Layer Pruning for
 Efficient Translation Inference"): at each of ``depth`` steps, every remaining layer is tried out -- the model
 without it translates a small dev set (greedy, with the run's repetition penalty, as its test is decoded) -- and
-the layer whose removal costs least chrF++ (or chrF) is removed for good. The dev set is ALMA's dev split, ``dev_per_direction`` pairs of each direction, with every pair sharing a
-sentence with any test set dropped and the rest asserted disjoint (:func:`studylib.methods.devset.dev_examples`); the
-score is the mean over directions of the corpus metric. The removal order, the dev score after each step and
+the layer whose removal costs least chrF++ (or chrF) is removed for good. The dev set is ALMA's dev split,
+``dev_per_direction`` pairs of each direction, with every pair sharing a sentence with any test set dropped and the
+rest asserted disjoint (:func:`studylib.methods.devset.dev_examples`); the score is the mean over directions of the
+corpus metric. The removal order, the dev score after each step and
 every candidate's score are recorded. Greedy removal is nested: the first ``d`` steps of a depth-``D`` run are a
 depth-``d`` run.
 
