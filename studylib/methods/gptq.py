@@ -31,8 +31,8 @@ temporary folder here), draws live progress bars that flood a notebook's output 
 which it otherwise enables only under pytest), writes a few INFO lines per quantized module (only its warnings are
 let through while it runs), draws into a notebook through display updates, ten a second while a bar is up (plain
 text lines instead: see :func:`_quiet_gptqmodel`), and it rewrites Gemma-3's per-layer-type ``rope_parameters``
-into a form that transformers then refuses to save (the original is put back before every save; the rotary embeddings, built from the per-layer
-entries, are not affected).
+into a form that transformers then refuses to save (the original is put back before every save; the rotary
+embeddings, built from the per-layer entries, are not affected).
 """
 
 from __future__ import annotations
