@@ -287,17 +287,23 @@ class EvalParams(NotebookParams):
         return (([self.model_id] if self.model_from_a_run() else [])
                 + ([f"results/runs/{self.decoding_record}"] if self.decoding_record else []))
 
+    def run_record(self, param: str) -> dict:
+        """The record the parameter ``param`` names (``"<notebook>/<run>.json"`` under the results' runs), read when
+        the run starts; a ParamsError of one line when that run has not made it yet."""
+        name = getattr(self, param)
+        path = records.results_dir(self.results_dir) / "runs" / name
+        if not path.is_file():
+            raise ParamsError(f"{param} {name}: no such record under {path.parent.parent}: "
+                              f"run its {str(name).split('/')[0]} params first")
+        return json.loads(path.read_text(encoding="utf-8"))
+
     def resolve(self) -> None:
         """With ``decoding_record``: the decoding knobs (:data:`DECODING_KNOBS`) that 02_decoding run chose on dev
         replace this run's, so every run decodes as the dev choice says and none sets it by hand."""
         super().resolve()
         if not self.decoding_record:
             return
-        path = records.results_dir(self.results_dir) / "runs" / self.decoding_record
-        if not path.is_file():
-            raise ParamsError(f"decoding_record {self.decoding_record}: no such record under {path.parent.parent}: "
-                              f"run its 02_decoding params first")
-        chosen = (json.loads(path.read_text(encoding="utf-8")).get("decoding") or {}).get("chosen")
+        chosen = (self.run_record("decoding_record").get("decoding") or {}).get("chosen")
         if not isinstance(chosen, dict) or not chosen or set(chosen) - set(DECODING_KNOBS):
             raise ParamsError(f"decoding_record {self.decoding_record}: no decoding chosen on dev in it")
         for knob, value in chosen.items():

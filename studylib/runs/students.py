@@ -115,11 +115,7 @@ class StudentParams(EvalParams):
         super().resolve()
         if not self.prune_layers_from:
             return
-        path = records.results_dir(self.results_dir) / "runs" / self.prune_layers_from
-        if not path.is_file():
-            raise ParamsError(f"prune_layers_from {self.prune_layers_from}: no such record under "
-                              f"{path.parent.parent}: run its 25_layer_pruning params first")
-        rec = json.loads(path.read_text(encoding="utf-8"))
+        rec = self.run_record("prune_layers_from")
         if (rec.get("params") or {}).get("model_id") != self.model_id:
             raise ParamsError(f"prune_layers_from {self.prune_layers_from}: its layers were chosen on "
                               f"{(rec.get('params') or {}).get('model_id')!r}, not on this run's model {self.model_id!r}")
